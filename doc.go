@@ -1,0 +1,46 @@
+// Package wsauth runs authenticated WebSocket endpoints in a Go app server.
+//
+// Browsers cannot put an Authorization header on a WebSocket upgrade. wsauth
+// authenticates with an explicit message instead: a connection opens
+// unauthenticated, under an absolute deadline and resource caps, and its
+// first frame must be an auth frame carrying a JWT, which is verified against
+// the identity provider's JWKS (package jwks). The verified identity is bound
+// to the session. Before the token expires the server asks for a fresh one
+// (reauth_required) and the client sends it on the same socket; outbound
+// messages are buffered, bounded, while the token is expired and delivered in
+// order once a fresh one arrives. What a session never delivered is handed to
+// the application (Options.OnUndelivered), never silently dropped.
+//
+// The wire protocol, with its close codes, is specified in docs/protocol.md;
+// the threat model in docs/security.md.
+//
+// # Use
+//
+//	v, err := jwks.New(ctx, jwks.Options{Issuers: []jwks.Issuer{{
+//		Issuer:   "https://idp.example.com/",
+//		JWKSURL:  "https://idp.example.com/.well-known/jwks.json",
+//		Audience: []string{"chat"},
+//	}}})
+//	srv, err := wsauth.New(wsauth.Options{
+//		Verifier: v,
+//		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
+//			_, err := srv.SendToSubject(s.Subject(), m.Data)
+//			return err
+//		},
+//	})
+//	http.Handle("/ws", srv)
+//
+// Serve it with an http.Server that sets ReadHeaderTimeout, and call
+// Server.Shutdown before exiting.
+//
+// # Goroutines
+//
+// Each connection runs on the goroutine net/http gave its request: that
+// goroutine reads frames and calls OnAuthenticated, OnMessage and OnClose,
+// one at a time per session. A slow hook delays only its own session.
+// Outbound frames are written by a short-lived per-connection writer that
+// exists only while frames are queued. All deadlines of all sessions (auth
+// timeout, reauth, expiry, grace) live in one scheduler (package reauth)
+// driven by a single timer; nothing runs a goroutine or timer per session.
+// Every Server and Session method is safe for concurrent use.
+package wsauth

@@ -1,0 +1,216 @@
+package wsauth_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/wsauthtest"
+)
+
+// env is one wsauth server on a loopback httptest server, verifying tokens
+// of a real IdP over HTTP, with a fake clock shared by the server, the
+// verifier and the IdP.
+type env struct {
+	t     *testing.T
+	clock *wsauthtest.Clock
+	idp   *wsauthtest.IdP
+	srv   *wsauth.Server
+	http  *httptest.Server
+	url   string
+	rec   *recorder
+	logs  *syncBuffer // everything the server logged
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// recorder collects what the hooks saw.
+type recorder struct {
+	mu          sync.Mutex
+	closes      chan closeEvent
+	messages    chan received
+	undelivered map[string][]string
+}
+
+type closeEvent struct {
+	session string
+	subject string
+	code    wsauth.CloseCode
+	reason  string
+}
+
+type received struct {
+	session string
+	subject string
+	id      string
+	data    string
+}
+
+func (r *recorder) undeliveredFor(sub string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.undelivered[sub]...)
+}
+
+var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func newEnv(t *testing.T, configure func(*wsauth.Options)) *env {
+	t.Helper()
+	clock := wsauthtest.NewClock(epoch)
+	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})
+	idp.SetNow(clock.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	v, err := jwks.New(ctx, jwks.Options{
+		Issuers: []jwks.Issuer{{Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{idp.Audience()}}},
+		Now:     clock.Now,
+	})
+	require.NoError(t, err)
+	rec := &recorder{
+		closes:      make(chan closeEvent, 1000),
+		messages:    make(chan received, 1000),
+		undelivered: map[string][]string{},
+	}
+	logs := &syncBuffer{}
+	opts := wsauth.Options{
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Verifier: v,
+		Clock:    clock,
+		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
+			rec.messages <- received{session: s.ID(), subject: s.Subject(), id: m.ID, data: string(m.Data)}
+			return nil
+		},
+		OnClose: func(s *wsauth.Session, ce *wsauth.CloseError) {
+			rec.closes <- closeEvent{session: s.ID(), subject: s.Subject(), code: ce.Code, reason: ce.Reason}
+		},
+		OnUndelivered: func(sub string, data []json.RawMessage) {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, d := range data {
+				rec.undelivered[sub] = append(rec.undelivered[sub], string(d))
+			}
+		},
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	srv, err := wsauth.New(opts)
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv)
+	e := &env{t: t, clock: clock, idp: idp, srv: srv, http: hs, rec: rec, logs: logs,
+		url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		require.NoError(t, srv.Shutdown(sctx))
+		hs.Close()
+		v.Close()
+		cancel()
+	})
+	return e
+}
+
+// dial opens a raw connection and waits until the server's read loop runs.
+func (e *env) dial(header http.Header) *wstest.Conn {
+	e.t.Helper()
+	c, err := wstest.Dial(e.url, header)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { c.Close() })
+	_, err = c.Sync()
+	require.NoError(e.t, err)
+	return c
+}
+
+// login dials and authenticates as sub with a token living ttl, returning
+// the connection and its auth_ok frame.
+func (e *env) login(sub string, ttl time.Duration) (*wstest.Conn, map[string]any) {
+	e.t.Helper()
+	c := e.dial(nil)
+	require.NoError(e.t, c.Auth(e.idp.Token(sub, ttl)))
+	ok, err := c.ReadJSON()
+	require.NoError(e.t, err)
+	require.Equal(e.t, "auth_ok", ok["type"], "frame: %v", ok)
+	return c, ok
+}
+
+// expectClose reads until the server's close frame and checks its code and
+// reason, then checks that OnClose reported the same.
+func (e *env) expectClose(c *wstest.Conn, code wsauth.CloseCode, reason string) [][]byte {
+	e.t.Helper()
+	cl, texts, err := c.ReadClose()
+	require.NoError(e.t, err)
+	require.Equal(e.t, int(code), cl.Code, "close reason %q", cl.Reason)
+	if reason != "" {
+		require.Equal(e.t, reason, cl.Reason)
+	}
+	ev := e.nextClose()
+	require.Equal(e.t, code, ev.code)
+	return texts
+}
+
+func (e *env) nextClose() closeEvent {
+	e.t.Helper()
+	select {
+	case ev := <-e.rec.closes:
+		return ev
+	case <-time.After(5 * time.Second):
+		e.t.Fatal("no OnClose within 5s")
+		return closeEvent{}
+	}
+}
+
+func (e *env) nextMessage() received {
+	e.t.Helper()
+	select {
+	case m := <-e.rec.messages:
+		return m
+	case <-time.After(5 * time.Second):
+		e.t.Fatal("no message reached OnMessage within 5s")
+		return received{}
+	}
+}
+
+// noMessage asserts that no message reached the application.
+func (e *env) noMessage() {
+	e.t.Helper()
+	select {
+	case m := <-e.rec.messages:
+		e.t.Fatalf("message reached OnMessage: %+v", m)
+	default:
+	}
+}
+
+func readType(t *testing.T, c *wstest.Conn, typ string) map[string]any {
+	t.Helper()
+	m, err := c.ReadJSON()
+	require.NoError(t, err)
+	require.Equal(t, typ, m["type"], "frame: %v", m)
+	return m
+}

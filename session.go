@@ -1,0 +1,302 @@
+package wsauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/reauth"
+	"github.com/wsauth/wsauth/session"
+)
+
+// Session is one WebSocket connection, from the upgrade until it closes. Its
+// methods are safe for concurrent use.
+type Session struct {
+	srv        *Server
+	id         string
+	ip         string
+	remoteAddr string
+	socket     *gws.Conn
+	conn       *gateConn
+	ctx        context.Context
+	cancel     context.CancelFunc
+	drainFn    func() // s.drain, allocated once
+	timerFn    func() // s.onTimer, allocated once
+
+	// entry is the session's single slot in the server's scheduler: the next
+	// deadline of the session, whichever phase it is in.
+	entry reauth.Entry
+
+	mu           sync.Mutex
+	drained      sync.Cond // signalled when draining goes false; uses mu
+	state        session.State
+	ident        Identity
+	authDeadline time.Time // while pending
+	phase        phase
+	registered   bool // in the server's registry
+	pendingSlot  bool // holds a slot of the pending limiter
+	outbox       *session.Outbox
+	paused       bool           // outbox is held: before auth_ok, and while expired
+	draining     bool           // a drain job is queued or running
+	inflight     []session.Item // popped by drain, write failed: undelivered
+	overflowed   []session.Item // refused by a full outbox: undelivered, last
+	closeErr     *CloseError    // why the server closed the session
+}
+
+// phase says what the session's scheduler entry does when it fires.
+type phase uint8
+
+const (
+	phaseNone   phase = iota
+	phaseAuth         // auth deadline of a pending session: close 4408
+	phaseLead         // send reauth_required
+	phaseExpire       // token expired: buffer (ExpiryReauth) or close (ExpiryClose)
+	phaseGrace        // grace over: close 4440
+)
+
+// ID returns the session's opaque id (as sent in auth_ok).
+func (s *Session) ID() string { return s.id }
+
+// RemoteAddr returns the client's network address.
+func (s *Session) RemoteAddr() string { return s.remoteAddr }
+
+// Context returns a context that is cancelled when the session closes.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Subprotocol returns the negotiated subprotocol: "wsauth.v1" or "".
+func (s *Session) Subprotocol() string { return s.socket.SubProtocol() }
+
+// Identity returns the session's current verified identity; zero while the
+// session is pending. It changes on every successful reauthentication.
+func (s *Session) Identity() Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ident
+}
+
+// Subject returns the subject of the session's identity.
+func (s *Session) Subject() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ident.Subject
+}
+
+// State returns the session's current state.
+func (s *Session) State() session.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// Send queues data, one JSON value, for delivery to the client as a message
+// frame. It does not block on the network. It returns nil once wsauth is
+// responsible for the message: it is then either delivered, in order, or
+// handed to Options.OnUndelivered. While the session's token is expired the
+// message is buffered. It returns ErrSessionClosed if the session already
+// closed and ErrInvalidData if data is not valid JSON.
+func (s *Session) Send(data json.RawMessage) error {
+	it, err := newItem(data)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(it)
+}
+
+// Close closes the session with code and a short reason (sent to the client:
+// no secrets). It does not wait for the client.
+func (s *Session) Close(code CloseCode, reason string) {
+	s.close(protocol.NewCloseError(code, reason))
+}
+
+// newItem encodes data as a message frame once; the frame can then be shared
+// by every session it is sent to.
+func newItem(data json.RawMessage) (session.Item, error) {
+	if !protocol.ValidData(data) {
+		return session.Item{}, ErrInvalidData
+	}
+	frame := protocol.AppendMessage(make([]byte, 0, len(data)+messageOverhead), data)
+	return session.Item{Frame: frame, Data: frame[messagePrefixLen : len(frame)-1 : len(frame)-1]}, nil
+}
+
+var (
+	messagePrefixLen = len(protocol.AppendMessage(nil, json.RawMessage("0"))) - 2
+	messageOverhead  = messagePrefixLen + 1
+)
+
+func (s *Session) enqueue(it session.Item) error {
+	s.mu.Lock()
+	if s.state == session.Closed {
+		s.mu.Unlock()
+		return ErrSessionClosed
+	}
+	if err := s.outbox.Push(it); err != nil {
+		s.overflowed = append(s.overflowed, it)
+		ce := protocol.NewCloseError(protocol.CloseBufferOverflow, "buffer overflow")
+		s.markClosedLocked(ce)
+		s.mu.Unlock()
+		// Do not make the sender wait for the close frame to be written.
+		go s.writeClose(ce)
+		return nil
+	}
+	s.scheduleDrainLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Session) scheduleDrainLocked() {
+	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
+		return
+	}
+	s.draining = true
+	// gws runs Async jobs of one connection one at a time, in order, on a
+	// goroutine that exists only while jobs are queued.
+	s.socket.Async(s.drainFn)
+}
+
+// drain writes queued frames until the outbox is empty, paused or closed.
+func (s *Session) drain() {
+	for {
+		s.mu.Lock()
+		if s.paused || s.state == session.Closed {
+			s.stopDrainingLocked()
+			s.mu.Unlock()
+			return
+		}
+		it, ok := s.outbox.Pop()
+		if !ok {
+			s.stopDrainingLocked()
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := s.socket.WriteMessage(gws.OpcodeText, it.Frame); err != nil {
+			s.mu.Lock()
+			s.inflight = append(s.inflight, it)
+			if s.closeErr == nil {
+				s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
+			}
+			s.stopDrainingLocked()
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (s *Session) stopDrainingLocked() {
+	s.draining = false
+	s.drained.Broadcast()
+}
+
+// markClosedLocked moves the session to Closed, recording why. It reports
+// false if the session was already closed.
+func (s *Session) markClosedLocked(ce *CloseError) bool {
+	if s.state == session.Closed {
+		return false
+	}
+	s.state = session.Closed
+	s.closeErr = ce
+	s.phase = phaseNone
+	return true
+}
+
+// close closes the session with ce, writing the close frame on the calling
+// goroutine (the write is bounded by Options.WriteTimeout).
+func (s *Session) close(ce *CloseError) {
+	s.mu.Lock()
+	ok := s.markClosedLocked(ce)
+	s.mu.Unlock()
+	if ok {
+		s.writeClose(ce)
+	}
+}
+
+func (s *Session) writeClose(ce *CloseError) {
+	reason := ce.Reason
+	if len(reason) > protocol.MaxReasonLen {
+		reason = reason[:protocol.MaxReasonLen]
+	}
+	// WriteClose also closes the socket, which ends the read loop and so
+	// calls finish.
+	_ = s.socket.WriteClose(uint16(ce.Code), []byte(reason))
+}
+
+// writeFrame writes a control frame (auth_ok, error) synchronously.
+func (s *Session) writeFrame(frame []byte) {
+	_ = s.socket.WriteMessage(gws.OpcodeText, frame)
+}
+
+// finish runs once, on the connection's goroutine, after the read loop
+// ended: it settles what was not delivered and tells the application.
+func (s *Session) finish(err error) {
+	s.mu.Lock()
+	if s.closeErr == nil {
+		s.closeErr = closeErrorFrom(err)
+	}
+	s.state = session.Closed
+	s.phase = phaseNone
+	for s.draining { // the socket is closed: the drain ends at once
+		s.drained.Wait()
+	}
+	undelivered := append(s.inflight, s.outbox.Drain()...)
+	undelivered = append(undelivered, s.overflowed...)
+	s.inflight, s.overflowed = nil, nil
+	ce, ident := s.closeErr, s.ident
+	registered, pendingSlot := s.registered, s.pendingSlot
+	s.registered, s.pendingSlot = false, false
+	s.mu.Unlock()
+
+	s.srv.sched.Cancel(&s.entry)
+	s.cancel()
+	if pendingSlot {
+		s.srv.pending.release(s.ip)
+	}
+	if registered {
+		s.srv.registry.Remove(s.id, ident.Subject)
+	}
+	s.srv.forget(s)
+	if len(undelivered) > 0 {
+		s.srv.undelivered(ident.Subject, undelivered)
+	}
+	s.srv.opts.Logger.Debug("wsauth: session closed", "session", s.id, "sub", ident.Subject,
+		"remote", s.remoteAddr, "code", int(ce.Code), "reason", ce.Reason)
+	if h := s.srv.opts.OnClose; h != nil {
+		s.srv.guard(s, "OnClose", func() { h(s, ce) })
+	}
+}
+
+// closeErrorFrom turns the error that ended gws's read loop into the close
+// code the session is reported to have closed with.
+func closeErrorFrom(err error) *CloseError {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) && ce.Code != 0 { // the client's close frame
+		return protocol.NewCloseError(protocol.CloseCode(ce.Code), string(ce.Reason))
+	}
+	// gws closed the connection itself (frame too large, protocol error):
+	// it reports the code it sent as its internal StatusCode type.
+	var sc interface{ Uint16() uint16 }
+	if errors.As(err, &sc) && sc.Uint16() >= 1000 {
+		code := protocol.CloseCode(sc.Uint16())
+		return protocol.NewCloseError(code, code.String())
+	}
+	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost")
+}
+
+// guard runs an application hook, turning a panic into a logged error.
+func (srv *Server) guard(s *Session, hook string, f func()) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			srv.opts.Logger.Error("wsauth: application hook panicked", "hook", hook,
+				"session", s.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	f()
+	return false
+}

@@ -1,0 +1,143 @@
+package session
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// ErrOverflow is returned by Outbox.Push when the message would exceed the
+// outbox's message or byte bound. The outbox is left unchanged.
+var ErrOverflow = errors.New("session: outbound buffer full")
+
+// Item is one queued outbound application message: the encoded frame as it
+// goes on the wire, and the application data inside it (a sub-slice of Frame
+// or a separate slice), which is what Undelivered hands back.
+type Item struct {
+	Frame []byte
+	Data  json.RawMessage
+}
+
+// Outbox is a bounded FIFO of outbound application messages. It counts
+// messages and frame bytes and refuses a Push past either bound, so a client
+// that stops reading, or a session waiting for a fresh token, cannot grow the
+// server's memory without limit. The zero Outbox is not usable: use NewOutbox.
+//
+// Outbox is not safe for concurrent use: its owner serialises access.
+type Outbox struct {
+	items    []Item // ring buffer, len(items) is the capacity in use
+	head     int
+	n        int
+	bytes    int
+	maxMsgs  int
+	maxBytes int
+}
+
+// NewOutbox returns an empty outbox holding at most maxMsgs messages and
+// maxBytes bytes of frames. Both bounds must be positive.
+func NewOutbox(maxMsgs, maxBytes int) *Outbox {
+	if maxMsgs <= 0 || maxBytes <= 0 {
+		panic("session: NewOutbox bounds must be positive")
+	}
+	return &Outbox{maxMsgs: maxMsgs, maxBytes: maxBytes}
+}
+
+// Push appends an item. It returns ErrOverflow, and keeps nothing, when the
+// item would take the outbox past its message or byte bound.
+func (o *Outbox) Push(it Item) error {
+	if o.n+1 > o.maxMsgs || o.bytes+len(it.Frame) > o.maxBytes {
+		return ErrOverflow
+	}
+	if o.n == len(o.items) {
+		o.grow()
+	}
+	o.items[(o.head+o.n)%len(o.items)] = it
+	o.n++
+	o.bytes += len(it.Frame)
+	return nil
+}
+
+// PushFront puts items before everything already queued, in their order. It
+// is how messages kept for a resumed subject go ahead of newer traffic. Items
+// that do not fit are returned, in order, and not queued.
+func (o *Outbox) PushFront(items []Item) (rejected []Item) {
+	keep := len(items)
+	for keep > 0 {
+		total := 0
+		for _, it := range items[:keep] {
+			total += len(it.Frame)
+		}
+		if o.n+keep <= o.maxMsgs && o.bytes+total <= o.maxBytes {
+			break
+		}
+		keep--
+	}
+	rest := o.Drain()
+	for _, it := range items[:keep] {
+		o.mustPush(it)
+	}
+	for _, it := range rest {
+		o.mustPush(it)
+	}
+	return items[keep:]
+}
+
+func (o *Outbox) mustPush(it Item) {
+	if o.n == len(o.items) {
+		o.grow()
+	}
+	o.items[(o.head+o.n)%len(o.items)] = it
+	o.n++
+	o.bytes += len(it.Frame)
+}
+
+func (o *Outbox) grow() {
+	size := 2 * len(o.items)
+	if size == 0 {
+		size = 4
+	}
+	if size > o.maxMsgs {
+		size = o.maxMsgs
+	}
+	items := make([]Item, size)
+	for i := 0; i < o.n; i++ {
+		items[i] = o.items[(o.head+i)%len(o.items)]
+	}
+	o.items, o.head = items, 0
+}
+
+// Pop removes and returns the oldest item.
+func (o *Outbox) Pop() (Item, bool) {
+	if o.n == 0 {
+		return Item{}, false
+	}
+	it := o.items[o.head]
+	o.items[o.head] = Item{} // drop the reference for the GC
+	o.head = (o.head + 1) % len(o.items)
+	o.n--
+	o.bytes -= len(it.Frame)
+	if o.n == 0 {
+		o.head = 0
+	}
+	return it, true
+}
+
+// Drain removes and returns every item, oldest first.
+func (o *Outbox) Drain() []Item {
+	if o.n == 0 {
+		return nil
+	}
+	out := make([]Item, 0, o.n)
+	for {
+		it, ok := o.Pop()
+		if !ok {
+			return out
+		}
+		out = append(out, it)
+	}
+}
+
+// Len returns the number of queued items.
+func (o *Outbox) Len() int { return o.n }
+
+// Bytes returns the total size of the queued frames.
+func (o *Outbox) Bytes() int { return o.bytes }
