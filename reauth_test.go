@@ -1,0 +1,303 @@
+package wsauth_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/session"
+)
+
+// quiet asserts the server sent nothing (a ping round trip sees no text).
+func quiet(t *testing.T, c *wstest.Conn) {
+	t.Helper()
+	texts, err := c.Sync()
+	require.NoError(t, err)
+	require.Empty(t, texts, "unexpected frames: %q", texts)
+}
+
+func send(t *testing.T, e *env, sub string, data string) {
+	t.Helper()
+	n, err := e.srv.SendToSubject(sub, json.RawMessage(data))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}
+
+func TestReauthRequiredTiming(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		ttl      time.Duration
+		lead     time.Duration // expected time from auth to reauth_required
+		optLead  time.Duration
+		optGrace time.Duration
+	}{
+		{"lead from options", time.Hour, time.Hour - 30*time.Second, 0, 0},
+		{"short token: half its life", 20 * time.Second, 10 * time.Second, 0, 0},
+		{"custom lead and grace", time.Minute, 50 * time.Second, 10 * time.Second, 3 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(o *wsauth.Options) { o.ReauthLead, o.ReauthGrace = tc.optLead, tc.optGrace })
+			c, ok := e.login("ann", tc.ttl)
+			exp := int64(ok["exp"].(float64))
+			e.clock.Advance(tc.lead - time.Millisecond)
+			quiet(t, c)
+			e.clock.Advance(time.Millisecond)
+			rr := readType(t, c, "reauth_required")
+			grace := tc.optGrace
+			if grace == 0 {
+				grace = wsauth.DefaultReauthGrace
+			}
+			assert.Equal(t, float64(exp), rr["exp"])
+			assert.Equal(t, float64(exp+int64(grace/time.Second)), rr["deadline"])
+		})
+	}
+}
+
+func TestReauthOnTheSameSocket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) { o.ReauthLead = 10 * time.Second })
+	c, ok := e.login("bea", time.Minute)
+	id := ok["session"]
+	e.clock.Advance(50 * time.Second)
+	readType(t, c, "reauth_required")
+
+	require.NoError(t, c.Auth(e.idp.Token("bea", time.Minute)))
+	ok2 := readType(t, c, "auth_ok")
+	assert.Equal(t, id, ok2["session"], "same session")
+	assert.Equal(t, float64(epoch.Add(110*time.Second).Unix()), ok2["exp"])
+
+	// The old expiry no longer applies: the next reauth_required is 10s
+	// before the new exp.
+	e.clock.Advance(49 * time.Second)
+	quiet(t, c)
+	e.clock.Advance(time.Second)
+	rr := readType(t, c, "reauth_required")
+	assert.Equal(t, float64(epoch.Add(110*time.Second).Unix()), rr["exp"])
+	s, _ := e.srv.Session(id.(string))
+	assert.Equal(t, session.Active, s.State())
+}
+
+func TestEarlyRefresh(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.login("cid", time.Hour)
+	e.clock.Advance(10 * time.Minute)
+	require.NoError(t, c.Auth(e.idp.Token("cid", time.Hour)))
+	ok := readType(t, c, "auth_ok")
+	assert.Equal(t, float64(epoch.Add(70*time.Minute).Unix()), ok["exp"])
+	e.clock.Advance(59*time.Minute + 29*time.Second) // the old token expired long ago
+	quiet(t, c)
+}
+
+func TestExpiredSessionBuffersAndDeliversInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) { o.ReauthLead = 10 * time.Second })
+	c, ok := e.login("dan", time.Minute)
+	send(t, e, "dan", `{"n":1}`)
+	assert.Equal(t, map[string]any{"n": float64(1)}, readType(t, c, "message")["data"])
+
+	e.clock.Advance(time.Minute) // past exp
+	readType(t, c, "reauth_required")
+	s, _ := e.srv.Session(ok["session"].(string))
+	require.Equal(t, session.Expired, s.State())
+	for n := 2; n <= 6; n++ {
+		send(t, e, "dan", fmt.Sprintf(`{"n":%d}`, n))
+	}
+	quiet(t, c)
+
+	// A message from the client is refused, not processed, while expired.
+	require.NoError(t, c.WriteText(`{"type":"message","id":"late","data":"x"}`))
+	er := readType(t, c, "error")
+	assert.Equal(t, float64(4401), er["code"])
+	assert.Equal(t, "late", er["ref"])
+	e.noMessage()
+
+	require.NoError(t, c.Auth(e.idp.Token("dan", time.Minute)))
+	readType(t, c, "auth_ok")
+	for n := 2; n <= 6; n++ {
+		assert.Equal(t, map[string]any{"n": float64(n)}, readType(t, c, "message")["data"])
+	}
+	send(t, e, "dan", `{"n":7}`)
+	assert.Equal(t, map[string]any{"n": float64(7)}, readType(t, c, "message")["data"])
+	assert.Empty(t, e.rec.undeliveredFor("dan"))
+}
+
+func TestGraceDeadlineCloses4440AndHandsOverUndelivered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) { o.ReauthLead, o.ReauthGrace = 10*time.Second, 5*time.Second })
+	c, _ := e.login("eve", time.Minute)
+	e.clock.Advance(time.Minute)
+	readType(t, c, "reauth_required")
+	send(t, e, "eve", `"a"`)
+	send(t, e, "eve", `"b"`)
+	e.clock.Advance(5*time.Second - time.Millisecond)
+	quiet(t, c)
+	e.clock.Advance(time.Millisecond)
+	e.expectClose(c, protocol.CloseSessionExpired, "session expired")
+	assert.Equal(t, []string{`"a"`, `"b"`}, e.rec.undeliveredFor("eve"))
+
+	// A reauth after the deadline is impossible: the socket is gone.
+	_ = c.Auth(e.idp.Token("eve", time.Minute))
+	_, _, err := c.ReadFrame()
+	assert.Error(t, err)
+	assert.Equal(t, 0, e.srv.Len())
+	_, err = e.srv.SendToSubject("eve", json.RawMessage(`"c"`))
+	require.NoError(t, err)
+}
+
+func TestBufferOverflowCloses4413(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) { o.BufferMessages = 3 })
+	c, ok := e.login("fay", time.Minute)
+	e.clock.Advance(time.Minute)
+	readType(t, c, "reauth_required")
+	s, _ := e.srv.Session(ok["session"].(string))
+	for i := 1; i <= 4; i++ {
+		require.NoError(t, s.Send(json.RawMessage(fmt.Sprint(i))))
+	}
+	assert.ErrorIs(t, s.Send(json.RawMessage(`5`)), wsauth.ErrSessionClosed)
+	e.expectClose(c, protocol.CloseBufferOverflow, "buffer overflow")
+	assert.Equal(t, []string{"1", "2", "3", "4"}, e.rec.undeliveredFor("fay"))
+}
+
+func TestReauthFailures(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	cases := []struct {
+		name   string
+		token  func() string
+		code   wsauth.CloseCode
+		reason string
+	}{
+		{"other subject", func() string { return e.idp.Token("someone-else", time.Hour) }, protocol.CloseForbidden, "subject changed"},
+		{"expired token", func() string { return e.idp.Token("gus", -time.Second) }, protocol.CloseUnauthorized, "token expired"},
+		{"invalid token", func() string { return "x.y.z" }, protocol.CloseUnauthorized, "malformed token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := e.login("gus", time.Hour)
+			require.NoError(t, c.Auth(tc.token()))
+			cl, texts, err := c.ReadClose()
+			require.NoError(t, err)
+			assert.Empty(t, texts)
+			assert.Equal(t, int(tc.code), cl.Code)
+			assert.Equal(t, tc.reason, cl.Reason)
+		})
+	}
+}
+
+func TestExpiryPolicies(t *testing.T) {
+	t.Parallel()
+	t.Run("close", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *wsauth.Options) { o.Expiry = wsauth.ExpiryClose })
+		c, _ := e.login("hal", time.Minute)
+		send(t, e, "hal", `"before"`)
+		assert.Equal(t, "before", readType(t, c, "message")["data"])
+		e.clock.Advance(time.Minute - time.Millisecond)
+		quiet(t, c) // no reauth_required with ExpiryClose
+		e.clock.Advance(time.Millisecond)
+		e.expectClose(c, protocol.CloseSessionExpired, "token expired")
+	})
+	t.Run("ignore", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *wsauth.Options) { o.Expiry = wsauth.ExpiryIgnore })
+		c, _ := e.login("ida", time.Minute)
+		e.clock.Advance(24 * time.Hour)
+		quiet(t, c)
+		send(t, e, "ida", `"still"`)
+		assert.Equal(t, "still", readType(t, c, "message")["data"])
+	})
+}
+
+// Many goroutines Send while the session expires and reauthenticates: every
+// message arrives once, and each sender's messages arrive in its order.
+func TestConcurrentSendsDuringReauthKeepPerSenderOrder(t *testing.T) {
+	t.Parallel()
+	const senders, each = 8, 60
+	e := newEnv(t, func(o *wsauth.Options) { o.BufferMessages = senders * each })
+	c, ok := e.login("ivy", time.Minute)
+	s, _ := e.srv.Session(ok["session"].(string))
+
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < senders; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; i < each; i++ {
+				assert.NoError(t, s.Send(json.RawMessage(fmt.Sprintf(`{"g":%d,"i":%d}`, g, i))))
+			}
+		}()
+	}
+	close(start)
+	e.clock.Advance(time.Minute) // expires while the senders run
+	fresh := e.idp.Token("ivy", time.Hour)
+	wg.Wait()
+	require.NoError(t, c.Auth(fresh))
+
+	next := make([]int, senders)
+	sawAuthOK := false
+	for got := 0; got < senders*each; {
+		m, err := c.ReadJSON()
+		require.NoError(t, err)
+		switch m["type"] {
+		case "reauth_required":
+		case "auth_ok":
+			sawAuthOK = true
+		case "message":
+			d := m["data"].(map[string]any)
+			g, i := int(d["g"].(float64)), int(d["i"].(float64))
+			require.Equal(t, next[g], i, "sender %d out of order", g)
+			next[g]++
+			got++
+		default:
+			t.Fatalf("unexpected frame %v", m)
+		}
+	}
+	assert.True(t, sawAuthOK)
+	quiet(t, c)
+}
+
+func TestResumeDeliversToTheNextConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) {
+		o.ResumeFor = time.Minute
+		o.ReauthGrace = 5 * time.Second
+	})
+	c, _ := e.login("jon", time.Minute)
+	e.clock.Advance(time.Minute)
+	readType(t, c, "reauth_required")
+	send(t, e, "jon", `"r1"`)
+	send(t, e, "jon", `"r2"`)
+	e.clock.Advance(5 * time.Second)
+	e.expectClose(c, protocol.CloseSessionExpired, "")
+	assert.Empty(t, e.rec.undeliveredFor("jon"), "kept for resume, not handed over yet")
+
+	c2, _ := e.login("jon", time.Hour)
+	assert.Equal(t, "r1", readType(t, c2, "message")["data"])
+	assert.Equal(t, "r2", readType(t, c2, "message")["data"])
+	quiet(t, c2)
+
+	// Messages kept past ResumeFor go to OnUndelivered.
+	other, _ := e.login("kim", time.Minute)
+	e.clock.Advance(time.Minute)
+	readType(t, other, "reauth_required")
+	send(t, e, "kim", `"k1"`)
+	e.clock.Advance(5 * time.Second)
+	e.expectClose(other, protocol.CloseSessionExpired, "")
+	e.clock.Advance(time.Minute)
+	assert.Equal(t, []string{`"k1"`}, e.rec.undeliveredFor("kim"))
+}
