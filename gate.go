@@ -73,11 +73,25 @@ type frameGate struct {
 	msgLen     uint64 // payload bytes of the current data message so far
 }
 
+// feed checks the next bytes of the stream. Its verdict depends only on the
+// stream, never on how it was split into reads: the byte budget is enforced
+// at the exact byte that exceeds it, after the bytes before it were parsed.
 func (g *frameGate) feed(p []byte) error {
+	over := false
+	if allowed := g.maxTotal - g.total; uint64(len(p)) > allowed {
+		p, over = p[:allowed], true
+	}
 	g.total += uint64(len(p))
-	if g.total > g.maxTotal {
+	if err := g.parse(p); err != nil {
+		return err
+	}
+	if over {
 		return errPreAuthFlood
 	}
+	return nil
+}
+
+func (g *frameGate) parse(p []byte) error {
 	for len(p) > 0 {
 		if g.skip > 0 {
 			n := uint64(len(p))

@@ -1,0 +1,96 @@
+package wsauth
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// frame builds a masked client frame header announcing n payload bytes,
+// followed by n zero bytes.
+func frame(fin bool, opcode byte, n int) []byte {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	var h []byte
+	switch {
+	case n < 126:
+		h = []byte{b0, 0x80 | byte(n)}
+	case n <= 0xffff:
+		h = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
+	default:
+		h = make([]byte, 10)
+		h[0], h[1] = b0, 0x80|127
+		binary.BigEndian.PutUint64(h[2:], uint64(n))
+	}
+	h = append(h, 1, 2, 3, 4)
+	return append(h, make([]byte, n)...)
+}
+
+func cat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func TestFrameGate(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		stream []byte
+		want   error
+	}{
+		{"one frame at the cap", frame(true, 1, 100), nil},
+		{"one frame over the cap", frame(true, 1, 101), errPreAuthTooLarge},
+		{"16-bit length over the cap", frame(true, 1, 300), errPreAuthTooLarge},
+		{"64-bit length header alone", frame(true, 1, 70000)[:14], errPreAuthTooLarge},
+		{"fragments at the cap", cat(frame(false, 1, 50), frame(true, 0, 50)), nil},
+		{"fragments over the cap", cat(frame(false, 1, 50), frame(false, 0, 50), frame(true, 0, 1)), errPreAuthTooLarge},
+		{"pings between fragments do not count as payload", cat(frame(false, 1, 60), frame(true, 9, 20), frame(true, 0, 40)), nil},
+		{"a new message resets the count", cat(frame(true, 1, 90), frame(true, 1, 90)), nil},
+		{"bytes past the total budget", cat(frame(true, 9, 100), frame(true, 9, 100), frame(true, 9, 100)), errPreAuthFlood},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, chunk := range []int{1, 3, 7, len(tc.stream)} {
+				g := frameGate{maxMessage: 100, maxTotal: 250}
+				var err error
+				for p := tc.stream; len(p) > 0 && err == nil; {
+					n := min(chunk, len(p))
+					err = g.feed(p[:n])
+					p = p[n:]
+				}
+				assert.Equal(t, tc.want, err, "chunk size %d", chunk)
+			}
+		})
+	}
+}
+
+// FuzzFrameGate checks that the gate never panics and that how the stream
+// is split into reads never changes its verdict.
+func FuzzFrameGate(f *testing.F) {
+	f.Add(frame(true, 1, 10), uint8(1))
+	f.Add(cat(frame(false, 1, 50), frame(true, 0, 60)), uint8(5))
+	f.Add(frame(true, 1, 70000)[:20], uint8(3))
+	f.Add([]byte{0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, uint8(2))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		whole := frameGate{maxMessage: 100, maxTotal: 1 << 20}
+		want := whole.feed(stream)
+		g := frameGate{maxMessage: 100, maxTotal: 1 << 20}
+		n := int(chunk) + 1
+		var err error
+		for p := stream; len(p) > 0 && err == nil; {
+			k := min(n, len(p))
+			err = g.feed(p[:k])
+			p = p[k:]
+		}
+		if err != want {
+			t.Fatalf("split reads gave %v, one read gave %v", err, want)
+		}
+	})
+}
