@@ -1,0 +1,144 @@
+package jwks
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Sentinel errors of Verify. A Verify error wraps one or more of these, the
+// jwt/v5 sentinels that apply (jwt.ErrTokenExpired, jwt.ErrTokenMalformed,
+// ...) and, when the caller's context ended, its ctx.Err(): test them with
+// errors.Is. Reason turns any of them into a close reason for the wire.
+var (
+	// ErrMissingKID: the token has no "kid" header, or it is not a non-empty
+	// string. Such a token would have to be tried against every key.
+	ErrMissingKID = errors.New("jwks: token has no kid")
+	// ErrUnknownIssuer: the token's "iss" matches no configured Issuer.
+	// Such errors also wrap jwt.ErrTokenInvalidIssuer.
+	ErrUnknownIssuer = errors.New("jwks: token issuer is not trusted")
+	// ErrUnknownKID: the issuer's key set has no key with the token's kid,
+	// even after a refetch, or a refetch was not allowed yet (see
+	// Options.UnknownKIDRate).
+	ErrUnknownKID = errors.New("jwks: no key with the token's kid")
+	// ErrAlgorithm: the token's "alg" is not in Options.Algorithms, or it
+	// differs from the "alg" of the key its kid names.
+	ErrAlgorithm = errors.New("jwks: token algorithm not allowed")
+	// ErrMissingExp: the token has no "exp" claim. Tokens that never expire
+	// are refused.
+	ErrMissingExp = errors.New("jwks: token has no exp")
+	// ErrKeysUnavailable: the issuer's key set is empty, because no fetch of
+	// it has succeeded yet (or it publishes no key), or the Verifier is
+	// closed.
+	ErrKeysUnavailable = errors.New("jwks: issuer keys unavailable")
+)
+
+// reasons maps errors to close reasons, most specific first: the first
+// error the chain matches wins.
+var reasons = []struct {
+	err    error
+	reason string
+}{
+	{ErrKeysUnavailable, "keys unavailable"},
+	{ErrMissingKID, "missing kid"},
+	{ErrAlgorithm, "algorithm not allowed"},
+	{ErrUnknownIssuer, "unknown issuer"},
+	{ErrUnknownKID, "unknown key"},
+	{ErrMissingExp, "missing exp"},
+	{jwt.ErrTokenMalformed, "malformed token"},
+	{jwt.ErrTokenSignatureInvalid, "invalid signature"},
+	{jwt.ErrTokenExpired, "token expired"},
+	{jwt.ErrTokenNotValidYet, "token not valid yet"},
+	{jwt.ErrTokenInvalidIssuer, "wrong issuer"},
+	{jwt.ErrTokenInvalidAudience, "wrong audience"},
+}
+
+// Reason maps an error returned by Verify to a short, fixed close reason
+// that is safe to send to the client, e.g. "token expired", "unknown key"
+// or "wrong audience". Any other non-nil error gives "invalid token"; nil
+// gives "".
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "invalid token"
+}
+
+// knownErrors are the errors a Verify error may wrap, in the order its
+// message lists them.
+var knownErrors = []error{
+	ErrKeysUnavailable, ErrMissingKID, ErrAlgorithm, ErrUnknownIssuer, ErrUnknownKID, ErrMissingExp,
+	jwt.ErrTokenMalformed,
+	jwt.ErrTokenUnverifiable,
+	jwt.ErrTokenSignatureInvalid,
+	jwt.ErrTokenInvalidClaims,
+	jwt.ErrTokenRequiredClaimMissing,
+	jwt.ErrTokenExpired,
+	jwt.ErrTokenNotValidYet,
+	jwt.ErrTokenUsedBeforeIssued,
+	jwt.ErrTokenInvalidIssuer,
+	jwt.ErrTokenInvalidAudience,
+	jwt.ErrTokenInvalidSubject,
+	jwt.ErrTokenInvalidId,
+	jwt.ErrInvalidType,
+	jwt.ErrInvalidKey,
+	jwt.ErrInvalidKeyType,
+	context.Canceled,
+	context.DeadlineExceeded,
+}
+
+// verifyError is what Verify returns. It wraps only sentinels, never the
+// errors of jwt, keyfunc or jwkset themselves: those quote header values
+// such as the kid, and an error must not carry any part of a token.
+type verifyError struct {
+	errs []error
+}
+
+func (e *verifyError) Error() string {
+	var b strings.Builder
+	b.WriteString("jwks: ")
+	for i, err := range e.errs {
+		if i > 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(strings.TrimPrefix(err.Error(), "jwks: "))
+	}
+	return b.String()
+}
+
+func (e *verifyError) Unwrap() []error { return e.errs }
+
+// fail builds a Verify error from the given sentinels plus every known
+// sentinel that cause (a jwt error, say) matches. cause itself is dropped.
+func fail(cause error, sentinels ...error) error {
+	errs := make([]error, 0, len(sentinels)+3)
+	add := func(err error) {
+		for _, have := range errs {
+			if have == err {
+				return
+			}
+		}
+		errs = append(errs, err)
+	}
+	for _, known := range knownErrors {
+		for _, s := range sentinels {
+			if errors.Is(s, known) {
+				add(known)
+			}
+		}
+		if cause != nil && errors.Is(cause, known) {
+			add(known)
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, jwt.ErrTokenUnverifiable)
+	}
+	return &verifyError{errs: errs}
+}

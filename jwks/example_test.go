@@ -1,0 +1,51 @@
+package jwks_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/wsauthtest"
+)
+
+func ExampleNew() {
+	// A development identity provider on a local server.
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	idp, err := wsauthtest.NewDevIdP(srv.URL, "chat-api", "ES256")
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux.Handle("/", idp.Handler())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	v, err := jwks.New(ctx, jwks.Options{
+		Issuers: []jwks.Issuer{{
+			Issuer:   idp.Issuer(),
+			JWKSURL:  idp.JWKSURL(),
+			Audience: []string{"chat-api"},
+		}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
+
+	id, err := v.Verify(ctx, idp.Token("alice", time.Hour))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("subject:", id.Subject)
+
+	_, err = v.Verify(ctx, idp.Token("alice", -time.Minute))
+	fmt.Println("close reason:", jwks.Reason(err))
+	// Output:
+	// subject: alice
+	// close reason: token expired
+}

@@ -1,0 +1,287 @@
+package jwks
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Issuer is one trusted identity provider.
+type Issuer struct {
+	// Issuer is the "iss" a token from this provider carries, matched
+	// exactly. It may be empty only when it is the only Issuer in Options:
+	// then any "iss" (or none) is accepted.
+	Issuer string
+	// JWKSURL is the http or https URL of the provider's JWK Set. Required.
+	// Only this URL is ever fetched: the jku, x5u and jwk headers of tokens
+	// are ignored.
+	JWKSURL string
+	// Audience, if not empty, lists the audiences this service answers to:
+	// a token's "aud" must contain at least one of them. Empty means "aud"
+	// is not checked, which is only safe when the provider issues tokens
+	// for this service alone.
+	Audience []string
+}
+
+// Options configures a Verifier. The zero value of each field is its
+// documented default; New copies the Options and never modifies them.
+type Options struct {
+	// Issuers are the trusted identity providers. At least one is required.
+	// Each gets its own key set, refresh goroutine and unknown-kid rate
+	// limit: a key published by one never verifies a token of another.
+	Issuers []Issuer
+
+	// Algorithms is the allowlist of JWS "alg" values. Default:
+	// RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA.
+	// "none" and the HMAC algorithms (HS256, HS384, HS512) are refused by
+	// New: a public JWK Set cannot hold a shared secret.
+	Algorithms []string
+
+	// Leeway is the clock skew tolerated on "exp" and "nbf". Default 0.
+	Leeway time.Duration
+
+	// Now is the clock for token times ("exp", "nbf") and for the
+	// unknown-kid rate limit. Default time.Now.
+	Now func() time.Time
+
+	// RefreshInterval is how often each JWK Set is fetched again in the
+	// background. Default 1 hour.
+	RefreshInterval time.Duration
+
+	// UnknownKIDRate is the minimum interval, per issuer, between the
+	// refetches that a token with an unknown kid may trigger. A token with
+	// an unknown kid arriving sooner fails at once, without waiting and
+	// without network. Default 5 minutes.
+	UnknownKIDRate time.Duration
+
+	// HTTPClient fetches the JWK Sets. Default: a client of its own with a
+	// 10 second timeout. The client's Timeout, when set, also bounds every
+	// fetch; otherwise fetches are bounded by 10 seconds.
+	HTTPClient *http.Client
+
+	// MaxJWKSBytes caps the size of a JWK Set response, in bytes. A larger
+	// response fails that fetch and the keys already held are kept.
+	// Default 1 MiB.
+	MaxJWKSBytes int64
+
+	// Logger receives refresh failures, with the keys "issuer", "url" and
+	// "err". Tokens are never logged. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultRefreshInterval = time.Hour
+	DefaultUnknownKIDRate  = 5 * time.Minute
+	DefaultHTTPTimeout     = 10 * time.Second
+	DefaultMaxJWKSBytes    = 1 << 20
+)
+
+// defaultAlgorithms is the default of Options.Algorithms, and every algorithm
+// it may hold.
+var defaultAlgorithms = []string{
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+	"EdDSA",
+}
+
+// config is Options after defaults and validation: a private copy.
+type config struct {
+	issuers         []Issuer
+	algorithms      []string
+	leeway          time.Duration
+	now             func() time.Time
+	refreshInterval time.Duration
+	unknownKIDRate  time.Duration
+	client          *http.Client
+	ownTransport    *http.Transport // non-nil when client is ours: Close drops its idle connections
+	fetchTimeout    time.Duration
+	logger          *slog.Logger
+}
+
+func newConfig(opts Options) (*config, error) {
+	if len(opts.Issuers) == 0 {
+		return nil, errors.New("jwks: Options.Issuers is empty")
+	}
+	c := &config{
+		issuers:         make([]Issuer, len(opts.Issuers)),
+		algorithms:      slices.Clone(opts.Algorithms),
+		leeway:          opts.Leeway,
+		now:             opts.Now,
+		refreshInterval: opts.RefreshInterval,
+		unknownKIDRate:  opts.UnknownKIDRate,
+		logger:          opts.Logger,
+	}
+	seen := make(map[string]bool, len(opts.Issuers))
+	for i, iss := range opts.Issuers {
+		if iss.Issuer == "" && len(opts.Issuers) > 1 {
+			return nil, fmt.Errorf("jwks: Issuers[%d]: empty Issuer is only allowed when it is the only issuer", i)
+		}
+		if seen[iss.Issuer] {
+			return nil, fmt.Errorf("jwks: Issuers[%d]: issuer %q listed twice", i, iss.Issuer)
+		}
+		seen[iss.Issuer] = true
+		if err := checkJWKSURL(iss.JWKSURL); err != nil {
+			return nil, fmt.Errorf("jwks: Issuers[%d] (%q): %w", i, iss.Issuer, err)
+		}
+		c.issuers[i] = Issuer{Issuer: iss.Issuer, JWKSURL: iss.JWKSURL, Audience: slices.Clone(iss.Audience)}
+	}
+
+	if len(c.algorithms) == 0 {
+		c.algorithms = slices.Clone(defaultAlgorithms)
+	}
+	for _, alg := range c.algorithms {
+		if err := checkAlgorithm(alg); err != nil {
+			return nil, err
+		}
+	}
+
+	if c.leeway < 0 {
+		return nil, fmt.Errorf("jwks: negative Leeway %v", c.leeway)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	switch {
+	case c.refreshInterval < 0:
+		return nil, fmt.Errorf("jwks: negative RefreshInterval %v", c.refreshInterval)
+	case c.refreshInterval == 0:
+		c.refreshInterval = DefaultRefreshInterval
+	}
+	switch {
+	case c.unknownKIDRate < 0:
+		return nil, fmt.Errorf("jwks: negative UnknownKIDRate %v", c.unknownKIDRate)
+	case c.unknownKIDRate == 0:
+		c.unknownKIDRate = DefaultUnknownKIDRate
+	}
+	maxBytes := opts.MaxJWKSBytes
+	switch {
+	case maxBytes < 0:
+		return nil, fmt.Errorf("jwks: negative MaxJWKSBytes %d", maxBytes)
+	case maxBytes == 0:
+		maxBytes = DefaultMaxJWKSBytes
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	c.client, c.ownTransport = capClient(opts.HTTPClient, maxBytes)
+	c.fetchTimeout = DefaultHTTPTimeout
+	if c.client.Timeout > 0 {
+		c.fetchTimeout = c.client.Timeout
+	}
+	return c, nil
+}
+
+func checkJWKSURL(raw string) error {
+	if raw == "" {
+		return errors.New("JWKSURL is required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("JWKSURL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("JWKSURL %q: scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("JWKSURL %q: no host", raw)
+	}
+	return nil
+}
+
+func checkAlgorithm(alg string) error {
+	switch {
+	case alg == "none" || strings.HasPrefix(alg, "HS"):
+		return fmt.Errorf("jwks: algorithm %q refused: a JWK Set verifier accepts asymmetric algorithms only", alg)
+	case !slices.Contains(defaultAlgorithms, alg):
+		// jwt knows no other asymmetric algorithm, and a name it does not
+		// know would reject every token: say so now.
+		return fmt.Errorf("jwks: unknown algorithm %q", alg)
+	case jwt.GetSigningMethod(alg) == nil:
+		return fmt.Errorf("jwks: algorithm %q is not registered with jwt", alg)
+	}
+	return nil
+}
+
+// capClient returns a copy of client (or of a default one) whose responses
+// fail to read past maxBytes. jwkset decodes the body with a json.Decoder,
+// so the cap must live in the body reader itself.
+func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transport) {
+	var own *http.Transport
+	var c http.Client
+	if client != nil {
+		c = *client
+	} else {
+		own = http.DefaultTransport.(*http.Transport).Clone()
+		c = http.Client{Timeout: DefaultHTTPTimeout, Transport: own}
+	}
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.Transport = &capTransport{base: base, max: maxBytes}
+	return &c, own
+}
+
+// errBodyTooLarge fails a JWK Set fetch whose body exceeds MaxJWKSBytes.
+var errBodyTooLarge = errors.New("jwks: JWK Set response larger than MaxJWKSBytes")
+
+type capTransport struct {
+	base http.RoundTripper
+	max  int64
+}
+
+func (t *capTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > t.max {
+		resp.Body.Close()
+		return nil, errBodyTooLarge
+	}
+	resp.Body = &capBody{ReadCloser: resp.Body, left: t.max}
+	return resp, nil
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// wrapped transport.
+func (t *capTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// capBody lets left more bytes through. It asks the underlying body for one
+// byte more than that: getting it proves the body is too large.
+type capBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *capBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if int64(n) > b.left {
+		// The extra byte is withheld so that a JSON value ending exactly on
+		// it cannot decode.
+		b.left = -1
+		return n - 1, errBodyTooLarge
+	}
+	b.left -= int64(n)
+	return n, err
+}
