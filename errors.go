@@ -38,8 +38,6 @@ var (
 	ErrSessionClosed = errors.New("wsauth: session closed")
 	// ErrInvalidData: the data passed to a Send method is not one valid JSON value.
 	ErrInvalidData = errors.New("wsauth: data is not a valid JSON value")
-	// ErrServerClosed: the server is shutting down.
-	ErrServerClosed = errors.New("wsauth: server closed")
 )
 
 // MessageError refuses one client message: the client receives an error
