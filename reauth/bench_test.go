@@ -1,0 +1,185 @@
+package reauth_test
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/wsauth/wsauth/reauth"
+	"github.com/wsauth/wsauth/wsauthtest"
+)
+
+// The benchmarks run on a fake clock that is never advanced (except in
+// BenchmarkFire), so no timer ever fires and timing noise stays out.
+
+const benchSessions = 1_000_000
+
+func benchNop() {}
+
+// benchSession stands for a server's per-session struct: 64 bytes, with the
+// Entry embedded.
+type benchSession struct {
+	expiry reauth.Entry
+	_      [64 - unsafe.Sizeof(reauth.Entry{})]byte
+}
+
+// benchTable is the size of the precomputed random operands, a power of two.
+const benchTable = 1 << 20
+
+// benchHeap is a Scheduler holding 1M sessions with random deadlines within
+// the next hour, and random operands (a session index, a deadline within
+// the hour) precomputed so that generating them is not measured.
+type benchHeap struct {
+	s        *reauth.Scheduler
+	sessions []benchSession
+	idx      [benchTable]int
+	ats      [benchTable]time.Time
+}
+
+func newBenchHeap(b *testing.B) *benchHeap {
+	b.Helper()
+	h := &benchHeap{
+		s:        reauth.New(wsauthtest.NewClock(epoch)),
+		sessions: make([]benchSession, benchSessions),
+	}
+	b.Cleanup(h.s.Stop)
+	rng := rand.New(rand.NewPCG(1, 2))
+	deadline := func() time.Time { return epoch.Add(time.Duration(rng.Int64N(int64(time.Hour)))) }
+	for i := range h.sessions {
+		h.s.Schedule(&h.sessions[i].expiry, deadline(), benchNop)
+	}
+	for j := range benchTable {
+		h.idx[j] = rng.IntN(benchSessions)
+		h.ats[j] = deadline()
+	}
+	return h
+}
+
+// BenchmarkSchedule measures scheduling an unscheduled Entry, at a random
+// deadline, into a heap of 1M.
+func BenchmarkSchedule(b *testing.B) {
+	h := newBenchHeap(b)
+	const batch = 1 << 16
+	extra := make([]benchSession, batch)
+	// Grow the heap array once up front; the batches below reuse it.
+	for j := range extra {
+		h.s.Schedule(&extra[j].expiry, h.ats[j], benchNop)
+	}
+	for j := range extra {
+		h.s.Cancel(&extra[j].expiry)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		j := i % batch
+		if j == 0 && i > 0 {
+			// Back to 1M entries, off the clock.
+			b.StopTimer()
+			for k := range extra {
+				h.s.Cancel(&extra[k].expiry)
+			}
+			b.StartTimer()
+		}
+		h.s.Schedule(&extra[j].expiry, h.ats[j], benchNop)
+	}
+}
+
+// BenchmarkReschedule measures moving a random scheduled Entry of 1M, to a
+// random deadline and to a deadline later than all others (what a
+// reauthentication does to a token's expiry).
+func BenchmarkReschedule(b *testing.B) {
+	b.Run("random", func(b *testing.B) {
+		h := newBenchHeap(b)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			j := i % benchTable
+			h.s.Schedule(&h.sessions[h.idx[j]].expiry, h.ats[j], benchNop)
+			i++
+		}
+	})
+	b.Run("later", func(b *testing.B) {
+		h := newBenchHeap(b)
+		at := epoch.Add(time.Hour)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			at = at.Add(time.Millisecond)
+			h.s.Schedule(&h.sessions[h.idx[i%benchTable]].expiry, at, benchNop)
+			i++
+		}
+	})
+}
+
+// BenchmarkCancel measures a Cancel of a random Entry of 1M followed by its
+// Schedule at a random deadline: one op is the pair.
+func BenchmarkCancel(b *testing.B) {
+	h := newBenchHeap(b)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		j := i % benchTable
+		e := &h.sessions[h.idx[j]].expiry
+		h.s.Cancel(e)
+		h.s.Schedule(e, h.ats[j], benchNop)
+		i++
+	}
+}
+
+// BenchmarkFire measures running due entries out of a heap of 1M, a thousand
+// due per millisecond; each callback schedules its entry again a second
+// later, as a session's next deadline. One op is one callback, including
+// its share of the fake clock's timer.
+func BenchmarkFire(b *testing.B) {
+	clock := wsauthtest.NewClock(epoch)
+	s := reauth.New(clock)
+	defer s.Stop()
+	sessions := make([]benchSession, benchSessions)
+	fired := 0
+	for i := range sessions {
+		e := &sessions[i].expiry
+		var again func()
+		again = func() {
+			fired++
+			s.Schedule(e, clock.Now().Add(time.Second), again)
+		}
+		s.Schedule(e, epoch.Add(time.Duration(i/1000+1)*time.Millisecond), again)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for fired == 0 {
+			clock.Advance(time.Millisecond)
+		}
+		fired--
+	}
+}
+
+// BenchmarkMemoryPerSession schedules 1M sessions and reports the
+// scheduler's own memory per session as B/session: the heap array and the
+// Scheduler, not the Entry, which lives inside the session struct (its size
+// is reported as Entry-B, the whole 64-byte session as session-B). One op
+// builds and fills a Scheduler, so ns/op includes two forced GCs.
+func BenchmarkMemoryPerSession(b *testing.B) {
+	var perSession float64
+	for b.Loop() {
+		sessions := make([]benchSession, benchSessions)
+		rng := rand.New(rand.NewPCG(1, 2))
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s := reauth.New(wsauthtest.NewClock(epoch))
+		for i := range sessions {
+			s.Schedule(&sessions[i].expiry, epoch.Add(time.Duration(rng.Int64N(int64(time.Hour)))), benchNop)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(sessions)
+		perSession = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / benchSessions
+		s.Stop()
+	}
+	b.ReportMetric(perSession, "B/session")
+	b.ReportMetric(float64(unsafe.Sizeof(reauth.Entry{})), "Entry-B")
+	b.ReportMetric(float64(unsafe.Sizeof(benchSession{})), "session-B")
+}

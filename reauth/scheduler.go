@@ -1,0 +1,271 @@
+package reauth
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// Entry is one scheduled callback. Embed it by value in the per-session
+// struct that owns the deadline, so scheduling allocates nothing:
+//
+//	type conn struct {
+//		expiry reauth.Entry
+//		// ...
+//	}
+//
+// The zero Entry is unscheduled. An Entry is scheduled on at most one
+// Scheduler at a time and must not be copied once used (go vet reports
+// copies); its fields belong to the Scheduler's lock.
+type Entry struct {
+	_    noCopy
+	when int64  // deadline in nanoseconds since Scheduler.base, saturated
+	pos  int32  // 1-based index in Scheduler.heap, 0 when not scheduled
+	seq  uint32 // Schedule call order, breaks ties between equal deadlines
+	fn   func()
+}
+
+// Scheduler runs callbacks at deadlines. It keeps every Entry in one min-heap
+// and arms a single Clock.AfterFunc timer for the earliest deadline, so a
+// million sessions cost a million Entries and one timer, not a million
+// timers or goroutines.
+//
+// Callbacks run one at a time, in deadline order (ties in the order of their
+// Schedule calls), in the goroutine of the timer that found them due; never
+// two at once. They must not block for long: a slow callback delays every
+// callback due after it. They may call any Scheduler method.
+//
+// Deadlines are compared with Clock.Now in wall-clock time, the time token
+// expiries are expressed in. A callback never runs before its deadline by
+// Clock.Now, but may run late: by the timer's latency, by callbacks queued
+// before it, or by a forward step of the system clock.
+//
+// A Scheduler is safe for concurrent use.
+type Scheduler struct {
+	clock Clock
+	base  time.Time // wall-clock origin of Entry.when
+
+	mu   sync.Mutex
+	heap []*Entry
+	seq  uint32
+
+	// timer is the armed AfterFunc, nil when none; it fires at armedAt or
+	// earlier than the earliest entry (Cancel leaves it armed, see Cancel).
+	// Only the timer armed with the current gen may fire callbacks: a
+	// replaced or stopped timer that races its Stop finds gen changed and
+	// does nothing.
+	timer   Timer
+	armedAt int64
+	gen     uint64
+	// firing is set while a timer goroutine runs due callbacks. No timer is
+	// armed meanwhile; the firing goroutine arms one when it is done, which
+	// is what keeps callbacks sequential.
+	firing  bool
+	stopped bool
+}
+
+// New returns a Scheduler on clock; a nil clock means SystemClock.
+func New(clock Clock) *Scheduler {
+	if clock == nil {
+		clock = SystemClock
+	}
+	// Round(0) drops the monotonic reading: deadlines and Now are then
+	// both measured on the wall clock, as a token's exp is.
+	return &Scheduler{clock: clock, base: clock.Now().Round(0)}
+}
+
+// Schedule arranges for fn to run at time at; at or before now means as soon
+// as possible, which is still on a timer goroutine, never inside Schedule.
+// If e is already scheduled it is moved to at and its fn replaced. After Stop,
+// Schedule does nothing.
+//
+// Schedule is O(log n) and allocates nothing unless e becomes the earliest
+// entry with a deadline before the armed timer's: then it re-arms the timer
+// (one Clock.AfterFunc).
+func (s *Scheduler) Schedule(e *Entry, at time.Time, fn func()) {
+	if fn == nil {
+		panic("reauth: Schedule with nil func")
+	}
+	// Sub saturates, so the zero Time and far-future times are safe.
+	when := int64(at.Sub(s.base))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.checkOwner(e)
+	e.when = when
+	e.fn = fn
+	e.seq = s.seq
+	s.seq++
+	if e.pos == 0 {
+		s.push(e)
+	} else {
+		s.fix(int(e.pos - 1))
+	}
+	if e.pos == 1 && !s.firing && (s.timer == nil || when < s.armedAt) {
+		s.arm()
+	}
+}
+
+// Cancel unschedules e and reports whether it was scheduled. False means fn
+// already ran, is running, or was never scheduled. After Cancel the Scheduler
+// holds no reference to e or its fn. O(log n).
+//
+// Cancel leaves the timer alone, even when e was the earliest entry: the
+// timer then fires early, finds nothing due and re-arms for the new earliest
+// deadline. That costs at most one wasted wakeup per armed deadline, where
+// stopping and re-arming would cost a timer allocation every time the
+// earliest entry is cancelled or moved later. Schedule re-arms only when an
+// entry becomes earlier than the armed timer.
+func (s *Scheduler) Cancel(e *Entry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.pos == 0 {
+		return false
+	}
+	s.checkOwner(e)
+	s.removeAt(int(e.pos - 1))
+	return true
+}
+
+// Scheduled reports whether e is waiting to run on s.
+func (s *Scheduler) Scheduled(e *Entry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owns(e)
+}
+
+// Len returns how many entries are waiting to run.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.heap)
+}
+
+// Stop stops the timer and drops every entry without running it; later
+// Schedule calls are ignored. A callback already running when Stop is called
+// finishes (Stop does not wait for it), but no other callback starts. Stop is
+// idempotent.
+func (s *Scheduler) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	s.gen++
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	for _, e := range s.heap {
+		e.pos = 0
+		e.fn = nil
+	}
+	s.heap = nil
+}
+
+// owns reports whether e is in s's heap.
+func (s *Scheduler) owns(e *Entry) bool {
+	i := int(e.pos) - 1
+	return i >= 0 && i < len(s.heap) && s.heap[i] == e
+}
+
+// checkOwner panics if e is scheduled, but not on s: touching it would
+// corrupt another Scheduler's heap.
+func (s *Scheduler) checkOwner(e *Entry) {
+	if e.pos != 0 && !s.owns(e) {
+		panic("reauth: Entry is scheduled on another Scheduler, or was copied")
+	}
+}
+
+// now returns Clock.Now on the scale of Entry.when.
+func (s *Scheduler) now() int64 {
+	return int64(s.clock.Now().Sub(s.base))
+}
+
+// arm replaces the timer with one for the earliest entry. s.mu is held and
+// the heap is not empty.
+func (s *Scheduler) arm() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.gen++
+	gen := s.gen
+	head := s.heap[0].when
+	var d time.Duration
+	if now := s.now(); head > now {
+		d = time.Duration(head - now)
+		if d < 0 { // overflow: head and now are saturated extremes
+			d = math.MaxInt64
+		}
+	}
+	s.armedAt = head
+	s.timer = s.clock.AfterFunc(d, func() { s.fire(gen) })
+}
+
+// fire is the timer callback. It runs every due entry, one at a time and
+// without holding s.mu, then arms the timer for what is left.
+func (s *Scheduler) fire(gen uint64) {
+	s.mu.Lock()
+	if gen != s.gen || s.timer == nil {
+		// Replaced or stopped while firing: a newer timer (or none) is in
+		// charge.
+		s.mu.Unlock()
+		return
+	}
+	s.timer = nil
+	s.firing = true
+	fn := s.next()
+	s.mu.Unlock()
+	if fn == nil {
+		return
+	}
+
+	done := false
+	defer func() {
+		if !done { // fn panicked: do not leave the scheduler without a timer
+			s.mu.Lock()
+			s.endFiring()
+			s.mu.Unlock()
+		}
+	}()
+	for fn != nil {
+		fn()
+		s.mu.Lock()
+		fn = s.next()
+		s.mu.Unlock()
+	}
+	done = true
+}
+
+// next pops the earliest entry if it is due and returns its fn. Popping one
+// entry at a time, rather than every due entry at once, means Cancel and
+// Stop keep working on entries due in the same batch until the moment they
+// start. When nothing is due, next ends the firing and returns nil. s.mu is
+// held.
+func (s *Scheduler) next() func() {
+	if !s.stopped && len(s.heap) > 0 && s.heap[0].when <= s.now() {
+		fn := s.heap[0].fn
+		s.removeAt(0)
+		return fn
+	}
+	s.endFiring()
+	return nil
+}
+
+// endFiring arms the timer for the earliest entry, if any. s.mu is held.
+func (s *Scheduler) endFiring() {
+	s.firing = false
+	if !s.stopped && len(s.heap) > 0 {
+		s.arm()
+	}
+}
+
+// noCopy makes go vet's copylocks check report copies of an Entry, whose
+// address is in a Scheduler's heap.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
