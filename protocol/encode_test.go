@@ -1,0 +1,200 @@
+package protocol_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// trickyStrings exercise the string escaper: each must survive a round trip.
+var trickyStrings = []string{
+	"",
+	"plain",
+	`quote " and backslash \ and slash /`,
+	"\x00\x01\x07\x08\t\n\v\f\r\x1b\x1f",
+	"\x7f DEL stays raw",
+	"line\u2028separator\u2029paragraph",
+	"é 世界 \U0001F600 \ufeff \ufffd",
+	"<script>&amp;</script>",
+	`\u0041 is not an escape here`,
+	strings.Repeat(`"\`, 40),
+}
+
+func TestAppendExact(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{"auth", protocol.AppendAuth(nil, "a.b.c"), `{"type":"auth","token":"a.b.c"}`},
+		{"client message", protocol.AppendClientMessage(nil, "7", json.RawMessage(`{"a":1}`)), `{"type":"message","id":"7","data":{"a":1}}`},
+		{"client message no id", protocol.AppendClientMessage(nil, "", json.RawMessage(`[1]`)), `{"type":"message","data":[1]}`},
+		{"client message nil data", protocol.AppendClientMessage(nil, "", nil), `{"type":"message","data":null}`},
+		{"auth_ok", protocol.AppendAuthOK(nil, "s1", "alice", 1700000000), `{"type":"auth_ok","session":"s1","sub":"alice","exp":1700000000}`},
+		{"auth_ok negative", protocol.AppendAuthOK(nil, "", "", -1<<63), `{"type":"auth_ok","session":"","sub":"","exp":-9223372036854775808}`},
+		{"reauth_required", protocol.AppendReauthRequired(nil, 100, 130), `{"type":"reauth_required","exp":100,"deadline":130}`},
+		{"message", protocol.AppendMessage(nil, json.RawMessage(`"hi"`)), `{"type":"message","data":"hi"}`},
+		{"message empty data", protocol.AppendMessage(nil, json.RawMessage{}), `{"type":"message","data":null}`},
+		{"error", protocol.AppendError(nil, 4429, "slow down", "m1"), `{"type":"error","code":4429,"message":"slow down","ref":"m1"}`},
+		{"error no ref", protocol.AppendError(nil, 4400, "bad", ""), `{"type":"error","code":4400,"message":"bad"}`},
+		{"appends to dst", protocol.AppendMessage([]byte("prefix"), json.RawMessage(`1`)), `prefix{"type":"message","data":1}`},
+		{"escapes", protocol.AppendAuth(nil, "\"\\\x00\x1f\n\u2028\u2029/<>&\x7f"), `{"type":"auth","token":"\"\\\u0000\u001f\u000a\u2028\u2029/<>&` + "\x7f" + `"}`},
+		{"invalid UTF-8", protocol.AppendAuth(nil, "a\xffb\xc3"), `{"type":"auth","token":"a\ufffdb\ufffd"}`},
+		{"non-ASCII raw", protocol.AppendAuth(nil, "é世\U0001F600"), `{"type":"auth","token":"é世` + "\U0001F600" + `"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			assert.Equal(t, tt.want, string(tt.got))
+			assert.True(t, json.Valid(tt.got[strings.IndexByte(string(tt.got), '{'):]))
+		})
+	}
+}
+
+// TestAppendStringMatchesEncodingJSON checks the escaper against the
+// standard decoder and that its output is safe to embed in JavaScript.
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, s := range trickyStrings {
+		out := protocol.AppendAuth(nil, s)
+		require.True(t, utf8.Valid(out))
+		var v struct{ Token string }
+		require.NoError(t, json.Unmarshal(out, &v), "%q", s)
+		assert.Equal(t, s, v.Token)
+		assert.NotContains(t, string(out), "\u2028")
+		assert.NotContains(t, string(out), "\u2029")
+		for _, c := range out {
+			assert.GreaterOrEqual(t, c, byte(0x20), "raw control character in %q", out)
+		}
+	}
+}
+
+// checkRoundTrip requires every frame to decode to itself once encoded.
+func checkRoundTrip[F any](t *testing.T, c codec[F], frames []F) {
+	t.Helper()
+	for _, f := range frames {
+		got, err := c.decode(c.encode(f))
+		require.NoError(t, err, "%+v", f)
+		assert.Equal(t, f, got)
+	}
+}
+
+func TestRoundTripClient(t *testing.T) {
+	t.Parallel()
+	var frames []protocol.ClientFrame
+	for _, s := range trickyStrings {
+		if s != "" {
+			frames = append(frames, protocol.ClientFrame{Type: protocol.TypeAuth, Token: s})
+		}
+		if len(s) <= protocol.MaxMessageIDLen {
+			frames = append(frames, protocol.ClientFrame{Type: protocol.TypeMessage, ID: s, Data: json.RawMessage(`{"s":[1,"\u2028"]}`)})
+		}
+	}
+	frames = append(frames, protocol.ClientFrame{Type: protocol.TypeMessage, ID: strings.Repeat("€", 21), Data: json.RawMessage(`null`)})
+	checkRoundTrip(t, clientCodec, frames)
+}
+
+func TestRoundTripServer(t *testing.T) {
+	t.Parallel()
+	frames := []protocol.ServerFrame{
+		{Type: protocol.TypeReauthRequired, Exp: 1<<63 - 1, Deadline: -1 << 63},
+		{Type: protocol.TypeReauthRequired},
+		{Type: protocol.TypeMessage, Data: json.RawMessage(`[true,false,null,-1.5e+10,"x"]`)},
+		{Type: protocol.TypeError, Code: int(protocol.CloseTooManyRequests), Message: "too many", Ref: ""},
+	}
+	for _, s := range trickyStrings {
+		frames = append(frames,
+			protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: s, Subject: s, Exp: 42},
+			protocol.ServerFrame{Type: protocol.TypeError, Code: -7, Message: s, Ref: s},
+		)
+	}
+	checkRoundTrip(t, serverCodec, frames)
+}
+
+func TestValidData(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{`null`, true},
+		{`0`, true},
+		{`-1.5e+3`, true},
+		{`"s"`, true},
+		{`{"a":[1,{"b":null}]}`, true},
+		{"  [1]\n", true},
+		{`{"a":1,"a":2}`, true}, // duplicates are the application's business inside data
+		{nest(9999), true},
+		{nest(10000), false}, // would exceed the frame's depth limit
+		{``, false},
+		{` `, false},
+		{`1 2`, false},
+		{`{}{}`, false},
+		{`[1,]`, false},
+		{`01`, false},
+		{`"\x"`, false},
+		{"\"\xff\"", false}, // json.Valid accepts this; a text frame cannot carry it
+		{`{"a"}`, false},
+		{`nul`, false},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, protocol.ValidData([]byte(tt.in)), "%.40q", tt.in)
+	}
+}
+
+// TestValidDataFitsFrame checks the encoders' contract: data that passes
+// ValidData always yields a frame the decoders accept, with the data intact.
+func TestValidDataFitsFrame(t *testing.T) {
+	t.Parallel()
+	for _, d := range []string{`1`, ` {"x" : [ ] } `, nest(9999), `"\u2028"`} {
+		require.True(t, protocol.ValidData([]byte(d)))
+		f, err := protocol.DecodeClient(protocol.AppendClientMessage(nil, "", json.RawMessage(d)))
+		require.NoError(t, err)
+		assert.Equal(t, strings.TrimSpace(d), string(f.Data))
+		s, err := protocol.DecodeServer(protocol.AppendMessage(nil, json.RawMessage(d)))
+		require.NoError(t, err)
+		assert.Equal(t, strings.TrimSpace(d), string(s.Data))
+	}
+}
+
+func TestAppendAllocs(t *testing.T) {
+	// Not parallel: AllocsPerRun is disturbed by other goroutines' work.
+	buf := make([]byte, 0, 512)
+	data := json.RawMessage(`{"text":"hi"}`)
+	tricky := strings.Join(trickyStrings, "")[:200]
+	fns := map[string]func(){
+		"AppendAuth":           func() { buf = protocol.AppendAuth(buf[:0], tricky) },
+		"AppendClientMessage":  func() { buf = protocol.AppendClientMessage(buf[:0], "id\n", data) },
+		"AppendAuthOK":         func() { buf = protocol.AppendAuthOK(buf[:0], "sess", tricky, 1<<40) },
+		"AppendReauthRequired": func() { buf = protocol.AppendReauthRequired(buf[:0], 1, 2) },
+		"AppendMessage":        func() { buf = protocol.AppendMessage(buf[:0], data) },
+		"AppendError":          func() { buf = protocol.AppendError(buf[:0], 4400, tricky, "ref") },
+	}
+	for name, fn := range fns {
+		assert.Zero(t, testing.AllocsPerRun(100, fn), name)
+	}
+}
+
+func BenchmarkAppendMessage(b *testing.B) {
+	data := json.RawMessage(`{"text":"hi"}`)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = protocol.AppendMessage(buf[:0], data)
+	}
+}
+
+func BenchmarkAppendError(b *testing.B) {
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = protocol.AppendError(buf[:0], 4429, "rate limit exceeded", "req-42")
+	}
+}

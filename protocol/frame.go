@@ -1,0 +1,49 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// Subprotocol is the WebSocket subprotocol name of wire protocol v1. Clients
+// offer it in Sec-WebSocket-Protocol and the server selects it.
+const Subprotocol = "wsauth.v1"
+
+// MaxMessageIDLen is the longest client message id, in bytes of the decoded
+// string. Longer ids make a message frame malformed.
+const MaxMessageIDLen = 64
+
+// Frame types: the value of the "type" field. Values are case-sensitive.
+const (
+	TypeAuth           = "auth"            // client: present a token
+	TypeMessage        = "message"         // client and server: application data
+	TypeAuthOK         = "auth_ok"         // server: the token was accepted
+	TypeReauthRequired = "reauth_required" // server: send a fresh token before deadline
+	TypeError          = "error"           // server: a message was refused
+)
+
+// ErrMalformed is the sentinel for every frame the decoders reject. The
+// returned errors wrap it with a short fixed description ("duplicate key",
+// "unknown type"); they never contain any of the input.
+var ErrMalformed = errors.New("protocol: malformed frame")
+
+// ClientFrame is a decoded client-to-server frame.
+type ClientFrame struct {
+	Type  string          // TypeAuth or TypeMessage
+	Token string          // auth: the token
+	ID    string          // message: optional client id, echoed as "ref" in error frames
+	Data  json.RawMessage // message: the data value (a copy)
+}
+
+// ServerFrame is a decoded server-to-client frame (used by clients).
+type ServerFrame struct {
+	Type     string          // TypeAuthOK, TypeReauthRequired, TypeMessage or TypeError
+	Session  string          // auth_ok
+	Subject  string          // auth_ok ("sub")
+	Exp      int64           // auth_ok, reauth_required: token expiry, unix seconds
+	Deadline int64           // reauth_required: unix seconds by which a fresh token must arrive
+	Data     json.RawMessage // message (a copy)
+	Code     int             // error
+	Message  string          // error
+	Ref      string          // error: the id of the refused client message, if it had one
+}
