@@ -1,9 +1,6 @@
 package protocol
 
-import (
-	"errors"
-	"strconv"
-)
+import "strconv"
 
 // CloseCode is a WebSocket close status code from the wsauth vocabulary.
 // docs/protocol.md lists every code, its meaning and whether a client should
@@ -88,11 +85,8 @@ func (e *CloseError) Error() string {
 // Is reports whether target is a *CloseError with the same code, so that
 // errors.Is(err, protocol.NewCloseError(protocol.CloseForbidden, "")) works.
 func (e *CloseError) Is(target error) bool {
-	var t *CloseError
-	if errors.As(target, &t) {
-		return t.Code == e.Code
-	}
-	return false
+	t, ok := target.(*CloseError)
+	return ok && t != nil && t.Code == e.Code
 }
 
 // MaxReasonLen is the longest close reason RFC 6455 allows (a control frame
