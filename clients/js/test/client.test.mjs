@@ -1,0 +1,310 @@
+// WsauthClient in Node, with ws as its WebSocket, against the real demo
+// server (and, for what a correct server never sends, a fake one).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket, { WebSocketServer } from 'ws';
+import { WsauthClient, CLIENT_ERROR, isRetryable } from '../wsauth.js';
+import { startDemo, fetchToken, sleep, waitFor } from './demo.mjs';
+
+let demo;
+const clients = new Set();
+
+before(async () => {
+  demo = await startDemo(['-tick', '50ms', '-reauth-lead', '1s', '-reauth-grace', '2s']);
+}, { timeout: 240_000 }); // a cold go build
+
+after(async () => {
+  for (const c of clients) c.close();
+  await demo?.stop();
+});
+
+// A WebSocket (ws) that hides the server frames for which drop(frame) is
+// true: how a test makes the client miss reauth_required.
+function filteredWebSocket(drop) {
+  return class {
+    constructor(url, protocols) {
+      const inner = new WebSocket(url, protocols);
+      this.inner = inner;
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      inner.onopen = (e) => this.onopen?.(e);
+      inner.onclose = (e) => this.onclose?.(e);
+      inner.onerror = (e) => this.onerror?.(e);
+      inner.onmessage = (e) => {
+        if (!drop(JSON.parse(e.data))) this.onmessage?.(e);
+      };
+    }
+    get readyState() { return this.inner.readyState; }
+    get protocol() { return this.inner.protocol; }
+    send(d) { this.inner.send(d); }
+    close(code, reason) { this.inner.close(code, reason); }
+  };
+}
+const dropReauthRequired = filteredWebSocket((f) => f.type === 'reauth_required');
+
+// newClient makes a client for sub whose tokens live ttl, recording what it
+// reports. Ticks are checked as they come: numbered 1, 2, 3… per session.
+function newClient(sub, { ttl = '1m', base = () => demo.base, url = () => demo.ws, provider, ...opts } = {}) {
+  const rec = { states: [], messages: [], errors: [], closes: [], tickGaps: [], ticks: 0, reauths: 0, providerCalls: [] };
+  let session = '';
+  let lastTick = 0;
+  const tokenProvider = provider ?? (async (req) => {
+    rec.providerCalls.push(req);
+    return (await fetchToken(base(), sub, ttl)).token;
+  });
+  const client = new WsauthClient(url(), { WebSocket, tokenProvider, ...opts });
+  clients.add(client);
+  client.addEventListener('state', (e) => {
+    if (e.detail === 'active' && rec.states.at(-1) === 'reauthenticating') rec.reauths++;
+    rec.states.push(e.detail);
+  });
+  client.addEventListener('message', (e) => {
+    const d = e.detail;
+    if (typeof d?.tick === 'number') {
+      if (client.session !== session) {
+        session = client.session;
+        lastTick = 0;
+      }
+      if (d.tick !== lastTick + 1) rec.tickGaps.push([lastTick, d.tick]);
+      lastTick = d.tick;
+      rec.ticks++;
+    } else {
+      rec.messages.push(d);
+    }
+  });
+  client.addEventListener('error', (e) => rec.errors.push(e.detail));
+  client.addEventListener('close', (e) => rec.closes.push(e.detail));
+  return { client, rec };
+}
+
+async function connected(sub, opts) {
+  const c = newClient(sub, opts);
+  c.client.connect();
+  await waitFor(() => c.client.state === 'active', 5_000, `${sub} active`);
+  return c;
+}
+
+const chatFrom = (rec, from) => rec.messages.filter((m) => m.from === from).map((m) => m.data);
+
+test('connects, authenticates, exchanges messages and closes', async () => {
+  const bob = await connected('bob');
+  const alice = newClient('alice');
+  alice.client.connect();
+  await waitFor(() => alice.client.state === 'active');
+  assert.deepEqual(alice.rec.states, ['connecting', 'authenticating', 'active']);
+  assert.equal(alice.client.subject, 'alice');
+  assert.ok(alice.client.session);
+  assert.ok(alice.client.exp > Date.now() / 1000);
+
+  const id = alice.client.send({ text: 'hi bob' });
+  assert.equal(typeof id, 'string');
+  assert.equal(alice.client.send('second', 'my-id'), 'my-id');
+  for (const r of [alice.rec, bob.rec]) {
+    await waitFor(() => chatFrom(r, 'alice').length === 2);
+    assert.deepEqual(chatFrom(r, 'alice'), [{ text: 'hi bob' }, 'second']);
+  }
+  await waitFor(() => alice.rec.ticks >= 3, 2_000, 'ticks');
+
+  alice.client.close();
+  assert.equal(alice.client.state, 'closed');
+  assert.deepEqual(alice.rec.closes, [{ code: 1000, reason: 'client closed', retrying: false }]);
+  assert.throws(() => alice.client.send('after close'), /closed/);
+  bob.client.close();
+  assert.deepEqual([...alice.rec.tickGaps, ...bob.rec.tickGaps], []);
+  assert.deepEqual(alice.rec.errors, []);
+});
+
+test('send validates its input and bounds the queue', async () => {
+  const { client } = newClient('dave', { maxQueue: 2 });
+  assert.throws(() => client.send('x'), /closed/, 'before connect');
+  client.connect();
+  assert.equal(client.state, 'connecting');
+  assert.throws(() => client.send(undefined), TypeError);
+  assert.throws(() => client.send(() => {}), TypeError);
+  assert.throws(() => client.send('x', 'é'.repeat(33)), TypeError, 'id of 66 bytes');
+  assert.throws(() => client.send('x', ''), TypeError);
+  client.send('one');
+  client.send('two', 'x'.repeat(64));
+  assert.throws(() => client.send('three'), /queue full/);
+  assert.equal(client.queued, 2);
+  client.close();
+  assert.equal(client.queued, 2, 'close keeps the queue');
+  assert.throws(() => new WsauthClient('ws://x', { WebSocket }), TypeError, 'no tokenProvider');
+  assert.throws(() => new WsauthClient('ws://x', { tokenProvider: () => 't', WebSocket: null }), TypeError);
+  assert.equal(isRetryable(4440), true);
+  assert.equal(isRetryable(4403), false);
+});
+
+test('messages sent before auth_ok are delivered after it, in order', async () => {
+  const observer = await connected('olga');
+  const erin = newClient('erin');
+  erin.client.connect();
+  for (let i = 1; i <= 5; i++) erin.client.send({ n: i });
+  assert.equal(erin.client.queued, 5);
+  await waitFor(() => chatFrom(observer.rec, 'erin').length === 5);
+  assert.deepEqual(chatFrom(observer.rec, 'erin'), [1, 2, 3, 4, 5].map((n) => ({ n })));
+  assert.equal(erin.client.queued, 0);
+  erin.client.close();
+  observer.client.close();
+});
+
+test('survives reauth cycles of 2 s tokens without losing or duplicating a tick', async () => {
+  const { client, rec } = await connected('frank', { ttl: '2s' });
+  const session = client.session;
+  await waitFor(() => rec.reauths >= 3, 8_000, '3 reauths');
+  await sleep(200); // ticks after the last auth_ok
+  assert.equal(client.session, session, 'same socket throughout');
+  assert.deepEqual(rec.tickGaps, []);
+  assert.ok(rec.ticks >= 20, `${rec.ticks} ticks`);
+  assert.deepEqual(rec.closes, []);
+  assert.deepEqual(rec.errors, []);
+  assert.deepEqual(rec.providerCalls.map((r) => r.reauth), [false, ...Array(rec.providerCalls.length - 1).fill(true)]);
+  client.close();
+});
+
+test('messages sent while reauthenticating are queued and delivered after auth_ok', async () => {
+  const observer = await connected('olga');
+  let release;
+  const slow = newClient('gina', {
+    ttl: '2s',
+    provider: async (req) => {
+      // Hold the reauth token until the test has sent its messages.
+      if (req.reauth) await new Promise((res) => { release = res; });
+      return (await fetchToken(demo.base, 'gina', '2s')).token;
+    },
+  });
+  slow.client.connect();
+  await waitFor(() => slow.client.state === 'reauthenticating', 5_000, 'reauthenticating');
+  slow.client.send('r1');
+  slow.client.send('r2');
+  slow.client.send('r3');
+  assert.equal(slow.client.queued, 3);
+  await sleep(100);
+  assert.deepEqual(chatFrom(observer.rec, 'gina'), [], 'nothing sent before auth_ok');
+  release();
+  await waitFor(() => chatFrom(observer.rec, 'gina').length === 3);
+  assert.equal(slow.client.state, 'active');
+  await sleep(100);
+  assert.deepEqual(chatFrom(observer.rec, 'gina'), ['r1', 'r2', 'r3']);
+  assert.deepEqual(slow.rec.tickGaps, []);
+  slow.client.close();
+  observer.client.close();
+});
+
+test('a message refused with error 4401 is resent after the next auth_ok', async () => {
+  const observer = await connected('olga');
+  // The client never sees reauth_required and does not refresh on its own,
+  // so it sends while the server holds the session expired.
+  const h = await connected('hank', { ttl: '2s', WebSocket: dropReauthRequired, refreshLead: null });
+  await sleep(h.client.exp * 1000 + 300 - Date.now());
+  assert.equal(h.client.state, 'active');
+  h.client.send('late');
+  await waitFor(() => chatFrom(observer.rec, 'hank').length === 1, 3_000, 'the resent message');
+  assert.equal(h.rec.reauths, 1, 'the refusal made the client reauthenticate');
+  await sleep(200);
+  assert.deepEqual(chatFrom(observer.rec, 'hank'), ['late'], 'delivered exactly once');
+  assert.deepEqual(h.rec.errors, [], 'a resent message is no error');
+  assert.deepEqual(h.rec.tickGaps, [], 'ticks buffered while expired arrive after auth_ok');
+  h.client.close();
+  observer.client.close();
+});
+
+test('reconnects with a new session after 4440', async () => {
+  const { client, rec } = await connected('ivy', {
+    ttl: '2s', WebSocket: dropReauthRequired, refreshLead: null, backoff: { initial: 50, max: 200 },
+  });
+  const first = client.session;
+  await waitFor(() => rec.closes.length === 1, 6_000, 'close 4440');
+  assert.deepEqual(rec.closes[0], { code: 4440, reason: 'session expired', retrying: true });
+  await waitFor(() => client.state === 'active' && client.session !== first, 3_000, 'a new session');
+  assert.deepEqual(rec.tickGaps, [], 'ticks restart at 1 in the new session');
+  client.close();
+});
+
+test('reconnects after the server went away (1001) and came back', async () => {
+  const own = await startDemo(['-tick', '50ms']);
+  try {
+    const { client, rec } = await connected('jack', {
+      base: () => own.base, url: () => own.ws, backoff: { initial: 50, max: 200 },
+    });
+    const first = client.session;
+    assert.equal(await own.stop(), 0, 'SIGTERM: graceful exit 0');
+    await waitFor(() => rec.closes.length >= 1);
+    assert.deepEqual(rec.closes[0], { code: 1001, reason: 'server shutting down', retrying: true });
+    await waitFor(() => rec.closes.length >= 3, 3_000, 'failed reconnects');
+    assert.ok(rec.closes.slice(1).every((c) => c.code === 1006 && c.retrying), JSON.stringify(rec.closes));
+    assert.equal(client.state, 'connecting');
+
+    const again = await startDemo(['-tick', '50ms'], { addr: own.addr });
+    try {
+      await waitFor(() => client.state === 'active', 3_000, 'reconnected');
+      assert.notEqual(client.session, first);
+      client.close();
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    await own.stop();
+  }
+});
+
+test('a token provider failure is terminal, at connect and at reauth', async () => {
+  const failing = newClient('kate', { provider: () => Promise.reject(new Error('IdP down')) });
+  failing.client.connect();
+  await waitFor(() => failing.client.state === 'closed');
+  assert.equal(failing.rec.errors.length, 1);
+  assert.equal(failing.rec.errors[0].code, CLIENT_ERROR);
+  assert.match(failing.rec.errors[0].message, /token provider failed: IdP down/);
+  assert.equal(failing.rec.closes.length, 1);
+  assert.equal(failing.rec.closes[0].retrying, false);
+
+  let calls = 0;
+  const later = newClient('liam', {
+    provider: async () => {
+      if (++calls > 1) throw new Error('refresh refused');
+      return (await fetchToken(demo.base, 'liam', '2s')).token;
+    },
+  });
+  later.client.connect();
+  await waitFor(() => later.rec.states.includes('active'));
+  await waitFor(() => later.client.state === 'closed', 4_000, 'closed after the failed reauth');
+  assert.deepEqual(later.rec.states, ['connecting', 'authenticating', 'active', 'reauthenticating', 'closed']);
+  assert.match(later.rec.errors[0]?.message ?? '', /refresh refused/);
+  await sleep(300);
+  assert.equal(calls, 2, 'no reconnect');
+});
+
+test('terminal close codes from the server are not retried', async () => {
+  let calls = 0;
+  const bad = newClient('mia', { provider: () => { calls++; return 'not.a.jwt'; }, backoff: { initial: 10 } });
+  bad.client.connect();
+  await waitFor(() => bad.rec.closes.length === 1);
+  assert.deepEqual(bad.rec.closes[0], { code: 4401, reason: 'malformed token', retrying: false });
+  assert.equal(bad.client.state, 'closed');
+  await sleep(200);
+  assert.equal(calls, 1);
+});
+
+test('error frames are reported and malformed server frames are fatal (fake server)', async () => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => (p.has('wsauth.v1') ? 'wsauth.v1' : false) });
+  await new Promise((res) => wss.once('listening', res));
+  wss.on('connection', (sock) => {
+    sock.once('message', () => {
+      sock.send(JSON.stringify({ type: 'auth_ok', session: 's1', sub: 'nina', exp: Math.floor(Date.now() / 1000) + 60 }));
+      sock.send(JSON.stringify({ type: 'future_frame', x: 1 }));
+      sock.send(JSON.stringify({ type: 'error', code: 4001, message: 'nope', ref: 'm9' }));
+      sock.send('not json');
+    });
+  });
+  try {
+    const { client, rec } = newClient('nina', { url: () => `ws://127.0.0.1:${wss.address().port}/`, provider: () => 'tok' });
+    client.connect();
+    await waitFor(() => client.state === 'closed');
+    assert.deepEqual(rec.errors[0], { code: 4001, message: 'nope', ref: 'm9' });
+    assert.equal(rec.errors[1].code, CLIENT_ERROR);
+    assert.match(rec.errors[1].message, /malformed server frame/);
+    assert.deepEqual(rec.closes, [{ code: 4400, reason: 'malformed server frame', retrying: false }]);
+  } finally {
+    for (const s of wss.clients) s.terminate();
+    await new Promise((res) => wss.close(res));
+  }
+});

@@ -1,0 +1,160 @@
+// Type declarations of wsauth.js, the client of the wsauth wire protocol v1.
+
+/** The WebSocket subprotocol of wire protocol v1: "wsauth.v1". */
+export declare const SUBPROTOCOL: 'wsauth.v1';
+
+/** Close codes after which the client reconnects with backoff. */
+export declare const RETRYABLE_CLOSE_CODES: readonly number[];
+
+/** Code of the error events the client raises itself (never sent by a server). */
+export declare const CLIENT_ERROR: 0;
+
+/** Error-frame code: the message was not processed because the token expired. */
+export declare const ERROR_REAUTH_REQUIRED: 4401;
+
+/** Longest message id, in UTF-8 bytes. */
+export declare const MAX_ID_BYTES: 64;
+
+/** Reports whether the client reconnects after a close with this code. */
+export declare function isRetryable(code: number): boolean;
+
+/**
+ * connecting: opening a socket, or waiting to reconnect.
+ * authenticating: the socket is open, the first auth frame is on its way.
+ * active: auth_ok received; messages are sent at once.
+ * reauthenticating: a fresh token is on its way on the same socket.
+ * closed: not connected and not reconnecting (before connect(), after
+ * close(), after a terminal close code or a token provider failure).
+ */
+export type WsauthState = 'connecting' | 'authenticating' | 'active' | 'reauthenticating' | 'closed';
+
+/** What the token provider is called with. */
+export interface TokenRequest {
+  /** true when the token replaces one on a live socket. */
+  reauth: boolean;
+}
+
+/** The minimal WebSocket constructor the client needs (browsers' and ws's fit). */
+export interface WebSocketConstructor {
+  new (url: string, protocols?: string | string[]): WebSocketLike;
+}
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface WsauthClientOptions {
+  /**
+   * Returns a fresh token (a compact JWS). Called on every connection and
+   * every reauthentication; it must not return a cached token close to
+   * expiry. A rejection closes the client for good (state closed, an error
+   * event with code CLIENT_ERROR).
+   */
+  tokenProvider: (req: TokenRequest) => string | Promise<string>;
+  /** Subprotocols to offer. Default ["wsauth.v1"]. */
+  protocols?: string | string[];
+  /** Messages queued while not active, at most. send() throws past it. Default 256. */
+  maxQueue?: number;
+  /** Reconnect backoff in ms: initial, doubling up to max, +-20% jitter. Default {initial: 250, max: 10000}. */
+  backoff?: { initial?: number; max?: number };
+  /**
+   * How long before exp, in ms, the client refreshes its token on its own if
+   * the server has not sent reauth_required by then; at most 20% of the
+   * token's remaining lifetime. null: only when the server asks. Default 10000.
+   */
+  refreshLead?: number | null;
+  /** The WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass ws's. */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Detail of an error event. */
+export interface WsauthErrorDetail {
+  /** The server's error code (e.g. 4405, 4500, an application code), or CLIENT_ERROR. */
+  code: number;
+  message: string;
+  /** The id of the refused message, when the server named it. */
+  ref?: string;
+  /** For CLIENT_ERROR: what the token provider threw, or the like. */
+  cause?: unknown;
+}
+
+/** Detail of a close event. */
+export interface WsauthCloseDetail {
+  code: number;
+  reason: string;
+  /** true when the client reconnects (state connecting), false when it stays closed. */
+  retrying: boolean;
+}
+
+export interface WsauthClientEventMap {
+  state: CustomEvent<WsauthState>;
+  message: CustomEvent<unknown>;
+  error: CustomEvent<WsauthErrorDetail>;
+  close: CustomEvent<WsauthCloseDetail>;
+}
+
+/**
+ * A client of a wsauth endpoint. It authenticates with the first frame,
+ * reauthenticates on the same socket when the server asks (and on its own
+ * shortly before exp), queues messages while not active and sends them in
+ * order after auth_ok, resends messages the server refused with error 4401,
+ * and reconnects with jittered exponential backoff after retryable closes
+ * (1001, 1006, 1011, 4408, 4413, 4429, 4440), never after terminal ones.
+ *
+ * Delivery is at most once: a message sent just before the connection
+ * dropped is not resent, since the server may have processed it.
+ */
+export declare class WsauthClient extends EventTarget {
+  constructor(url: string | URL, options: WsauthClientOptions);
+
+  /** The current state. */
+  readonly state: WsauthState;
+  /** The session id of the last auth_ok ("" before the first). */
+  readonly session: string;
+  /** The subject ("sub") of the last auth_ok. */
+  readonly subject: string;
+  /** The token expiry of the last auth_ok, in Unix seconds (0: none). */
+  readonly exp: number;
+  /** Messages waiting for an active session. */
+  readonly queued: number;
+
+  /** Opens the connection; does nothing unless the state is closed. */
+  connect(): void;
+  /**
+   * Sends data as a message frame now if active, otherwise after the next
+   * auth_ok. Returns the message's id (id, or one the client assigns).
+   * Throws if closed, if data is not JSON-serializable, if id is not a
+   * non-empty string of at most 64 bytes, or if the queue is full.
+   */
+  send(data: unknown, id?: string): string;
+  /** Closes with 1000 and stops reconnecting; the close event fires at once. */
+  close(): void;
+
+  addEventListener<K extends keyof WsauthClientEventMap>(
+    type: K,
+    listener: (ev: WsauthClientEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  removeEventListener<K extends keyof WsauthClientEventMap>(
+    type: K,
+    listener: (ev: WsauthClientEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}

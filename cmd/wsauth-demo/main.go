@@ -1,0 +1,267 @@
+// Command wsauth-demo is a chat server built on wsauth, with a browser page
+// and, by default, an embedded development identity provider.
+//
+//	go run ./cmd/wsauth-demo -addr 127.0.0.1:8080 -tick 1s
+//
+// It serves:
+//
+//	GET  /                        the chat page (static/)
+//	GET  /wsauth.js               the browser client (clients/js)
+//	GET  /ws                      the wsauth WebSocket endpoint
+//	POST /token                   dev IdP: {"sub":"alice","ttl":"5s"} -> {"token":…,"exp":…}
+//	GET  /.well-known/jwks.json   dev IdP: its JWK Set
+//
+// Every message a client sends is broadcast to every session as
+// {"from":<sub>,"data":<data>}. With -tick D every session is also sent
+// {"tick":N} every D, N counting 1, 2, 3… per session, which makes gaps and
+// duplicates across reauthentications visible.
+//
+// With -jwks URL -issuer ISS -audience AUD tokens come from an external
+// identity provider instead and /token answers 404.
+//
+// The development IdP mints a token for any subject anyone asks for: it is
+// insecure by design and must never be reachable from another machine.
+//
+// On start the command prints one line, "wsauth-demo listening on
+// http://HOST:PORT", to stdout; logs go to stderr. SIGINT or SIGTERM shuts it
+// down gracefully: every session is closed with 1001, then the HTTP server
+// stops.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/jwks"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, a second one kills the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "wsauth-demo:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage marks command-line errors; the flag package already printed them.
+var errUsage = errors.New("usage error")
+
+// shutdownTimeout bounds the graceful shutdown.
+const shutdownTimeout = 10 * time.Second
+
+// config is the parsed command line.
+type config struct {
+	addr     string
+	jwksURL  string
+	issuer   string
+	audience string
+	tokenTTL time.Duration
+	tick     time.Duration
+	logLevel slog.Level
+	opts     wsauth.Options // the server's options, without hooks and Verifier
+}
+
+// defaultAudience is the "aud" of the development IdP's tokens.
+const defaultAudience = "wsauth-demo"
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("wsauth-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen `address` (\":0\" picks a free port)")
+	fs.StringVar(&cfg.jwksURL, "jwks", "", "JWK Set `URL` of an external identity provider (default: the embedded development IdP)")
+	fs.StringVar(&cfg.issuer, "issuer", "", "\"iss\" of the external identity provider's tokens (with -jwks)")
+	fs.StringVar(&cfg.audience, "audience", "", "accepted \"aud\" (required with -jwks; default "+defaultAudience+")")
+	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "default lifetime of the development IdP's tokens (at most 24h)")
+	fs.DurationVar(&cfg.tick, "tick", 0, "send every session {\"tick\":N} every `interval` (0: off)")
+	o := &cfg.opts
+	fs.DurationVar(&o.AuthTimeout, "auth-timeout", 0, "time a connection has to authenticate (0: wsauth default 5s)")
+	fs.IntVar(&o.MaxPending, "max-pending", 0, "unauthenticated connections, server wide (0: wsauth default 1024)")
+	fs.IntVar(&o.MaxPendingPerIP, "max-pending-per-ip", 0, "unauthenticated connections per client IP (0: wsauth default 64)")
+	fs.IntVar(&o.MaxPreAuthFrame, "max-preauth-frame", 0, "largest message, in bytes, before authentication (0: wsauth default 8192)")
+	origins := fs.String("origins", "", "comma-separated host `patterns` of other origins allowed to open sockets, e.g. \"localhost:*\"")
+	fs.DurationVar(&o.ReauthLead, "reauth-lead", 0, "send reauth_required this long before a token expires (0: wsauth default 30s)")
+	fs.DurationVar(&o.ReauthGrace, "reauth-grace", 0, "time after expiry a session may still reauthenticate (0: wsauth default 10s)")
+	expiry := fs.String("expiry", "reauth", "expiry `policy`: reauth, close or ignore (insecure)")
+	fs.IntVar(&o.BufferMessages, "buffer-messages", 0, "undelivered messages kept per session (0: wsauth default 256)")
+	fs.IntVar(&o.BufferBytes, "buffer-bytes", 0, "undelivered bytes kept per session (0: wsauth default 1 MiB)")
+	fs.DurationVar(&o.ResumeFor, "resume-for", 0, "keep a closed session's undelivered messages this long for the subject's next connection (0: off)")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	fail := func(format string, a ...any) (*config, error) {
+		fmt.Fprintf(stderr, "wsauth-demo: "+format+"\n", a...)
+		fs.Usage()
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if o.Expiry, err = wsauth.ParseExpiryPolicy(*expiry); err != nil {
+		return fail("-expiry: %v", err)
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fail("-log-level: %v", err)
+	}
+	for _, p := range strings.Split(*origins, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			o.OriginPatterns = append(o.OriginPatterns, p)
+		}
+	}
+	if cfg.tokenTTL <= 0 || cfg.tokenTTL > maxTokenTTL {
+		return fail("-token-ttl must be positive and at most %s", maxTokenTTL)
+	}
+	if cfg.tick < 0 {
+		return fail("-tick must not be negative")
+	}
+	if cfg.jwksURL == "" {
+		if cfg.issuer != "" {
+			return fail("-issuer needs -jwks: the development IdP's issuer is its own URL")
+		}
+		if cfg.audience == "" {
+			cfg.audience = defaultAudience
+		}
+	} else if cfg.issuer == "" || cfg.audience == "" {
+		return fail("-jwks needs -issuer and -audience")
+	}
+	return cfg, nil
+}
+
+// run runs the demo until ctx ends, then shuts it down gracefully and
+// returns nil. It prints the listening line to stdout and logs to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	base := baseURL(ln.Addr())
+	mux := http.NewServeMux()
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	issuer, jwksURL := cfg.issuer, cfg.jwksURL
+	if jwksURL == "" {
+		idp, err := newDevIdP(base, cfg.audience, cfg.tokenTTL, logger)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		idp.mount(mux)
+		issuer, jwksURL = idp.idp.Issuer(), idp.idp.JWKSURL()
+		logger.Warn("development IdP enabled: POST /token mints a token for any subject; never expose this server",
+			"issuer", issuer)
+	} else {
+		mux.HandleFunc("/token", http.NotFound)
+	}
+	mountStatic(mux)
+
+	// The dev IdP's JWK Set is served by this very server, and jwks.New
+	// fetches it once: serve before creating the verifier.
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	stopHTTP := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	}
+
+	v, err := jwks.New(context.WithoutCancel(ctx), jwks.Options{
+		Issuers: []jwks.Issuer{{Issuer: issuer, JWKSURL: jwksURL, Audience: []string{cfg.audience}}},
+		Logger:  logger,
+	})
+	if err != nil {
+		_ = stopHTTP()
+		return err
+	}
+	defer v.Close()
+
+	c := newChat(logger, cfg.tick)
+	opts := cfg.opts
+	opts.Verifier = v
+	opts.Logger = logger
+	c.hook(&opts)
+	srv, err := wsauth.New(opts)
+	if err != nil {
+		_ = stopHTTP()
+		return err
+	}
+	c.srv = srv
+	mux.Handle("/ws", srv)
+	c.start()
+
+	fmt.Fprintf(stdout, "wsauth-demo listening on %s\n", base)
+	logger.Info("listening", "url", base, "ws", wsURL(base), "jwks", jwksURL, "expiry", opts.Expiry.String(), "tick", cfg.tick)
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-serveErr:
+	}
+	logger.Info("shutting down")
+	c.stop()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		logger.Error("wsauth shutdown", "err", serr)
+		err = errors.Join(err, serr)
+	}
+	logger.Debug("sessions closed")
+	if herr := hs.Shutdown(sctx); herr != nil {
+		err = errors.Join(err, herr)
+	}
+	logger.Debug("http server stopped")
+	return err
+}
+
+// baseURL is the http URL of the listener, with a loopback host when it
+// listens on every address (":0"), since that is where this machine reaches
+// it.
+func baseURL(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return "http://" + a.String()
+	}
+	ip := tcp.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+func wsURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/ws" }

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	jsclient "github.com/wsauth/wsauth/clients/js"
+	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/wsauthtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestTokenEndpoint(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-token-ttl", "15m")
+	cases := []struct {
+		name   string
+		body   string
+		status int
+	}{
+		{"no sub", `{}`, http.StatusBadRequest},
+		{"empty sub", `{"sub":""}`, http.StatusBadRequest},
+		{"sub too long", `{"sub":"` + strings.Repeat("a", 129) + `"}`, http.StatusBadRequest},
+		{"sub of 128 characters", `{"sub":"` + strings.Repeat("é", 128) + `"}`, http.StatusOK},
+		{"sub not a string", `{"sub":1}`, http.StatusBadRequest},
+		{"zero ttl", `{"sub":"a","ttl":"0s"}`, http.StatusBadRequest},
+		{"negative ttl", `{"sub":"a","ttl":"-5s"}`, http.StatusBadRequest},
+		{"ttl over 24h", `{"sub":"a","ttl":"24h0m1s"}`, http.StatusBadRequest},
+		{"ttl of 24h", `{"sub":"a","ttl":"24h"}`, http.StatusOK},
+		{"ttl not a duration", `{"sub":"a","ttl":"soon"}`, http.StatusBadRequest},
+		{"ttl as a number", `{"sub":"a","ttl":5}`, http.StatusBadRequest},
+		{"unknown field", `{"sub":"a","admin":true}`, http.StatusBadRequest},
+		{"not json", `sub=a`, http.StatusBadRequest},
+		{"two objects", `{"sub":"a"}{"sub":"b"}`, http.StatusBadRequest},
+		{"empty body", ``, http.StatusBadRequest},
+		{"huge body", `{"sub":"a","ttl":"` + strings.Repeat(" ", 8<<10) + `"}`, http.StatusBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			status, m := d.post(t, tc.body)
+			require.Equal(t, tc.status, status, "answer %v", m)
+			if status == http.StatusBadRequest {
+				assert.NotEmpty(t, m["error"])
+				assert.Len(t, m, 1)
+				return
+			}
+			assert.NotEmpty(t, m["token"])
+			assert.NotZero(t, m["exp"])
+		})
+	}
+
+	t.Run("default and explicit ttl", func(t *testing.T) {
+		t.Parallel()
+		for body, ttl := range map[string]time.Duration{`{"sub":"a"}`: 15 * time.Minute, `{"sub":"a","ttl":"5s"}`: 5 * time.Second} {
+			before := time.Now()
+			status, m := d.post(t, body)
+			require.Equal(t, http.StatusOK, status)
+			exp := int64(m["exp"].(float64))
+			assert.GreaterOrEqual(t, exp, before.Add(ttl).Unix(), body)
+			assert.LessOrEqual(t, exp, time.Now().Add(ttl).Unix(), body)
+			// The token is one the server accepts, with that exp.
+			_, ok := d.login(t, m["token"].(string))
+			assert.EqualValues(t, exp, ok["exp"])
+		}
+	})
+
+	t.Run("GET", func(t *testing.T) {
+		t.Parallel()
+		resp, err := httpClient.Get(d.base + "/token")
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	})
+}
+
+func TestStaticFiles(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t)
+	for _, tc := range []struct {
+		path, contentType, contains string
+	}{
+		{"/", "text/html; charset=utf-8", `id="state"`},
+		{"/chat.js", "text/javascript; charset=utf-8", `from '/wsauth.js'`},
+		{"/wsauth.js", "text/javascript; charset=utf-8", string(jsclient.Source)},
+		{"/.well-known/jwks.json", "application/json", `"keys"`},
+	} {
+		resp, err := httpClient.Get(d.base + tc.path)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, tc.path)
+		assert.Equal(t, tc.contentType, resp.Header.Get("Content-Type"), tc.path)
+		assert.Contains(t, string(body), tc.contains, tc.path)
+		if tc.path != "/.well-known/jwks.json" {
+			assert.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'self'", tc.path)
+		}
+	}
+}
+
+func TestBroadcastBetweenClients(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t)
+	alice, ok := d.login(t, d.token(t, "alice", time.Minute))
+	assert.Equal(t, "alice", ok["sub"])
+	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
+
+	require.NoError(t, alice.WriteText(`{"type":"message","id":"m1","data":{"text":"hi bob"}}`))
+	want := map[string]any{"from": "alice", "data": map[string]any{"text": "hi bob"}}
+	assert.Equal(t, want, readType(t, alice, "message")["data"])
+	assert.Equal(t, want, readType(t, bob, "message")["data"])
+
+	require.NoError(t, bob.WriteText(`{"type":"message","data":"hi alice"}`))
+	want = map[string]any{"from": "bob", "data": "hi alice"}
+	assert.Equal(t, want, readType(t, alice, "message")["data"])
+	assert.Equal(t, want, readType(t, bob, "message")["data"])
+}
+
+func TestTicksAreNumberedPerSession(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "20ms")
+	alice, _ := d.login(t, d.token(t, "alice", time.Minute))
+	for want := 1; want <= 3; want++ {
+		assert.Equal(t, want, tickOf(readType(t, alice, "message")))
+	}
+	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
+	for want := 1; want <= 3; want++ {
+		assert.Equal(t, want, tickOf(readType(t, bob, "message")))
+	}
+	assert.Greater(t, tickOf(readType(t, alice, "message")), 3)
+}
+
+// TestReauthCycles runs two reauthentications on one socket: one answered at
+// once, one answered only after the token expired, when the server buffers
+// ticks and refuses messages with error 4401. The tick numbers must run on
+// without a gap or a duplicate throughout.
+func TestReauthCycles(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "50ms", "-reauth-lead", "1s", "-reauth-grace", "3s")
+	c, ok := d.login(t, d.token(t, "carol", 2*time.Second))
+	session := ok["session"]
+	next := 1
+	expectTick := func(m map[string]any) {
+		t.Helper()
+		require.Equal(t, next, tickOf(m), "frame %v", m)
+		next++
+	}
+	// untilReauth reads ticks until reauth_required and returns it.
+	untilReauth := func() map[string]any {
+		t.Helper()
+		for {
+			m, err := c.ReadJSON()
+			require.NoError(t, err)
+			if m["type"] == "reauth_required" {
+				return m
+			}
+			expectTick(m)
+		}
+	}
+
+	// Cycle 1: answer reauth_required at once.
+	rr := untilReauth()
+	exp := int64(rr["exp"].(float64))
+	assert.EqualValues(t, exp+3, rr["deadline"])
+	assert.EqualValues(t, exp, ok["exp"])
+	require.NoError(t, c.Auth(d.token(t, "carol", 2*time.Second)))
+	var ok2 map[string]any
+	for ok2 == nil {
+		m, err := c.ReadJSON()
+		require.NoError(t, err)
+		if m["type"] == "auth_ok" {
+			ok2 = m
+		} else {
+			expectTick(m)
+		}
+	}
+	assert.Equal(t, session, ok2["session"])
+	assert.Greater(t, ok2["exp"], ok["exp"])
+
+	// Cycle 2: let the token expire first.
+	rr = untilReauth()
+	exp = int64(rr["exp"].(float64))
+	time.Sleep(time.Until(time.Unix(exp, 0).Add(300 * time.Millisecond)))
+	require.NoError(t, c.WriteText(`{"type":"message","id":"late-1","data":"sent while expired"}`))
+	for {
+		m, err := c.ReadJSON()
+		require.NoError(t, err)
+		if m["type"] == "error" {
+			assert.Equal(t, map[string]any{"type": "error", "code": float64(4401), "message": "reauth required", "ref": "late-1"}, m)
+			break
+		}
+		expectTick(m) // sent before exp
+	}
+	// Expired: ticks are held by the server now.
+	c.Timeout = 300 * time.Millisecond
+	m, err := c.ReadJSON()
+	var ne net.Error
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "want no frame while expired, got %v, %v", m, err)
+	c.Timeout = 5 * time.Second
+	require.NoError(t, c.Auth(d.token(t, "carol", 2*time.Second)))
+	ok3 := readType(t, c, "auth_ok") // before any buffered tick
+	assert.Equal(t, session, ok3["session"])
+	buffered := next
+	for next < buffered+10 {
+		expectTick(readType(t, c, "message"))
+	}
+	// The refused message, sent again, goes through.
+	require.NoError(t, c.WriteText(`{"type":"message","id":"late-1","data":"sent while expired"}`))
+	for {
+		m := readType(t, c, "message")
+		if tickOf(m) == 0 {
+			assert.Equal(t, map[string]any{"from": "carol", "data": "sent while expired"}, m["data"])
+			break
+		}
+		expectTick(m)
+	}
+}
+
+func TestExternalIdP(t *testing.T) {
+	t.Parallel()
+	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Audience: "chat"})
+	d := startDemo(t, "-jwks", idp.JWKSURL(), "-issuer", idp.Issuer(), "-audience", "chat")
+	resp, err := httpClient.Post(d.base+"/token", "application/json", strings.NewReader(`{"sub":"zoe"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	resp, err = httpClient.Get(d.base + wsauthtest.JWKSPath)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	_, ok := d.login(t, idp.Token("zoe", time.Hour))
+	assert.Equal(t, "zoe", ok["sub"])
+}
+
+func TestShutdownClosesSessionsWith1001(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "10ms")
+	c, _ := d.login(t, d.token(t, "dan", time.Minute))
+	pending, err := wstest.Dial(d.ws, nil)
+	require.NoError(t, err)
+	defer pending.Close()
+	_, err = pending.Sync()
+	require.NoError(t, err)
+
+	require.NoError(t, d.stop())
+	for _, conn := range []*wstest.Conn{c, pending} {
+		cl, _, err := conn.ReadClose()
+		require.NoError(t, err)
+		assert.Equal(t, 1001, cl.Code)
+		assert.Equal(t, "server shutting down", cl.Reason)
+	}
+	_, err = httpClient.Get(d.base + "/")
+	require.Error(t, err, "still serving after run returned")
+}
+
+func TestCommandLineErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want error
+	}{
+		{[]string{"-expiry", "never"}, errUsage},
+		{[]string{"-issuer", "https://id.example"}, errUsage},
+		{[]string{"-jwks", "https://id.example/jwks.json"}, errUsage},
+		{[]string{"-jwks", "https://id.example/jwks.json", "-issuer", "https://id.example"}, errUsage},
+		{[]string{"-token-ttl", "0s"}, errUsage},
+		{[]string{"-token-ttl", "25h"}, errUsage},
+		{[]string{"-tick", "-1s"}, errUsage},
+		{[]string{"-log-level", "loud"}, errUsage},
+		{[]string{"-buffer-messages", "many"}, errUsage},
+		{[]string{"extra"}, errUsage},
+		{[]string{"-h"}, flag.ErrHelp},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tc.args, &stdout, &stderr)
+		assert.ErrorIs(t, err, tc.want, "%q", tc.args)
+		assert.Empty(t, stdout.String(), "%q", tc.args)
+		assert.NotEmpty(t, stderr.String(), "%q", tc.args)
+	}
+	// Values only wsauth.New can judge fail after the listener was bound;
+	// run must still clean up after itself (goleak checks).
+	var stdout bytes.Buffer
+	err := run(context.Background(), []string{"-addr", "127.0.0.1:0", "-reauth-lead", "-1s", "-log-level", "error"}, &stdout, io.Discard)
+	require.ErrorContains(t, err, "ReauthLead")
+	assert.Empty(t, stdout.String())
+	err = run(context.Background(), []string{"-addr", "127.0.0.1:-1"}, &stdout, io.Discard)
+	require.Error(t, err)
+}
