@@ -290,9 +290,11 @@ func (srv *Server) Revoke(subject string) int {
 
 // Shutdown refuses new connections (503), closes every session with 1001
 // "server shutting down" and waits until all of them have finished and their
-// OnClose hooks have returned, or until ctx ends (then it returns ctx's
-// error). Messages still queued go to OnUndelivered. Shutdown does not close
-// the Verifier.
+// OnClose hooks have returned. If ctx ends first, Shutdown closes the
+// sockets still open without a close frame, releases the server's timers and
+// hands what is kept for resume to OnUndelivered, then returns ctx's error;
+// sessions whose hooks are still running finish on their own. Messages still
+// queued go to OnUndelivered. Shutdown does not close the Verifier.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.closing = true
@@ -311,15 +313,21 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.wg.Wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
+		srv.mu.Lock()
+		for s := range srv.conns {
+			_ = s.conn.Conn.Close()
+		}
+		srv.mu.Unlock()
 	}
 	srv.cancel()
 	srv.sched.Stop()
 	srv.resume.flush()
-	return nil
+	return err
 }
 
 // undelivered hands what a session did not deliver to the resume store or,

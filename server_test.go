@@ -472,3 +472,28 @@ type verifierFunc func(ctx context.Context, token string) (wsauth.Identity, erro
 func (f verifierFunc) Verify(ctx context.Context, token string) (wsauth.Identity, error) {
 	return f(ctx, token)
 }
+
+func TestShutdownTimeoutStillReleasesEverything(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	e := newEnv(t, func(o *wsauth.Options) {
+		o.OnMessage = func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
+			close(entered)
+			<-release // a hook that ignores ctx
+			return nil
+		}
+	})
+	c, _ := e.login("olga", time.Hour)
+	require.NoError(t, c.WriteText(`{"type":"message","data":1}`))
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
+	// The client got its 1001 even though the hook still runs.
+	cl, _, err := c.ReadClose()
+	require.NoError(t, err)
+	assert.Equal(t, 1001, cl.Code)
+	close(release)
+	assert.Equal(t, protocol.CloseGoingAway, e.nextClose().code)
+}
