@@ -1,11 +1,14 @@
 package wsauth
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsauth/wsauth/protocol"
 )
 
 // The pre-auth gate. gws reads a frame's whole payload (up to its single
@@ -27,13 +30,21 @@ type gateConn struct {
 	net.Conn
 	prefix       []byte // bytes net/http had buffered past the request
 	writeTimeout time.Duration
-	gating       atomic.Bool // true while the session is pending
-	gate         frameGate   // used only by the reading goroutine
+	lingered     atomic.Bool   // Close was called: the write side is shut
+	ownClose     atomic.Bool   // the session chose the close code and reason
+	sentClose    atomic.Uint32 // code of the close frame written, 0 if none
+	gating       atomic.Bool   // true while the session is pending
+	gate         frameGate     // used only by the reading goroutine
 	sess         *Session
 	onViolation  func(err error)
 }
 
 func (c *gateConn) Read(p []byte) (int, error) {
+	if c.lingered.Load() {
+		// The close frame is out: end the read loop now, so the session
+		// finishes promptly. drainAndClose deals with what is left.
+		return 0, net.ErrClosed
+	}
 	var n int
 	var err error
 	if len(c.prefix) > 0 {
@@ -53,11 +64,78 @@ func (c *gateConn) Read(p []byte) (int, error) {
 
 // Write bounds every write with the write timeout, so a client that stops
 // reading cannot pin a writer (and the session's buffers) forever.
+//
+// It also notes the close frame when one goes out. gws writes each frame in
+// one Write and, when it closes a connection itself (a protocol error, a
+// frame over MaxFrame), puts its own error text in the reason: that text is
+// replaced by the code's fixed name, and the code is recorded so that
+// OnClose reports what the client was actually sent.
 func (c *gateConn) Write(p []byte) (int, error) {
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
 		return 0, err
 	}
+	if code, ok := closeFrameCode(p); ok {
+		c.sentClose.Store(uint32(code))
+		if !c.ownClose.Load() {
+			if _, err := c.Conn.Write(closeFrame(code, code.String())); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
 	return c.Conn.Write(p)
+}
+
+// lingerTimeout bounds how long a closed connection is drained.
+const lingerTimeout = time.Second
+
+// Close is called by gws right after it wrote a close frame. Closing the
+// socket at once, with client bytes still unread, makes the kernel answer
+// with a TCP reset that can overtake the close frame: the client would see
+// a reset instead of the close code. So Close only shuts the write side
+// (the client sees the close frame, then end of stream) and ends the read
+// loop; the session then finishes and drainAndClose closes the socket.
+func (c *gateConn) Close() error {
+	if !c.lingered.CompareAndSwap(false, true) {
+		return nil
+	}
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok {
+		return c.Conn.Close()
+	}
+	_ = cw.CloseWrite()
+	return c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+}
+
+// drainAndClose closes the socket, after reading and discarding what the
+// client still sends, until it closes its side or lingerTimeout passes, if
+// a close frame was sent. It runs last, on the connection's goroutine.
+func (c *gateConn) drainAndClose() {
+	if c.lingered.Load() {
+		var buf [512]byte
+		for {
+			if _, err := c.Conn.Read(buf[:]); err != nil {
+				break
+			}
+		}
+	}
+	_ = c.Conn.Close()
+}
+
+// closeFrameCode recognises an unmasked server close frame with a status
+// code, written whole.
+func closeFrameCode(p []byte) (protocol.CloseCode, bool) {
+	if len(p) < 4 || p[0] != 0x88 || int(p[1]) != len(p)-2 {
+		return 0, false
+	}
+	return protocol.CloseCode(binary.BigEndian.Uint16(p[2:4])), true
+}
+
+func closeFrame(code protocol.CloseCode, reason string) []byte {
+	b := make([]byte, 4, 4+len(reason))
+	b[0], b[1] = 0x88, byte(2+len(reason))
+	binary.BigEndian.PutUint16(b[2:], uint16(code))
+	return append(b, reason...)
 }
 
 // frameGate follows the WebSocket frame structure of the client's byte

@@ -100,6 +100,12 @@ func (s *Session) authenticate(token string) {
 	ident, err := srv.opts.Verifier.Verify(ctx, token)
 	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The verification outlived the auth deadline (a slow JWKS):
+			// that is the client's 4408, not a verdict on its token.
+			s.close(closeAuthTimeout)
+			return
+		}
 		reason := jwks.Reason(err)
 		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
 			"reauth", !first, "reason", reason)

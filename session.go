@@ -203,6 +203,10 @@ func (s *Session) markClosedLocked(ce *CloseError) bool {
 	s.state = session.Closed
 	s.closeErr = ce
 	s.phase = phaseNone
+	s.conn.ownClose.Store(true)
+	// Release hooks and verifications waiting on the session's context now:
+	// finish runs only after the read loop, which may be the one waiting.
+	s.cancel()
 	return true
 }
 
@@ -236,8 +240,9 @@ func (s *Session) writeFrame(frame []byte) {
 // ended: it settles what was not delivered and tells the application.
 func (s *Session) finish(err error) {
 	s.mu.Lock()
-	if s.closeErr == nil {
-		s.closeErr = closeErrorFrom(err)
+	byServer := s.closeErr != nil
+	if !byServer {
+		s.closeErr, byServer = closeErrorFrom(err, protocol.CloseCode(s.conn.sentClose.Load()))
 	}
 	s.state = session.Closed
 	s.phase = phaseNone
@@ -265,27 +270,26 @@ func (s *Session) finish(err error) {
 		s.srv.undelivered(ident.Subject, undelivered)
 	}
 	s.srv.opts.Logger.Debug("wsauth: session closed", "session", s.id, "sub", ident.Subject,
-		"remote", s.remoteAddr, "code", int(ce.Code), "reason", ce.Reason)
+		"remote", s.remoteAddr, "code", int(ce.Code), "by_server", byServer)
 	if h := s.srv.opts.OnClose; h != nil {
 		s.srv.guard(s, "OnClose", func() { h(s, ce) })
 	}
+	s.conn.drainAndClose()
 }
 
-// closeErrorFrom turns the error that ended gws's read loop into the close
-// code the session is reported to have closed with.
-func closeErrorFrom(err error) *CloseError {
-	var ce *gws.CloseError
-	if errors.As(err, &ce) && ce.Code != 0 { // the client's close frame
-		return protocol.NewCloseError(protocol.CloseCode(ce.Code), string(ce.Reason))
+// closeErrorFrom says how a session the server did not close itself ended:
+// by the client's close frame, by a close frame gws sent on its own (a
+// protocol error, a frame over MaxFrame), or by the connection dropping.
+func closeErrorFrom(err error, sent protocol.CloseCode) (ce *CloseError, byServer bool) {
+	var cl *gws.CloseError
+	if errors.As(err, &cl) && cl.Code != 0 {
+		// The reason is the client's own text: OnClose gets it, logs do not.
+		return protocol.NewCloseError(protocol.CloseCode(cl.Code), string(cl.Reason)), false
 	}
-	// gws closed the connection itself (frame too large, protocol error):
-	// it reports the code it sent as its internal StatusCode type.
-	var sc interface{ Uint16() uint16 }
-	if errors.As(err, &sc) && sc.Uint16() >= 1000 {
-		code := protocol.CloseCode(sc.Uint16())
-		return protocol.NewCloseError(code, code.String())
+	if sent != 0 {
+		return protocol.NewCloseError(sent, sent.String()), true
 	}
-	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost")
+	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost"), false
 }
 
 // guard runs an application hook, turning a panic into a logged error.

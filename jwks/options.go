@@ -1,6 +1,8 @@
 package jwks
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,8 +70,9 @@ type Options struct {
 	HTTPClient *http.Client
 
 	// MaxJWKSBytes caps the size of a JWK Set response, in bytes. A larger
-	// response fails that fetch and the keys already held are kept.
-	// Default 1 MiB.
+	// response fails that fetch and the keys already held are kept, as they
+	// are when a response is not a JWK Set with at least one key ("{}",
+	// "null", {"keys":[]}). Default 1 MiB.
 	MaxJWKSBytes int64
 
 	// Logger receives refresh failures, with the keys "issuer", "url" and
@@ -212,9 +215,9 @@ func checkAlgorithm(alg string) error {
 	return nil
 }
 
-// capClient returns a copy of client (or of a default one) whose responses
-// fail to read past maxBytes. jwkset decodes the body with a json.Decoder,
-// so the cap must live in the body reader itself.
+// capClient returns a copy of client (or of a default one) whose successful
+// responses are read in full, at most maxBytes, and checked to be a JWK Set
+// with at least one key before jwkset sees them.
 func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transport) {
 	var own *http.Transport
 	var c http.Client
@@ -232,8 +235,15 @@ func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transpo
 	return &c, own
 }
 
-// errBodyTooLarge fails a JWK Set fetch whose body exceeds MaxJWKSBytes.
-var errBodyTooLarge = errors.New("jwks: JWK Set response larger than MaxJWKSBytes")
+var (
+	// errBodyTooLarge fails a JWK Set fetch whose body exceeds MaxJWKSBytes.
+	errBodyTooLarge = errors.New("jwks: JWK Set response larger than MaxJWKSBytes")
+	// errNoKeys fails a fetch whose body is not a JWK Set with keys. jwkset
+	// would decode "{}", "null" or {"keys":[]} as an empty set and replace
+	// every cached key with it: one bad answer from the IdP or a proxy would
+	// then refuse every login until the next successful refresh.
+	errNoKeys = errors.New("jwks: JWK Set response has no keys")
+)
 
 type capTransport struct {
 	base http.RoundTripper
@@ -245,11 +255,28 @@ func (t *capTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode/100 != 2 {
+		return resp, nil // jwkset fails the fetch on the status itself
+	}
+	defer resp.Body.Close()
 	if resp.ContentLength > t.max {
-		resp.Body.Close()
 		return nil, errBodyTooLarge
 	}
-	resp.Body = &capBody{ReadCloser: resp.Body, left: t.max}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, t.max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > t.max {
+		return nil, errBodyTooLarge
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if json.Unmarshal(body, &set) != nil || len(set.Keys) == 0 {
+		return nil, errNoKeys
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
 	return resp, nil
 }
 
@@ -259,29 +286,4 @@ func (t *capTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-}
-
-// capBody lets left more bytes through. It asks the underlying body for one
-// byte more than that: getting it proves the body is too large.
-type capBody struct {
-	io.ReadCloser
-	left int64
-}
-
-func (b *capBody) Read(p []byte) (int, error) {
-	if b.left < 0 {
-		return 0, errBodyTooLarge
-	}
-	if int64(len(p)) > b.left+1 {
-		p = p[:b.left+1]
-	}
-	n, err := b.ReadCloser.Read(p)
-	if int64(n) > b.left {
-		// The extra byte is withheld so that a JSON value ending exactly on
-		// it cannot decode.
-		b.left = -1
-		return n - 1, errBodyTooLarge
-	}
-	b.left -= int64(n)
-	return n, err
 }

@@ -2,6 +2,7 @@ package jwks
 
 import (
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -9,31 +10,51 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCapBody covers bodies of unknown length, which the IdP (always
-// sending Content-Length) does not exercise.
-func TestCapBody(t *testing.T) {
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestCapTransport covers bodies of unknown length (the IdP always sends
+// Content-Length) and bodies that are not a JWK Set with keys.
+func TestCapTransport(t *testing.T) {
 	t.Parallel()
+	set := `{"keys":[{"kty":"oct"}]}` // 24 bytes
 	tests := []struct {
-		size    int
+		name    string
+		status  int
+		body    string
 		max     int64
-		wantErr bool
+		wantErr error
 	}{
-		{0, 10, false},
-		{10, 10, false},
-		{11, 10, true},
-		{5000, 10, true},
-		{5000, 4999, true},
-		{5000, 5000, false},
+		{"set within the cap", 200, set, 100, nil},
+		{"set exactly at the cap", 200, set, int64(len(set)), nil},
+		{"one byte over", 200, set, int64(len(set)) - 1, errBodyTooLarge},
+		{"huge body", 200, strings.Repeat("x", 5000), 100, errBodyTooLarge},
+		{"empty object", 200, `{}`, 100, errNoKeys},
+		{"null", 200, `null`, 100, errNoKeys},
+		{"keys null", 200, `{"keys":null}`, 100, errNoKeys},
+		{"no keys", 200, `{"keys":[]}`, 100, errNoKeys},
+		{"keys not an array", 200, `{"keys":{}}`, 100, errNoKeys},
+		{"garbage", 200, `<html>`, 100, errNoKeys},
+		{"error status passes through", 503, `down`, 100, nil},
 	}
 	for _, tt := range tests {
-		body := &capBody{ReadCloser: io.NopCloser(strings.NewReader(strings.Repeat("x", tt.size))), left: tt.max}
-		got, err := io.ReadAll(body)
-		if tt.wantErr {
-			require.ErrorIs(t, err, errBodyTooLarge, "size %d, max %d", tt.size, tt.max)
-			assert.LessOrEqual(t, int64(len(got)), tt.max, "bytes let through")
-			continue
-		}
-		require.NoError(t, err, "size %d, max %d", tt.size, tt.max)
-		assert.Len(t, got, tt.size)
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+				return &http.Response{StatusCode: tt.status, ContentLength: -1,
+					Body: io.NopCloser(strings.NewReader(tt.body))}, nil
+			})
+			tr := &capTransport{base: base, max: tt.max}
+			resp, err := tr.RoundTrip(&http.Request{})
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			got, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, tt.body, string(got))
+		})
 	}
 }

@@ -217,6 +217,10 @@ func (c *Conn) Next() ([]byte, error) {
 				cl.Code = int(binary.BigEndian.Uint16(p))
 				cl.Reason = string(p[2:])
 			}
+			// Answer like a browser: echo the close, then close the
+			// socket once the server has closed its side.
+			_ = c.WriteFrame(true, OpClose, p[:min(len(p), 2)])
+			c.Close()
 			return nil, &CloseReceived{cl}
 		case OpPong, OpPing:
 			continue

@@ -1,0 +1,63 @@
+package wsauth_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// firstFrameReasons are the only outcomes a first frame without a valid
+// token may have: the close code and its fixed reasons (protocol.md 5).
+var firstFrameReasons = map[int][]string{
+	int(protocol.CloseMalformed): {"binary frame", "malformed frame"},
+	int(protocol.CloseUnauthorized): {"auth required",
+		"malformed token", "missing kid", "algorithm not allowed", "unknown issuer", "unknown key",
+		"invalid signature", "token expired", "token not valid yet", "missing exp", "wrong issuer",
+		"wrong audience", "keys unavailable", "invalid token"},
+	int(protocol.CloseTooLarge): {"frame too large"},
+}
+
+// FuzzServerFirstFrame sends one message, text or binary, whole or in two
+// fragments, as the first thing on a fresh socket of a real server on
+// loopback. Whatever it holds, the server closes with 4400, 4401 or 1009 and
+// a fixed reason, sends nothing else, and runs no application code.
+//
+// All inputs share one server, started once per fuzzing process (the
+// function body runs once per process; f.Fuzz's callback once per input),
+// which is what makes this fast enough to fuzz: a server costs an RSA key
+// and two HTTP servers, an input costs one TCP connection. The fake clock
+// never moves, so the verifier refetches the JWK Set at most once whatever
+// the kids the fuzzer invents.
+func FuzzServerFirstFrame(f *testing.F) {
+	h := newHostileEnv(f, hostileOptions{closeBuffer: 1, server: func(o *wsauth.Options) {
+		o.MaxPending, o.MaxPendingPerIP = 1<<14, 1<<14
+	}})
+	f.Add([]byte(`{"type":"auth","token":"not-a-jwt"}`), false, uint16(0))
+	f.Add([]byte(h.idp.SignWith(nil, nil, map[string]any{"kid": "nope"}, h.claimsFor(h.idp, "fuzz"))), false, uint16(0))
+	f.Fuzz(func(t *testing.T, payload []byte, binary bool, split uint16) {
+		op := byte(wstest.OpText)
+		if binary {
+			op = wstest.OpBinary
+		}
+		wire := wstest.Frame(true, op, payload)
+		if s := int(split); s > 0 && s < len(payload) {
+			wire = join(wstest.Frame(false, op, payload[:s]), wstest.Frame(true, wstest.OpContinuation, payload[s:]))
+		}
+		c, err := wstest.Dial(h.url, nil)
+		require.NoError(t, err)
+		defer c.Close()
+		_, _ = c.Write(wire) // the server may close before it has read it all
+		cl, texts, err := c.ReadClose()
+		require.NoError(t, err)
+		require.Empty(t, texts, "the server answered a first frame")
+		require.Contains(t, firstFrameReasons, cl.Code, "close %d %q", cl.Code, cl.Reason)
+		require.True(t, slices.Contains(firstFrameReasons[cl.Code], cl.Reason), "close %d %q", cl.Code, cl.Reason)
+		require.Zero(t, h.authn.Load(), "OnAuthenticated ran")
+		require.Zero(t, h.handled.Load(), "OnMessage ran")
+	})
+}
