@@ -1,0 +1,72 @@
+// Package client is the Go client of wsauth's wire protocol v1: it connects
+// to a wsauth endpoint, authenticates with a token, stays authenticated by
+// reauthenticating on the same socket, and stays connected by reconnecting
+// with jittered exponential backoff after a retryable close.
+//
+// # Lifecycle
+//
+// Dial fetches a token from the TokenSource, opens the socket (offering the
+// wsauth.v1 subprotocol), sends the auth frame and returns after auth_ok.
+// From then on the client:
+//
+//   - answers reauth_required with a fresh token on the same socket, and
+//     refreshes on its own Options.RefreshBefore before exp if the server
+//     has not asked by then (the session id stays the same);
+//   - queues, bounded, what Send is given while it connects or
+//     reauthenticates, and writes it in order after auth_ok; a message the
+//     server refused with error 4401 (token expired, not processed) is sent
+//     again after the next auth_ok;
+//   - delivers the server's messages in order, to Options.OnMessage or
+//     Receive; the messages the server buffered while the token was expired
+//     come right after auth_ok, without gap or duplicate;
+//   - reconnects after the retryable close codes (1001, 1006, 1011, 4408,
+//     4413, 4429, 4440) with a fresh token, and ends on the terminal ones
+//     (1000, 1009, 4400, 4401, 4403): a token the server refuses (4401) is a
+//     fresh one, since the client asks the source for every auth frame, so
+//     retrying could only be refused again.
+//
+// The client ends on Close or a terminal error; Err says which, and
+// errors.As(err, new(*protocol.CloseError)) gives the close code.
+//
+// # Goroutines
+//
+// A connected client runs two goroutines: its own, which owns every state
+// change, token fetch, write, timer and reconnection, and the read
+// goroutine of the current socket (gws's ReadLoop), which decodes frames and
+// runs OnMessage and OnError, one at a time and in order. OnState runs on the
+// client's goroutine (or Dial's caller), in order, possibly at the same time
+// as OnMessage. A slow OnMessage stops reading (the server buffers, up to
+// its limit); a slow OnState delays writes and reconnection. Close waits for
+// both goroutines, so it must not be called from a callback. Timers
+// (refresh, backoff) are Options.Clock AfterFuncs that only signal the
+// client's goroutine. Besides these, only short-lived goroutines of the
+// standard library and gws run (timer callbacks, the write of the upgrade
+// request); none outlives Close, or Dial when it fails.
+//
+// # Example
+//
+//	c, err := client.Dial(ctx, "wss://chat.example.com/ws", client.Options{
+//		Token: client.TokenFunc(func(ctx context.Context) (string, error) {
+//			return idp.AccessToken(ctx) // your OAuth client
+//		}),
+//		Header: http.Header{"Origin": {"https://chat.example.com"}},
+//	})
+//	if err != nil {
+//		var ce *protocol.CloseError
+//		if errors.As(err, &ce) && ce.Code == protocol.CloseUnauthorized {
+//			// the token was refused: log in again
+//		}
+//		return err
+//	}
+//	defer c.Close()
+//	if err := c.Send(ctx, json.RawMessage(`{"text":"hello"}`)); err != nil {
+//		return err
+//	}
+//	for {
+//		data, err := c.Receive(ctx)
+//		if err != nil {
+//			return err // c.Err() after the client ended
+//		}
+//		handle(data)
+//	}
+package client

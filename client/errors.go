@@ -1,0 +1,109 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// Sentinel errors of the client API.
+var (
+	// ErrClosed: Close was called. Err returns it unless the client had
+	// already ended for another reason.
+	ErrClosed = errors.New("client: closed")
+	// ErrQueueFull: the send queue stayed full until Send's context ended.
+	// The error also matches the context's error.
+	ErrQueueFull = errors.New("client: send queue full")
+	// ErrInvalidData: the data passed to Send is not one valid JSON value.
+	ErrInvalidData = errors.New("client: data is not a valid JSON value")
+	// ErrTokenSource: the TokenSource failed (or returned an empty token).
+	// The error also wraps the source's error. It ends the client.
+	ErrTokenSource = errors.New("client: token source failed")
+)
+
+// errReceiveWithHandler is returned by Receive when messages go to OnMessage.
+var errReceiveWithHandler = errors.New("client: Receive is unavailable: Options.OnMessage receives the messages")
+
+// errHandshakeTimeout ends a connection attempt that outlived
+// Options.HandshakeTimeout. It is retryable, unlike the caller's context
+// ending.
+var errHandshakeTimeout = fmt.Errorf("client: handshake timeout: %w", context.DeadlineExceeded)
+
+// HandshakeError reports that the server answered the upgrade request with
+// an HTTP status instead of switching protocols: 403 for a refused Origin,
+// 503 while it shuts down or has too many unauthenticated connections.
+type HandshakeError struct {
+	// StatusCode is the HTTP status of the response.
+	StatusCode int
+	// RetryAfter is the response's Retry-After (seconds form); 0 if none.
+	// Reconnection waits at least this long (at most Backoff.Max).
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (e *HandshakeError) Error() string {
+	return "client: upgrade refused: HTTP " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
+}
+
+func newHandshakeError(resp *http.Response) *HandshakeError {
+	e := &HandshakeError{StatusCode: resp.StatusCode}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+// retryable reports whether a connection that ended with err, or an attempt
+// that failed with it, may be retried: the close codes of
+// protocol.CloseCode.Retryable, timeouts, 408, 429 and 5xx upgrade
+// refusals, and network errors. A token source error, a malformed server
+// frame, a subprotocol mismatch, an untrusted TLS certificate and Close are
+// final.
+func retryable(err error) bool {
+	var ce *protocol.CloseError
+	var he *HandshakeError
+	var cve *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &cve):
+		return false
+	case errors.Is(err, ErrTokenSource), errors.Is(err, ErrClosed),
+		errors.Is(err, protocol.ErrMalformed), errors.Is(err, gws.ErrSubprotocolNegotiation),
+		errors.Is(err, context.Canceled):
+		return false
+	case errors.As(err, &ce):
+		return ce.Code.Retryable()
+	case errors.As(err, &he):
+		return he.StatusCode == http.StatusRequestTimeout || he.StatusCode == http.StatusTooManyRequests ||
+			he.StatusCode >= 500
+	}
+	return true
+}
+
+// closeErrorFrom turns the error that ended gws's read loop into the close
+// the connection is reported to have ended with.
+func closeErrorFrom(err error) *protocol.CloseError {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) { // the server's close frame
+		code := protocol.CloseCode(ce.Code)
+		if code == 0 {
+			code = 1005 // RFC 6455: a close frame without a status code
+		}
+		return protocol.NewCloseError(code, string(ce.Reason))
+	}
+	// gws closed the connection itself (protocol error, frame too large) and
+	// reports the code it sent as its internal StatusCode type.
+	var sc interface{ Uint16() uint16 }
+	if errors.As(err, &sc) && sc.Uint16() >= 1000 {
+		code := protocol.CloseCode(sc.Uint16())
+		return protocol.NewCloseError(code, code.String())
+	}
+	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost")
+}

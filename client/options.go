@@ -1,0 +1,220 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wsauth/wsauth/reauth"
+)
+
+// TokenSource supplies the tokens the client authenticates with. Token is
+// called before every connection attempt and for every reauthentication,
+// always from the client's own goroutine (or Dial's caller), one call at a
+// time. It must honour ctx, which ends when the client is closed or the
+// connection the token is for is lost.
+//
+// The client keeps no token: it asks for one each time it needs one, so a
+// source that caches must itself decide when to refresh. A source error
+// ends the client (see Client.Err): retry inside the source if the identity
+// provider is flaky.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// TokenFunc adapts a function to a TokenSource.
+type TokenFunc func(ctx context.Context) (string, error)
+
+// Token calls f.
+func (f TokenFunc) Token(ctx context.Context) (string, error) { return f(ctx) }
+
+// StaticToken returns a TokenSource that always returns tok. It suits tests
+// and tokens that outlive the connection; a client on a static token ends
+// with 4401 (or 4440) once the token expires, since it can never present a
+// fresh one.
+func StaticToken(tok string) TokenSource {
+	return TokenFunc(func(context.Context) (string, error) { return tok, nil })
+}
+
+var _ TokenSource = TokenFunc(nil)
+
+// ErrorFrame is an error frame from the server: a non-fatal refusal of one
+// message the client sent.
+type ErrorFrame struct {
+	// Code is the server's error code: 4405 (the server takes no messages),
+	// 4500 (its handler failed), or an application's own code.
+	Code int
+	// Message is the server's short explanation.
+	Message string
+	// Ref is the id the client gave the refused message (see Client.Send).
+	Ref string
+	// Data is the refused message's data when the client still held it
+	// (messages written since the last auth_ok, up to Options.QueueSize of
+	// them); nil otherwise.
+	Data json.RawMessage
+}
+
+// Options configures a Client. The zero value of every field is its
+// documented default; only Token is required. Dial copies Options: changing
+// them afterwards has no effect.
+type Options struct {
+	// Token supplies a token for every connection and reauthentication.
+	// Required.
+	Token TokenSource
+
+	// Header holds extra headers for the upgrade request, e.g. Origin or
+	// User-Agent. The client sets Sec-WebSocket-Protocol itself. Never put
+	// the token here: the token goes in the auth frame.
+	Header http.Header
+	// TLSConfig is used for wss URLs. Default: a zero tls.Config (system
+	// roots) with ServerName taken from the URL.
+	TLSConfig *tls.Config
+
+	// QueueSize caps the messages waiting to be written: while the client is
+	// connecting or reauthenticating, or faster than the socket takes them.
+	// Send waits for room when it is full. The same number of messages
+	// written since the last auth_ok is kept to resend those the server
+	// refuses with error 4401. Default 256.
+	QueueSize int
+	// RefreshBefore is how long before the token's exp the client fetches a
+	// fresh token and reauthenticates on its own, if the server has not
+	// asked for one (reauth_required) by then. It is capped at half the time
+	// between auth_ok and exp. Measured with Clock. Default 30s.
+	RefreshBefore time.Duration
+	// Backoff sets the delays between reconnection attempts.
+	Backoff Backoff
+	// DisableReconnect makes every close final: the client ends instead of
+	// reconnecting after a retryable close code. By default it reconnects
+	// after 1001, 1006, 1011, 4408, 4413, 4429 and 4440 (see
+	// protocol.CloseCode.Retryable), after network errors, and after an
+	// upgrade refused with 408, 429 or 5xx.
+	DisableReconnect bool
+	// HandshakeTimeout bounds each connection attempt, from dialing to
+	// auth_ok (the token fetch before it is not counted). Real time, not
+	// Clock. Default 10s.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds every socket write: a server that stops reading
+	// for this long loses the connection (and the client reconnects). Real
+	// time, not Clock. Default 10s.
+	WriteTimeout time.Duration
+
+	// OnMessage, if set, receives the data of every message from the
+	// server, in order, on the connection's read goroutine: while it runs,
+	// the client reads nothing more (so a slow handler slows the server's
+	// sending, not the client's memory). It must not call Close (Close
+	// waits for it); start a goroutine for that. With OnMessage set, Receive
+	// returns an error.
+	OnMessage func(data json.RawMessage)
+	// OnError receives the server's error frames, on the read goroutine,
+	// like OnMessage. Error frames with code 4401 for messages the client
+	// still holds are not reported: the client resends those messages.
+	OnError func(ErrorFrame)
+	// OnState receives every state change, in order, on the client's own
+	// goroutine (or Dial's caller). It must return quickly: writes and
+	// reconnects wait for it. It must not call Close.
+	OnState func(State)
+
+	// Clock times the early refresh (RefreshBefore) and the backoff between
+	// reconnection attempts. Default: the system clock. Tests use
+	// wsauthtest.Clock.
+	Clock reauth.Clock
+	// Logger receives the client's logs. Default slog.Default(). Tokens are
+	// never logged.
+	Logger *slog.Logger
+}
+
+// Defaults of Options fields.
+const (
+	DefaultQueueSize        = 256
+	DefaultRefreshBefore    = 30 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+)
+
+// withDefaults validates o and returns a copy with defaults filled in.
+func (o Options) withDefaults() (Options, error) {
+	if o.Token == nil {
+		return o, errors.New("client: Options.Token is required")
+	}
+	if o.QueueSize < 0 {
+		return o, errors.New("client: Options.QueueSize must not be negative")
+	}
+	if o.QueueSize == 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"RefreshBefore", &o.RefreshBefore, DefaultRefreshBefore},
+		{"HandshakeTimeout", &o.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"WriteTimeout", &o.WriteTimeout, DefaultWriteTimeout},
+	} {
+		if *d.v < 0 {
+			return o, fmt.Errorf("client: Options.%s must not be negative", d.name)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	b, err := o.Backoff.withDefaults()
+	if err != nil {
+		return o, err
+	}
+	o.Backoff = b
+	o.Header = o.Header.Clone()
+	if o.Header == nil {
+		o.Header = http.Header{}
+	}
+	if o.TLSConfig != nil {
+		o.TLSConfig = o.TLSConfig.Clone()
+	}
+	if o.Clock == nil {
+		o.Clock = reauth.SystemClock
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
+// State is the state of a Client.
+type State int
+
+const (
+	// Connecting: fetching a token and opening a socket, or waiting to retry.
+	Connecting State = iota
+	// Authenticating: the socket is open and the auth frame sent; waiting
+	// for auth_ok. Sends are queued.
+	Authenticating
+	// Active: authenticated; queued messages are written in order.
+	Active
+	// Reauthenticating: fetching a fresh token and sending it on the same
+	// socket; waiting for auth_ok. Sends are queued.
+	Reauthenticating
+	// Closed: the client ended (see Client.Err). It never leaves this state.
+	Closed
+)
+
+// String returns the state's name in lower case, e.g. "active".
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Authenticating:
+		return "authenticating"
+	case Active:
+		return "active"
+	case Reauthenticating:
+		return "reauthenticating"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}

@@ -1,0 +1,296 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// The client's goroutine. It owns the connection's life: every state
+// change, every token fetch, every write but pongs, the refresh timer and
+// reconnection. It runs from Dial's return until the client ends; before
+// that, Dial's caller does the same work for the first connection.
+
+// run serves connections until the client ends.
+func (c *Client) run(cn *conn) {
+	var err error
+	for {
+		err = c.serve(cn)
+		if c.ctx.Err() != nil {
+			err = ErrClosed
+			break
+		}
+		if c.opts.DisableReconnect || !retryable(err) {
+			break
+		}
+		c.opts.Logger.Info("client: connection lost; reconnecting", logErr(err)...)
+		if cn, err = c.reconnect(err); err != nil {
+			break
+		}
+	}
+	c.finish(err, true)
+}
+
+// connect fetches a token, opens a socket, authenticates and returns the
+// connection once auth_ok has been handled. The token is fetched before
+// dialing so that a slow identity provider does not eat the server's auth
+// timeout.
+func (c *Client) connect(ctx context.Context) (*conn, error) {
+	c.setState(Connecting)
+	tok, err := c.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeoutCause(ctx, c.opts.HandshakeTimeout, errHandshakeTimeout)
+	defer cancel()
+	cn := newConn(c)
+	if err := c.dial(hctx, cn); err != nil {
+		cn.cancel()
+		return nil, err
+	}
+	c.setState(Authenticating)
+	go cn.readLoop()
+	_ = cn.write(protocol.AppendAuth(nil, tok)) // a failed write ends the read loop
+	for {
+		select {
+		case <-hctx.Done():
+			cn.shutdown(context.Cause(hctx), protocol.CloseNormal, "")
+			return nil, context.Cause(hctx)
+		case <-cn.done:
+			return nil, cn.endErr()
+		case <-cn.signal:
+			for {
+				ev, ok := cn.pop()
+				if !ok {
+					break
+				}
+				if ev.kind == evAuthOK {
+					c.activate(cn, ev.frame)
+					cn.notify() // events after auth_ok are the client goroutine's
+					return cn, nil
+				}
+			}
+		}
+	}
+}
+
+// reconnect waits out the backoff and connects, again and again, until it
+// succeeds, the client is closed, or an attempt fails for good. cause is
+// why the previous connection or attempt ended.
+func (c *Client) reconnect(cause error) (*conn, error) {
+	for {
+		c.setState(Connecting)
+		d := c.bo.next()
+		var he *HandshakeError
+		var ce *protocol.CloseError
+		switch {
+		case errors.As(cause, &he) && he.RetryAfter > 0:
+			d = max(d, min(he.RetryAfter, c.opts.Backoff.Max))
+		case errors.As(cause, &ce) && ce.Code == protocol.CloseTooManyRequests:
+			d = max(d, c.opts.Backoff.Max)
+		}
+		if !c.sleep(d) {
+			return nil, ErrClosed
+		}
+		cn, err := c.connect(c.ctx)
+		if err == nil {
+			return cn, nil
+		}
+		if c.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		if !retryable(err) {
+			return nil, err
+		}
+		c.opts.Logger.Info("client: reconnection failed; retrying", logErr(err)...)
+		cause = err
+	}
+}
+
+// sleep waits d on the client's clock; false if the client was closed.
+func (c *Client) sleep(d time.Duration) bool {
+	ch := make(chan struct{})
+	t := c.opts.Clock.AfterFunc(d, func() { close(ch) })
+	select {
+	case <-ch:
+		return true
+	case <-c.ctx.Done():
+		t.Stop()
+		return false
+	}
+}
+
+// serve runs an authenticated connection until it ends and returns why.
+func (c *Client) serve(cn *conn) error {
+	defer cn.stopRefresh()
+	c.flush(cn)
+	for {
+		select {
+		case <-c.ctx.Done():
+			cn.shutdown(ErrClosed, protocol.CloseNormal, "")
+			return ErrClosed
+		case <-cn.done:
+			return cn.endErr()
+		case <-cn.signal:
+			for {
+				ev, ok := cn.pop()
+				if !ok {
+					break
+				}
+				if err := c.handle(cn, ev); err != nil {
+					cn.shutdown(err, protocol.CloseNormal, "")
+					return err
+				}
+			}
+			c.flush(cn)
+		case <-c.kick:
+			c.flush(cn)
+		}
+	}
+}
+
+// handle acts on one event of cn. Events are handled in the order the read
+// goroutine saw the frames, so a reauth_required that the server sent
+// before it processed the client's auth frame is handled while the client
+// is still Reauthenticating, and ignored: that auth answers it.
+func (c *Client) handle(cn *conn, ev event) error {
+	switch ev.kind {
+	case evAuthOK:
+		c.activate(cn, ev.frame)
+	case evReauth:
+		if c.State() == Active {
+			return c.reauth(cn, "server asked")
+		}
+	case evRefresh:
+		if ev.gen == cn.timerGen && c.State() == Active {
+			return c.reauth(cn, "token expires soon")
+		}
+	}
+	return nil
+}
+
+// reauth fetches a fresh token and sends it on cn. Its auth_ok arrives as
+// an event. It returns an error only for a token source failure, which ends
+// the client.
+func (c *Client) reauth(cn *conn, why string) error {
+	c.setState(Reauthenticating)
+	cn.stopRefresh()
+	c.opts.Logger.Debug("client: reauthenticating", "session", c.Session(), "why", why)
+	tok, err := c.token(cn.ctx)
+	if err != nil {
+		if cn.ctx.Err() != nil {
+			return nil // the connection ended or the client is closing: serve sees it
+		}
+		return err
+	}
+	_ = cn.write(protocol.AppendAuth(nil, tok)) // a failed write ends the connection
+	return nil
+}
+
+// activate handles auth_ok: the connection (again) is Active, the messages
+// refused for an expired token go first, and the early refresh is armed.
+func (c *Client) activate(cn *conn, f protocol.ServerFrame) {
+	now := c.opts.Clock.Now()
+	var exp time.Time
+	if f.Exp > 0 {
+		exp = time.Unix(f.Exp, 0)
+	}
+	c.mu.Lock()
+	c.session, c.subject, c.exp = f.Session, f.Subject, exp
+	if len(c.resend) > 0 {
+		c.queue = append(c.resend, c.queue...)
+		c.resend = nil
+	}
+	// Everything written before this auth_ok has been processed or refused.
+	c.sent.reset()
+	c.mu.Unlock()
+	c.bo.reset()
+	cn.armRefresh(now, exp)
+	c.opts.Logger.Debug("client: authenticated", "session", f.Session, "sub", f.Subject, "exp", f.Exp)
+	c.setState(Active)
+}
+
+// flush writes queued messages, in order, while the client is Active.
+func (c *Client) flush(cn *conn) {
+	for c.ctx.Err() == nil && !cn.ended() {
+		c.mu.Lock()
+		if c.state != Active || len(c.queue) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		it := c.queue[0]
+		c.queue[0] = item{}
+		if len(c.queue) >= c.opts.QueueSize { // Send may be waiting for room
+			close(c.space)
+			c.space = make(chan struct{})
+		}
+		c.queue = c.queue[1:]
+		c.sent.push(it)
+		c.mu.Unlock()
+
+		c.buf = protocol.AppendClientMessage(c.buf[:0], it.id, it.data)
+		if err := cn.write(c.buf); err != nil {
+			// Not written in full: the server cannot have processed it.
+			c.mu.Lock()
+			c.sent.dropNewest()
+			c.queue = append([]item{it}, c.queue...)
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// token asks the token source for a token.
+func (c *Client) token(ctx context.Context) (string, error) {
+	tok, err := c.opts.Token.Token(ctx)
+	if err == nil && tok == "" {
+		err = errors.New("empty token")
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrTokenSource, err)
+	}
+	return tok, nil
+}
+
+// finish ends the client with err (unless it already has an error); logged
+// says whether to log it (Dial returns its error instead).
+func (c *Client) finish(err error, logged bool) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	err = c.err
+	c.state = Closed
+	dropped := len(c.queue) + len(c.resend)
+	c.queue, c.resend = nil, nil
+	c.sent.reset()
+	close(c.space)
+	c.mu.Unlock()
+	c.cancel()
+	switch {
+	case !logged:
+	case errors.Is(err, ErrClosed):
+		c.opts.Logger.Debug("client: closed", "dropped", dropped)
+	default:
+		c.opts.Logger.Info("client: ended", append(logErr(err), "dropped", dropped)...)
+	}
+	c.callOnState(Closed)
+	if c.recv != nil {
+		close(c.recv)
+	}
+	close(c.done)
+}
+
+// logErr returns log attributes for a connection error: code and reason
+// for a close, the error text otherwise (never a token: neither the
+// server's reasons nor our errors contain one).
+func logErr(err error) []any {
+	var ce *protocol.CloseError
+	if errors.As(err, &ce) {
+		return []any{"code", int(ce.Code), "reason", ce.Reason}
+	}
+	return []any{"err", err}
+}
