@@ -1,0 +1,142 @@
+package wsauth_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/client"
+	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/wsauthtest"
+)
+
+// exampleIdP serves a development identity provider's JWKS on mux and
+// returns it with a verifier that trusts it. In production the verifier
+// points at your IdP: jwks.Issuer{Issuer, JWKSURL, Audience}.
+func exampleIdP(ctx context.Context, mux *http.ServeMux, url string) (*wsauthtest.IdP, *jwks.Verifier) {
+	idp, err := wsauthtest.NewDevIdP(url, "chat", "RS256")
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux.Handle("/.well-known/", idp.Handler())
+	v, err := jwks.New(ctx, jwks.Options{Issuers: []jwks.Issuer{{
+		Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{"chat"},
+	}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return idp, v
+}
+
+// A chat endpoint: every message is sent to all sessions of the subject it
+// names, stamped with the verified sender.
+func Example() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mux := http.NewServeMux()
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+	idp, verifier := exampleIdP(ctx, mux, hs.URL)
+	defer verifier.Close()
+
+	var srv *wsauth.Server
+	srv, err := wsauth.New(wsauth.Options{
+		Verifier: verifier,
+		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
+			var in struct{ To, Text string }
+			if err := json.Unmarshal(m.Data, &in); err != nil || in.To == "" {
+				return &wsauth.MessageError{Code: 4000, Message: "want {to, text}"}
+			}
+			out, _ := json.Marshal(map[string]string{"from": s.Identity().Subject, "text": in.Text})
+			_, err := srv.SendToSubject(in.To, out)
+			return err
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown(ctx)
+	mux.Handle("/ws", srv)
+
+	url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	dial := func(sub string) *client.Client {
+		c, err := client.Dial(ctx, url, client.Options{Token: client.TokenFunc(
+			func(context.Context) (string, error) { return idp.Token(sub, time.Hour), nil })})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return c
+	}
+	alice, bob := dial("alice"), dial("bob")
+	defer alice.Close()
+	defer bob.Close()
+
+	if err := alice.Send(ctx, json.RawMessage(`{"to":"bob","text":"hi bob"}`)); err != nil {
+		log.Fatal(err)
+	}
+	got, err := bob.Receive(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(got))
+	// Output: {"from":"alice","text":"hi bob"}
+}
+
+// Revoke closes every session of a subject with 4403; clients see a typed
+// close error and do not reconnect.
+func ExampleServer_Revoke() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mux := http.NewServeMux()
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+	idp, verifier := exampleIdP(ctx, mux, hs.URL)
+	defer verifier.Close()
+
+	closed := make(chan *wsauth.CloseError, 1)
+	srv, err := wsauth.New(wsauth.Options{
+		Verifier: verifier,
+		OnClose:  func(s *wsauth.Session, ce *wsauth.CloseError) { closed <- ce },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown(ctx)
+	mux.Handle("/ws", srv)
+
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", client.Options{
+		Token: client.StaticToken(idp.Token("mallory", time.Hour)),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("revoked sessions:", srv.Revoke("mallory"))
+	fmt.Println("server:", <-closed)
+	<-c.Done()
+	var ce *protocol.CloseError
+	if errors.As(c.Err(), &ce) {
+		fmt.Println("client:", ce.Code, ce.Reason)
+	}
+	// Output:
+	// revoked sessions: 1
+	// server: wsauth: closed 4403 (forbidden): session revoked
+	// client: forbidden session revoked
+}
+
+func ExampleParseExpiryPolicy() {
+	p, err := wsauth.ParseExpiryPolicy("close")
+	fmt.Println(p, err)
+	_, err = wsauth.ParseExpiryPolicy("sometimes")
+	fmt.Println(err)
+	// Output:
+	// close <nil>
+	// wsauth: unknown expiry policy "sometimes" (want reauth, close or ignore)
+}
