@@ -1,13 +1,8 @@
 package wsauth_test
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
-	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -31,25 +26,7 @@ type env struct {
 	http  *httptest.Server
 	url   string
 	rec   *recorder
-	logs  *syncBuffer // everything the server logged
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testlog.Buffer // everything the server logged
 }
 
 // recorder collects what the hooks saw.
@@ -84,57 +61,7 @@ var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 func newEnv(t *testing.T, configure func(*wsauth.Options)) *env {
 	t.Helper()
-	clock := wsauthtest.NewClock(epoch)
-	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})
-	idp.SetNow(clock.Now)
-	ctx, cancel := context.WithCancel(context.Background())
-	v, err := jwks.New(ctx, jwks.Options{
-		Issuers: []jwks.Issuer{{Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{idp.Audience()}}},
-		Now:     clock.Now,
-	})
-	require.NoError(t, err)
-	rec := &recorder{
-		closes:      make(chan closeEvent, 1000),
-		messages:    make(chan received, 1000),
-		undelivered: map[string][]string{},
-	}
-	logs := &syncBuffer{}
-	opts := wsauth.Options{
-		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Verifier: v,
-		Clock:    clock,
-		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
-			rec.messages <- received{session: s.ID(), subject: s.Subject(), id: m.ID, data: string(m.Data)}
-			return nil
-		},
-		OnClose: func(s *wsauth.Session, ce *wsauth.CloseError) {
-			rec.closes <- closeEvent{session: s.ID(), subject: s.Subject(), code: ce.Code, reason: ce.Reason}
-		},
-		OnUndelivered: func(sub string, data []json.RawMessage) {
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			for _, d := range data {
-				rec.undelivered[sub] = append(rec.undelivered[sub], string(d))
-			}
-		},
-	}
-	if configure != nil {
-		configure(&opts)
-	}
-	srv, err := wsauth.New(opts)
-	require.NoError(t, err)
-	hs := httptest.NewServer(srv)
-	e := &env{t: t, clock: clock, idp: idp, srv: srv, http: hs, rec: rec, logs: logs,
-		url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		require.NoError(t, srv.Shutdown(sctx))
-		hs.Close()
-		v.Close()
-		cancel()
-	})
-	return e
+	return newHostileEnv(t, hostileOptions{server: configure}).env
 }
 
 // dial opens a raw connection and waits until the server's read loop runs.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/wsauthtest"
@@ -67,8 +67,7 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 		ho.closeBuffer = 1000
 	}
 	clock := wsauthtest.NewClock(epoch)
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger, logs := testlog.New()
 
 	h := &hostileEnv{}
 	var issuers []jwks.Issuer

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
 )
 
@@ -26,7 +27,7 @@ var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transpo
 type demo struct {
 	base   string // http://127.0.0.1:PORT
 	ws     string // ws://127.0.0.1:PORT/ws
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan error
 
@@ -39,7 +40,7 @@ func startDemo(t *testing.T, args ...string) *demo {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lineWriter{lines: make(chan string, 4)}
-	d := &demo{logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	d := &demo{logs: &testlog.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	args = append([]string{"-addr", "127.0.0.1:0", "-log-level", "debug"}, args...)
 	go func() { d.done <- run(ctx, args, out, d.logs) }()
 	t.Cleanup(func() {
@@ -97,23 +98,6 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		w.lines <- string(w.buf[:i])
 		w.buf = w.buf[i+1:]
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // post POSTs body to the demo's /token and returns the status and the
