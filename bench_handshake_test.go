@@ -1,0 +1,110 @@
+package wsauth_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+)
+
+// BenchmarkHandshake measures connect + upgrade + auth + auth_ok with RS256
+// and ES256 tokens, against three references measured in the same rounds:
+// the bare jwt.Parse of the same token with the same public key (the
+// verification bound), jwks.Verifier.Verify (what wsauth calls), and a gws
+// connect + upgrade + hello without any token. workers handshakes run at
+// once; each reference runs with as many goroutines. One op is one
+// handshake on each target plus one Parse and one Verify.
+//
+// Metrics: x-bound is wsauth's time per handshake over jwt.Parse's (goal
+// <= 1.5); x-gws-plus-parse compares it with the sum of the gws handshake
+// and jwt.Parse, the bound of a server that must do both.
+func BenchmarkHandshake(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256"} {
+		t := startTargets(b, loadgen.ServerOptions{Algorithm: alg})
+		for _, workers := range []int{1, 16} {
+			b.Run(fmt.Sprintf("alg=%s/workers=%d", alg, workers), func(b *testing.B) {
+				benchHandshake(b, t, alg, workers)
+			})
+		}
+	}
+}
+
+func benchHandshake(b *testing.B, t *targets, alg string, workers int) {
+	ctx := benchCtx(b)
+	target := t.ws.Target()
+	token, err := target.Token(ctx, "bench-0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub := t.ws.IdP.PublicKey()
+	keyfunc := func(*jwt.Token) (any, error) { return pub, nil }
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{alg}))
+	if _, err := parser.Parse(token, keyfunc); err != nil {
+		b.Fatal(err)
+	}
+	// parallel runs f n times on workers goroutines.
+	parallel := func(n int64, f func() error) (loadgen.Stats, error) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		var firstErr atomic.Value
+		start := time.Now()
+		for range workers {
+			wg.Go(func() {
+				for next.Add(1) <= n {
+					if err := f(); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err, ok := firstErr.Load().(error); ok {
+			return loadgen.Stats{}, err
+		}
+		return loadgen.Stats{Msgs: n, Elapsed: time.Since(start), Hist: new(loadgen.Histogram)}, nil
+	}
+	var parse, verify loadgen.Stats
+	b.ResetTimer()
+	gws, ws := interleave(b, int64(b.N), func(i int, n int64) (loadgen.Stats, error) {
+		if i == 0 {
+			st, err := loadgen.Handshakes(ctx, t.raw.Target(), n, 0, workers, loadgen.DialOptions{}, nil)
+			if err != nil {
+				return st, err
+			}
+			// The references run right after the gws baseline, in the
+			// same rounds.
+			p, err := parallel(n, func() error { _, err := parser.Parse(token, keyfunc); return err })
+			if err != nil {
+				return st, err
+			}
+			parse.Add(p)
+			v, err := parallel(n, func() error { _, err := t.ws.Verifier.Verify(context.Background(), token); return err })
+			if err != nil {
+				return st, err
+			}
+			verify.Add(v)
+			return st, nil
+		}
+		return loadgen.Handshakes(ctx, target, n, 0, workers, loadgen.DialOptions{}, nil)
+	})
+	b.StopTimer()
+	b.ReportMetric(ws.Rate(), "wsauth-hs/s")
+	b.ReportMetric(gws.Rate(), "gws-hs/s")
+	b.ReportMetric(parse.Rate(), "parse/s")
+	b.ReportMetric(verify.Rate(), "verify/s")
+	b.ReportMetric(us(ws.Hist.Quantile(0.50)), "wsauth-p50-us")
+	b.ReportMetric(us(ws.Hist.Quantile(0.99)), "wsauth-p99-us")
+	perOp := func(s loadgen.Stats) float64 { return float64(s.Elapsed) / float64(max(s.Msgs, 1)) }
+	if parse.Msgs > 0 {
+		b.ReportMetric(perOp(ws)/perOp(parse), "x-bound")
+		b.ReportMetric(perOp(ws)/(perOp(parse)+perOp(gws)), "x-gws-plus-parse")
+		b.ReportMetric(perOp(verify)/perOp(parse), "verify-x-parse")
+	}
+}
