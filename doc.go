@@ -35,9 +35,9 @@
 //
 // # Goroutines
 //
-// Each connection runs on the goroutine net/http gave its request: that
-// goroutine reads frames and calls OnAuthenticated, OnMessage and OnClose,
-// one at a time per session. A slow hook delays only its own session.
+// Each connection has one read goroutine (ServeHTTP returns once it has
+// upgraded the request): it reads frames and calls OnAuthenticated,
+// OnMessage and OnClose, one at a time per session. A slow hook delays only its own session.
 // Outbound frames are written by a short-lived per-connection writer that
 // exists only while frames are queued. All deadlines of all sessions (auth
 // timeout, reauth, expiry, grace) live in one scheduler (package reauth)

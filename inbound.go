@@ -60,7 +60,17 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	switch {
 	case st == session.Closed:
 	case f.Type == protocol.TypeAuth:
-		s.authenticate(f.Token)
+		// Authenticate on a short-lived goroutine and wait for it: token
+		// verification (JSON decoding, RSA) needs a deep stack, and the read
+		// goroutine, which lives as long as the connection, would keep that
+		// stack for good (about 4 KiB per idle connection).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer s.srv.recoverSession(s)
+			s.authenticate(f.Token)
+		}()
+		<-done
 	case st == session.Pending:
 		s.close(closeAuthRequired)
 	case st == session.Expired:

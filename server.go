@@ -79,6 +79,15 @@ func (srv *Server) recovery(gws.Logger) {
 	}
 }
 
+// recoverSession turns a panic on one of a session's goroutines into a
+// 1011 close of that session; deferred by goroutines gws does not guard.
+func (srv *Server) recoverSession(s *Session) {
+	if r := recover(); r != nil {
+		srv.opts.Logger.Error("wsauth: recovered panic", "session", s.id, "panic", fmt.Sprint(r))
+		s.close(closeInternal)
+	}
+}
+
 // ServeHTTP checks the request, upgrades it and runs the connection until it
 // closes. Refusals happen before the upgrade, as plain HTTP responses: 405
 // for a method other than GET, 426 for a request that is not a WebSocket
@@ -149,10 +158,13 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.finish(nil)
 		return
 	}
-	defer srv.wg.Done()
-	// Run the read loop on the handler's goroutine: no extra goroutine per
-	// connection. It returns after OnClose, that is after finish.
-	socket.ReadLoop()
+	// Run the read loop on a goroutine of its own and return: net/http then
+	// releases the request's buffered reader and writer, about 10 KiB per
+	// connection that a hijacked connection no longer uses.
+	go func() {
+		defer srv.wg.Done()
+		socket.ReadLoop() // returns after OnClose, that is after finish
+	}()
 }
 
 func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string) *Session {

@@ -99,7 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.workers, "workers", 16, "handshake: concurrent handshakes")
 	fs.StringVar(&cfg.alg, "alg", "RS256", "in-process IdP `algorithm`: RS256 or ES256")
 	variants := fs.String("gws", "", "comma-separated `variants` of the gws baseline, to measure a design change first: "+
-		"async-echo (echo through gws's write queue, as Session.Send does), readloop-goroutine (return from the HTTP handler)")
+		"async-echo (echo through gws's write queue, as Session.Send does), readloop-in-handler (read on the HTTP handler goroutine)")
 	fs.StringVar(&cfg.cpuProf, "cpuprofile", "", "write a CPU profile to `file`")
 	fs.StringVar(&cfg.memProf, "memprofile", "", "write an allocation profile to `file`")
 	fs.StringVar(&cfg.mutexPro, "mutexprofile", "", "write a mutex contention profile to `file`")
@@ -122,8 +122,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		case "":
 		case "async-echo":
 			cfg.gws.AsyncEcho = true
-		case "readloop-goroutine":
-			cfg.gws.ReadLoopGoroutine = true
+		case "readloop-in-handler":
+			cfg.gws.ReadLoopInHandler = true
 		default:
 			return fail("unknown -gws variant %q", v)
 		}

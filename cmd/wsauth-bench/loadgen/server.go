@@ -127,14 +127,16 @@ type GwsOptions struct {
 	// queue, run on a goroutine started for it) instead of WriteMessage on
 	// the read goroutine: the path Session.Send takes.
 	AsyncEcho bool
-	// ReadLoopGoroutine runs ReadLoop on a goroutine of its own and returns
-	// from the HTTP handler, so that net/http drops its per-connection state.
-	ReadLoopGoroutine bool
+	// ReadLoopInHandler runs ReadLoop on the HTTP handler's goroutine
+	// instead of a goroutine of its own, so that net/http keeps its
+	// per-connection reader and writer (what wsauth did before it returned
+	// from ServeHTTP).
+	ReadLoopInHandler bool
 }
 
 // StartGws starts the baseline: a plain gws server, upgraded through
 // net/http with the gws options wsauth uses (ParallelEnabled false, UTF-8
-// check off, the same 1 MiB frame cap), reading on the handler's goroutine
+// check off, the same 1 MiB frame cap), reading on a goroutine of its own
 // as wsauth does. On open it sends a hello frame shaped like auth_ok with the
 // connection's id; it echoes every text message with WriteMessage and
 // pushes with WriteAsync.
@@ -264,15 +266,15 @@ func (r *rawServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.wg.Done()
 		return
 	}
-	if r.opts.ReadLoopGoroutine {
-		go func() {
-			defer r.wg.Done()
-			socket.ReadLoop()
-		}()
+	if r.opts.ReadLoopInHandler {
+		defer r.wg.Done()
+		socket.ReadLoop()
 		return
 	}
-	defer r.wg.Done()
-	socket.ReadLoop()
+	go func() {
+		defer r.wg.Done()
+		socket.ReadLoop()
+	}()
 }
 
 func (r *rawServer) OnOpen(socket *gws.Conn) {
