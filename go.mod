@@ -1,6 +1,6 @@
 module github.com/wsauth/wsauth
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/MicahParks/jwkset v0.11.4
