@@ -7,39 +7,46 @@ import "fmt"
 func CheckInvariants(s *Scheduler) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, e := range s.heap {
-		if int(e.pos) != i+1 {
+	if len(s.heap) > 0 && len(s.heap) < heapRoot {
+		return fmt.Errorf("heap of length %d, shorter than its padding", len(s.heap))
+	}
+	for i := heapRoot; i < len(s.heap); i++ {
+		e := s.heap[i].e
+		if e == nil {
+			return fmt.Errorf("heap[%d] is empty", i)
+		}
+		if index(e) != i {
 			return fmt.Errorf("heap[%d].pos = %d", i, e.pos)
 		}
 		if e.fn == nil {
 			return fmt.Errorf("heap[%d].fn is nil", i)
 		}
-		if i > 0 {
-			if p := (i - 1) / heapArity; before(e, s.heap[p]) {
+		if i > heapRoot {
+			if p := parent(i); before(s.heap[i], s.heap[p]) {
 				return fmt.Errorf("heap[%d] before its parent heap[%d]", i, p)
 			}
 		}
 	}
 	if s.stopped {
-		if len(s.heap) != 0 || s.timer != nil {
-			return fmt.Errorf("stopped with %d entries, timer %v", len(s.heap), s.timer)
+		if s.count() != 0 || s.timer != nil {
+			return fmt.Errorf("stopped with %d entries, timer %v", s.count(), s.timer)
 		}
 		return nil
 	}
-	if !s.firing && len(s.heap) > 0 {
+	if !s.firing && s.count() > 0 {
 		if s.timer == nil {
-			return fmt.Errorf("%d entries and no timer", len(s.heap))
+			return fmt.Errorf("%d entries and no timer", s.count())
 		}
-		if s.armedAt > s.heap[0].when {
-			return fmt.Errorf("timer armed for %d, after the earliest entry %d", s.armedAt, s.heap[0].when)
+		if s.armedAt > s.head().when {
+			return fmt.Errorf("timer armed for %d, after the earliest entry %d", s.armedAt, s.head().when)
 		}
 	}
 	return nil
 }
 
-// HeapCap returns the capacity of s's heap array.
+// HeapCap returns how many entries s's heap array has room for.
 func HeapCap(s *Scheduler) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return cap(s.heap)
+	return max(cap(s.heap)-heapRoot, 0)
 }

@@ -2,56 +2,110 @@ package reauth
 
 // The scheduler's entries live in a 4-ary min-heap, as the Go runtime keeps
 // its timers: half the depth of a binary heap, so a push or a decrease
-// touches half as many entries, which matters once the entries no longer
-// fit in cache. Each entry records its 1-based position so Cancel and
-// reschedule find it in O(1) and fix the heap in O(log n).
+// touches half as many slots, which matters once the heap no longer fits in
+// cache. Each entry records its 1-based position so Cancel and reschedule
+// find it in O(1) and fix the heap in O(log n).
+//
+// A slot holds the entry's deadline next to its pointer, so sifting compares
+// deadlines without dereferencing entries: at a million sessions every Entry
+// lives in a different session struct, and each dereference was a cache
+// miss. Only moved entries are touched, to update their position, and only
+// equal deadlines read the entries' seq. The root sits at index heapRoot so
+// that the four children of a node share one 64-byte cache line (4 × 16
+// bytes, given the page-aligned array of a large heap): a sift-down level
+// costs one line, not two.
 
 const (
 	heapArity = 4
+
+	// heapRoot is the array index of the root; the slots before it are
+	// padding that aligns every group of siblings to a cache line.
+	heapRoot = heapArity - 1
 
 	// shrinkMinCap is the capacity below which the heap's backing array is
 	// never shrunk: small arrays are not worth the copy.
 	shrinkMinCap = 1024
 
 	// maxEntries keeps positions within Entry.pos (int32).
-	maxEntries = 1<<31 - 1
+	maxEntries = 1<<31 - 1 - heapRoot
 )
+
+// slot is one heap element: an entry and a copy of its deadline.
+type slot struct {
+	when int64 // the entry's deadline, as in Scheduler.Schedule
+	e    *Entry
+}
 
 // before reports whether a fires before b: earlier deadline first, then the
 // earlier Schedule call. seq wraps; the serial-number comparison only
 // misorders ties between entries scheduled 2^31 calls apart, and never
 // touches deadline order.
-func before(a, b *Entry) bool {
+func before(a, b slot) bool {
 	if a.when != b.when {
 		return a.when < b.when
 	}
-	return int32(a.seq-b.seq) < 0
+	return int32(a.e.seq-b.e.seq) < 0
 }
 
-// push adds e, which is not in the heap.
-func (s *Scheduler) push(e *Entry) {
-	if len(s.heap) >= maxEntries {
+// parent returns the array index of the parent of the node at index i > heapRoot.
+func parent(i int) int { return (i-heapRoot-1)/heapArity + heapRoot }
+
+// firstChild returns the array index of the first child of the node at index i.
+func firstChild(i int) int { return heapArity*(i-heapRoot) + 1 + heapRoot }
+
+// index returns the array index of e, which is in the heap.
+func index(e *Entry) int { return int(e.pos) - 1 + heapRoot }
+
+// setIndex records that e is at array index i.
+func setIndex(e *Entry, i int) { e.pos = int32(i + 1 - heapRoot) }
+
+// count returns how many entries the heap holds.
+func (s *Scheduler) count() int { return max(len(s.heap)-heapRoot, 0) }
+
+// head returns the earliest slot; the heap is not empty.
+func (s *Scheduler) head() slot { return s.heap[heapRoot] }
+
+// push adds e, which is not in the heap, with deadline when.
+func (s *Scheduler) push(e *Entry, when int64) {
+	if s.count() >= maxEntries {
 		panic("reauth: too many scheduled entries")
 	}
-	s.heap = append(s.heap, e)
-	s.up(len(s.heap) - 1)
+	if s.heap == nil {
+		s.heap = make([]slot, heapRoot, heapRoot+heapArity)
+	}
+	s.heap = append(s.heap, slot{when, e})
+	s.up(len(s.heap)-1, slot{when, e})
 }
 
-// removeAt takes the entry at index i out of the heap, clears its position
-// and func so the heap keeps no reference to either, and shrinks the
-// backing array when it has become mostly empty.
+// move gives e, which is at array index i, the deadline when and a seq later
+// than every other entry's, and restores the heap order.
+func (s *Scheduler) move(i int, when int64) {
+	old := s.heap[i].when
+	x := slot{when, s.heap[i].e}
+	// seq only grows, so an equal or later deadline can only sink.
+	if when >= old {
+		s.down(i, x)
+	} else {
+		s.up(i, x)
+	}
+}
+
+// removeAt takes the entry at array index i out of the heap, clears its
+// position and func so the heap keeps no reference to either, and shrinks
+// the backing array when it has become mostly empty.
 func (s *Scheduler) removeAt(i int) *Entry {
 	h := s.heap
 	last := len(h) - 1
-	e := h[i]
-	if i != last {
-		h[i] = h[last]
-		h[i].pos = int32(i + 1)
-	}
-	h[last] = nil
+	e := h[i].e
+	x := h[last]
+	h[last] = slot{}
 	s.heap = h[:last]
 	if i != last {
-		s.fix(i)
+		if i > heapRoot && before(x, h[parent(i)]) {
+			s.up(i, x)
+		} else {
+			s.down(i, x)
+		}
 	}
 	e.pos = 0
 	e.fn = nil
@@ -59,60 +113,69 @@ func (s *Scheduler) removeAt(i int) *Entry {
 		// Half, not a quarter: the new array is still at most half full,
 		// so a workload hovering around the threshold does not copy on
 		// every call.
-		shrunk := make([]*Entry, len(s.heap), c/2)
+		shrunk := make([]slot, len(s.heap), c/2)
 		copy(shrunk, s.heap)
 		s.heap = shrunk
 	}
 	return e
 }
 
-// fix restores the heap order after the entry at index i changed deadline.
-func (s *Scheduler) fix(i int) {
-	if i > 0 && before(s.heap[i], s.heap[(i-1)/heapArity]) {
-		s.up(i)
-	} else {
-		s.down(i)
-	}
-}
-
-func (s *Scheduler) up(i int) {
+// up moves x, which belongs at array index i (whose old content is dead),
+// towards the root until its parent is before it, and stores it there.
+func (s *Scheduler) up(i int, x slot) {
 	h := s.heap
-	e := h[i]
-	for i > 0 {
-		p := (i - 1) / heapArity
-		if !before(e, h[p]) {
+	for i > heapRoot {
+		p := parent(i)
+		if !before(x, h[p]) {
 			break
 		}
 		h[i] = h[p]
-		h[i].pos = int32(i + 1)
+		setIndex(h[i].e, i)
 		i = p
 	}
-	h[i] = e
-	e.pos = int32(i + 1)
+	h[i] = x
+	setIndex(x.e, i)
 }
 
-func (s *Scheduler) down(i int) {
+// down moves x, which belongs at array index i (whose old content is dead),
+// towards the leaves until no child is before it, and stores it there.
+func (s *Scheduler) down(i int, x slot) {
 	h := s.heap
 	n := len(h)
-	e := h[i]
 	for {
-		first := heapArity*i + 1
+		first := firstChild(i)
 		if first >= n {
 			break
 		}
 		m := first
-		for c := first + 1; c < min(first+heapArity, n); c++ {
-			if before(h[c], h[m]) {
-				m = c
+		if first+heapArity <= n {
+			// All four children: the common case, unrolled.
+			c := h[first : first+heapArity : first+heapArity]
+			m1, m2 := 0, 2
+			if before(c[1], c[0]) {
+				m1 = 1
+			}
+			if before(c[3], c[2]) {
+				m2 = 3
+			}
+			if before(c[m2], c[m1]) {
+				m1 = m2
+			}
+			m += m1
+		} else {
+			for c := first + 1; c < n; c++ {
+				if before(h[c], h[m]) {
+					m = c
+				}
 			}
 		}
-		if !before(h[m], e) {
+		if !before(h[m], x) {
 			break
 		}
 		h[i] = h[m]
-		h[i].pos = int32(i + 1)
+		setIndex(h[i].e, i)
 		i = m
 	}
-	h[i] = e
-	e.pos = int32(i + 1)
+	h[i] = x
+	setIndex(x.e, i)
 }

@@ -18,11 +18,10 @@ import (
 // Scheduler at a time and must not be copied once used (go vet reports
 // copies); its fields belong to the Scheduler's lock.
 type Entry struct {
-	_    noCopy
-	when int64  // deadline in nanoseconds since Scheduler.base, saturated
-	pos  int32  // 1-based index in Scheduler.heap, 0 when not scheduled
-	seq  uint32 // Schedule call order, breaks ties between equal deadlines
-	fn   func()
+	_   noCopy
+	pos int32  // 1-based position in Scheduler.heap, 0 when not scheduled
+	seq uint32 // Schedule call order, breaks ties between equal deadlines
+	fn  func()
 }
 
 // Scheduler runs callbacks at deadlines. It keeps every Entry in one min-heap
@@ -43,10 +42,12 @@ type Entry struct {
 // A Scheduler is safe for concurrent use.
 type Scheduler struct {
 	clock Clock
-	base  time.Time // wall-clock origin of Entry.when
+	base  time.Time // wall-clock origin of the heap's deadlines
 
-	mu   sync.Mutex
-	heap []*Entry
+	mu sync.Mutex
+	// heap holds the entries with their deadlines, in nanoseconds since
+	// base, saturated; see heap.go.
+	heap []slot
 	seq  uint32
 
 	// timer is the armed AfterFunc, nil when none; it fires at armedAt or
@@ -94,14 +95,13 @@ func (s *Scheduler) Schedule(e *Entry, at time.Time, fn func()) {
 		return
 	}
 	s.checkOwner(e)
-	e.when = when
 	e.fn = fn
 	e.seq = s.seq
 	s.seq++
 	if e.pos == 0 {
-		s.push(e)
+		s.push(e, when)
 	} else {
-		s.fix(int(e.pos - 1))
+		s.move(index(e), when)
 	}
 	if e.pos == 1 && !s.firing && (s.timer == nil || when < s.armedAt) {
 		s.arm()
@@ -125,7 +125,7 @@ func (s *Scheduler) Cancel(e *Entry) bool {
 		return false
 	}
 	s.checkOwner(e)
-	s.removeAt(int(e.pos - 1))
+	s.removeAt(index(e))
 	return true
 }
 
@@ -140,7 +140,7 @@ func (s *Scheduler) Scheduled(e *Entry) bool {
 func (s *Scheduler) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.heap)
+	return s.count()
 }
 
 // Stop stops the timer and drops every entry without running it; later
@@ -159,17 +159,17 @@ func (s *Scheduler) Stop() {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	for _, e := range s.heap {
-		e.pos = 0
-		e.fn = nil
+	for _, x := range s.heap[min(heapRoot, len(s.heap)):] {
+		x.e.pos = 0
+		x.e.fn = nil
 	}
 	s.heap = nil
 }
 
 // owns reports whether e is in s's heap.
 func (s *Scheduler) owns(e *Entry) bool {
-	i := int(e.pos) - 1
-	return i >= 0 && i < len(s.heap) && s.heap[i] == e
+	i := index(e)
+	return e.pos > 0 && i < len(s.heap) && s.heap[i].e == e
 }
 
 // checkOwner panics if e is scheduled, but not on s: touching it would
@@ -180,7 +180,7 @@ func (s *Scheduler) checkOwner(e *Entry) {
 	}
 }
 
-// now returns Clock.Now on the scale of Entry.when.
+// now returns Clock.Now on the scale of the heap's deadlines.
 func (s *Scheduler) now() int64 {
 	return int64(s.clock.Now().Sub(s.base))
 }
@@ -193,7 +193,7 @@ func (s *Scheduler) arm() {
 	}
 	s.gen++
 	gen := s.gen
-	head := s.heap[0].when
+	head := s.head().when
 	var d time.Duration
 	if now := s.now(); head > now {
 		d = time.Duration(head - now)
@@ -246,9 +246,9 @@ func (s *Scheduler) fire(gen uint64) {
 // start. When nothing is due, next ends the firing and returns nil. s.mu is
 // held.
 func (s *Scheduler) next() func() {
-	if !s.stopped && len(s.heap) > 0 && s.heap[0].when <= s.now() {
-		fn := s.heap[0].fn
-		s.removeAt(0)
+	if !s.stopped && s.count() > 0 && s.head().when <= s.now() {
+		fn := s.head().e.fn
+		s.removeAt(heapRoot)
 		return fn
 	}
 	s.endFiring()
@@ -258,7 +258,7 @@ func (s *Scheduler) next() func() {
 // endFiring arms the timer for the earliest entry, if any. s.mu is held.
 func (s *Scheduler) endFiring() {
 	s.firing = false
-	if !s.stopped && len(s.heap) > 0 {
+	if !s.stopped && s.count() > 0 {
 		s.arm()
 	}
 }
