@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/reauth"
 	"github.com/wsauth/wsauth/session"
@@ -16,6 +17,8 @@ import (
 type Verifier interface {
 	Verify(ctx context.Context, token string) (Identity, error)
 }
+
+var _ Verifier = (*jwks.Verifier)(nil)
 
 // Identity is the verified identity bound to a session.
 type Identity = session.Identity

@@ -18,8 +18,6 @@ import (
 // where lead = min(ReauthLead, (exp-t0)/2). A successful reauth at any point
 // reschedules from the new token's exp.
 
-var noDeadline time.Time
-
 var (
 	closeAuthTimeout  = protocol.NewCloseError(protocol.CloseAuthTimeout, "auth timeout")
 	closeTokenExpired = protocol.NewCloseError(protocol.CloseSessionExpired, "token expired")

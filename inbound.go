@@ -3,6 +3,7 @@ package wsauth
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/lxzan/gws"
 
@@ -67,8 +68,9 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			defer s.srv.recoverSession(s)
-			s.authenticate(f.Token)
+			if s.srv.guard(s.id, "authenticate", func() { s.authenticate(f.Token) }) {
+				s.close(closeInternal)
+			}
 		}()
 		<-done
 	case st == session.Pending:
@@ -148,7 +150,7 @@ func (s *Session) authenticate(token string) {
 	s.mu.Unlock()
 	if h := srv.opts.OnAuthenticated; h != nil {
 		var herr error
-		if srv.guard(s, "OnAuthenticated", func() { herr = h(s.ctx, s) }) {
+		if srv.guard(s.id, "OnAuthenticated", func() { herr = h(s.ctx, s) }) {
 			s.close(closeInternal)
 			return
 		}
@@ -186,7 +188,7 @@ func (s *Session) authenticate(token string) {
 
 	if first {
 		s.conn.gating.Store(false)
-		_ = s.conn.Conn.SetReadDeadline(noDeadline)
+		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 		if releaseSlot {
 			srv.pending.release(s.ip)
 		}
@@ -211,7 +213,7 @@ func (s *Session) handleMessage(m Message) {
 		return
 	}
 	var err error
-	if s.srv.guard(s, "OnMessage", func() { err = h(s.ctx, s, m) }) {
+	if s.srv.guard(s.id, "OnMessage", func() { err = h(s.ctx, s, m) }) {
 		s.close(closeInternal)
 		return
 	}

@@ -79,15 +79,6 @@ func (srv *Server) recovery(gws.Logger) {
 	}
 }
 
-// recoverSession turns a panic on one of a session's goroutines into a
-// 1011 close of that session; deferred by goroutines gws does not guard.
-func (srv *Server) recoverSession(s *Session) {
-	if r := recover(); r != nil {
-		srv.opts.Logger.Error("wsauth: recovered panic", "session", s.id, "panic", fmt.Sprint(r))
-		s.close(closeInternal)
-	}
-}
-
 // ServeHTTP checks the request, upgrades it and runs the connection until it
 // closes. Refusals happen before the upgrade, as plain HTTP responses: 405
 // for a method other than GET, 426 for a request that is not a WebSocket
@@ -360,12 +351,7 @@ func (srv *Server) handOver(subject string, items []session.Item) {
 		for i, it := range items {
 			data[i] = it.Data
 		}
-		defer func() {
-			if r := recover(); r != nil {
-				srv.opts.Logger.Error("wsauth: OnUndelivered panicked", "panic", fmt.Sprint(r))
-			}
-		}()
-		h(subject, data)
+		srv.guard("", "OnUndelivered", func() { h(subject, data) })
 		return
 	}
 	srv.opts.Logger.Warn("wsauth: undelivered messages dropped: no OnUndelivered hook",

@@ -436,8 +436,7 @@ func TestKeyRotation(t *testing.T) {
 	old := e.idp.Token("mia", time.Hour)
 	e.idp.Rotate()
 	// A token signed by the new key: its unknown kid makes the verifier refetch.
-	c, _ := e.login("mia", time.Hour)
-	_ = c
+	e.login("mia", time.Hour)
 	c2 := e.dial(nil)
 	require.NoError(t, c2.Auth(old))
 	readType(t, c2, "auth_ok")
@@ -447,8 +446,6 @@ func TestOptionsValidation(t *testing.T) {
 	t.Parallel()
 	_, err := wsauth.New(wsauth.Options{})
 	require.ErrorContains(t, err, "Verifier is required")
-	e := newEnv(t, nil)
-	_ = e
 	for _, o := range []wsauth.Options{
 		{AuthTimeout: -1},
 		{MaxPending: -1},

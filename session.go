@@ -272,7 +272,7 @@ func (s *Session) finish(err error) {
 	s.srv.opts.Logger.Debug("wsauth: session closed", "session", s.id, "sub", ident.Subject,
 		"remote", s.remoteAddr, "code", int(ce.Code), "by_server", byServer)
 	if h := s.srv.opts.OnClose; h != nil {
-		s.srv.guard(s, "OnClose", func() { h(s, ce) })
+		s.srv.guard(s.id, "OnClose", func() { h(s, ce) })
 	}
 	s.conn.drainAndClose()
 }
@@ -292,13 +292,15 @@ func closeErrorFrom(err error, sent protocol.CloseCode) (ce *CloseError, byServe
 	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost"), false
 }
 
-// guard runs an application hook, turning a panic into a logged error.
-func (srv *Server) guard(s *Session, hook string, f func()) (panicked bool) {
+// guard runs f, turning a panic into a logged error: every application
+// hook, and every goroutine gws does not guard, runs under it. session is
+// the id for the log ("" for none).
+func (srv *Server) guard(session, what string, f func()) (panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			panicked = true
-			srv.opts.Logger.Error("wsauth: application hook panicked", "hook", hook,
-				"session", s.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			srv.opts.Logger.Error("wsauth: application hook panicked", "hook", what,
+				"session", session, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 	}()
 	f()

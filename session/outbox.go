@@ -44,44 +44,38 @@ func NewOutbox(maxMsgs, maxBytes int) *Outbox {
 // Push appends an item. It returns ErrOverflow, and keeps nothing, when the
 // item would take the outbox past its message or byte bound.
 func (o *Outbox) Push(it Item) error {
-	if o.n+1 > o.maxMsgs || o.bytes+len(it.Frame) > o.maxBytes {
+	if !o.fits(1, len(it.Frame)) {
 		return ErrOverflow
 	}
-	if o.n == len(o.items) {
-		o.grow()
-	}
-	o.items[(o.head+o.n)%len(o.items)] = it
-	o.n++
-	o.bytes += len(it.Frame)
+	o.push(it)
 	return nil
+}
+
+func (o *Outbox) fits(msgs, bytes int) bool {
+	return o.n+msgs <= o.maxMsgs && o.bytes+bytes <= o.maxBytes
 }
 
 // PushFront puts items before everything already queued, in their order. It
 // is how messages kept for a resumed subject go ahead of newer traffic. Items
 // that do not fit are returned, in order, and not queued.
 func (o *Outbox) PushFront(items []Item) (rejected []Item) {
-	keep := len(items)
-	for keep > 0 {
-		total := 0
-		for _, it := range items[:keep] {
-			total += len(it.Frame)
-		}
-		if o.n+keep <= o.maxMsgs && o.bytes+total <= o.maxBytes {
-			break
-		}
-		keep--
+	keep, total := 0, 0
+	for keep < len(items) && o.fits(keep+1, total+len(items[keep].Frame)) {
+		total += len(items[keep].Frame)
+		keep++
 	}
 	rest := o.Drain()
 	for _, it := range items[:keep] {
-		o.mustPush(it)
+		o.push(it)
 	}
 	for _, it := range rest {
-		o.mustPush(it)
+		o.push(it)
 	}
 	return items[keep:]
 }
 
-func (o *Outbox) mustPush(it Item) {
+// push appends an item the caller checked fits.
+func (o *Outbox) push(it Item) {
 	if o.n == len(o.items) {
 		o.grow()
 	}
