@@ -250,7 +250,9 @@ func TestConcurrentSendsDuringReauthKeepPerSenderOrder(t *testing.T) {
 
 	next := make([]int, senders)
 	sawAuthOK := false
-	for got := 0; got < senders*each; {
+	// auth_ok may come before, among or after the messages: after all of
+	// them when every Send landed before the expiry took effect.
+	for got := 0; got < senders*each || !sawAuthOK; {
 		m, err := c.ReadJSON()
 		require.NoError(t, err)
 		switch m["type"] {
