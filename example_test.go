@@ -140,3 +140,52 @@ func ExampleParseExpiryPolicy() {
 	// close <nil>
 	// wsauth: unknown expiry policy "sometimes" (want reauth, close or ignore)
 }
+
+// Reply answers a client's message from OnMessage: the answer is written
+// when the handler returns, on the connection's own goroutine.
+func ExampleSession_Reply() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mux := http.NewServeMux()
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+	idp, verifier := exampleIdP(ctx, mux, hs.URL)
+	defer verifier.Close()
+
+	srv, err := wsauth.New(wsauth.Options{
+		Verifier: verifier,
+		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
+			var req struct{ N int }
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				return &wsauth.MessageError{Code: 4000, Message: "want {n}"}
+			}
+			return s.Reply(json.RawMessage(fmt.Sprintf(`{"double":%d}`, 2*req.N)))
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown(ctx)
+	mux.Handle("/ws", srv)
+
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", client.Options{
+		Token: client.StaticToken(idp.Token("alice", time.Hour)),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for _, n := range []int{1, 21} {
+		if err := c.Send(ctx, json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))); err != nil {
+			log.Fatal(err)
+		}
+		got, err := c.Receive(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(got))
+	}
+	// Output:
+	// {"double":2}
+	// {"double":42}
+}

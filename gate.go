@@ -30,6 +30,7 @@ type gateConn struct {
 	net.Conn
 	prefix       []byte // bytes net/http had buffered past the request
 	writeTimeout time.Duration
+	writeUntil   atomic.Int64 // the write deadline set last, Unix ns
 	lingered     atomic.Bool   // Close was called: the write side is shut
 	ownClose     atomic.Bool   // the session chose the close code and reason
 	sentClose    atomic.Uint32 // code of the close frame written, 0 if none
@@ -63,7 +64,10 @@ func (c *gateConn) Read(p []byte) (int, error) {
 }
 
 // Write bounds every write with the write timeout, so a client that stops
-// reading cannot pin a writer (and the session's buffers) forever.
+// reading cannot pin a writer (and the session's buffers) forever. Moving
+// the deadline costs a runtime timer update, so it is only moved once it is
+// an eighth of the timeout behind: every write still has between 7/8 of the
+// timeout and the whole of it.
 //
 // It also notes the close frame when one goes out. gws writes each frame in
 // one Write and, when it closes a connection itself (a protocol error, a
@@ -71,8 +75,11 @@ func (c *gateConn) Read(p []byte) (int, error) {
 // replaced by the code's fixed name, and the code is recorded so that
 // OnClose reports what the client was actually sent.
 func (c *gateConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		return 0, err
+	if until := time.Now().Add(c.writeTimeout).UnixNano(); until-c.writeUntil.Load() > int64(c.writeTimeout/8) {
+		if err := c.Conn.SetWriteDeadline(time.Unix(0, until)); err != nil {
+			return 0, err
+		}
+		c.writeUntil.Store(until)
 	}
 	if code, ok := closeFrameCode(p); ok {
 		c.sentClose.Store(uint32(code))

@@ -1,10 +1,15 @@
 package wsauth
 
 import (
+	"bytes"
 	"encoding/binary"
+	"net"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // frame builds a masked client frame header announcing n payload bytes,
@@ -93,4 +98,59 @@ func FuzzFrameGate(f *testing.F) {
 			t.Fatalf("split reads gave %v, one read gave %v", err, want)
 		}
 	})
+}
+
+// TestGateConnWriteDeadline checks that every write is bounded by the write
+// timeout although the deadline is not moved on every write: a write to a
+// peer that does not read fails, and a write after a pause longer than the
+// timeout still gets a fresh deadline.
+func TestGateConnWriteDeadline(t *testing.T) {
+	t.Parallel()
+	const timeout = 50 * time.Millisecond
+	srv, peer := net.Pipe()
+	defer peer.Close()
+	c := &gateConn{Conn: srv, writeTimeout: timeout}
+	defer c.Conn.Close()
+
+	read := make(chan []byte)
+	go func() {
+		defer close(read)
+		buf := make([]byte, 16)
+		for {
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			read <- bytes.Clone(buf[:n])
+		}
+	}()
+	for i := range 3 {
+		if i == 2 {
+			time.Sleep(timeout + 10*time.Millisecond) // the first deadline has passed
+		}
+		go func() { _, _ = c.Write([]byte{byte(i)}) }()
+		select {
+		case got := <-read:
+			require.Equal(t, []byte{byte(i)}, got, "write %d", i)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("write %d not delivered", i)
+		}
+	}
+
+	// The peer stops reading: the next write ends with a timeout.
+	stalled, _ := net.Pipe()
+	defer stalled.Close()
+	s := &gateConn{Conn: stalled, writeTimeout: timeout}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write([]byte("x"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	case <-time.After(5 * time.Second):
+		_ = stalled.Close()
+		t.Fatal("a write to a peer that does not read was not bounded")
+	}
 }

@@ -50,7 +50,9 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 		s.close(closeBinary)
 		return
 	}
-	f, err := protocol.DecodeClient(b)
+	// Message.Data is documented as valid only during OnMessage, and gws
+	// reuses b only after this returns: no copy needed.
+	f, err := protocol.DecodeClientInPlace(b)
 	if err != nil {
 		s.close(closeMalformed)
 		return
@@ -213,7 +215,11 @@ func (s *Session) handleMessage(m Message) {
 		return
 	}
 	var err error
-	if s.srv.guard(s.id, "OnMessage", func() { err = h(s.ctx, s, m) }) {
+	s.beginHandler()
+	panicked := s.srv.guard(s.id, "OnMessage", func() { err = h(s.ctx, s, m) })
+	// Replies first: an error frame for this message goes after them.
+	s.flushAfterHandler()
+	if panicked {
 		s.close(closeInternal)
 		return
 	}

@@ -267,7 +267,7 @@ func (srv *Server) sendAll(sessions []*Session, data json.RawMessage) (int, erro
 	}
 	n := 0
 	for _, s := range sessions {
-		if s.enqueue(it) == nil {
+		if s.enqueue(it, false) == nil {
 			n++
 		}
 	}

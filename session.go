@@ -45,6 +45,7 @@ type Session struct {
 	outbox       *session.Outbox
 	paused       bool           // outbox is held: before auth_ok, and while expired
 	draining     bool           // a drain job is queued or running
+	inHandler    bool           // OnMessage runs: replies wait for it to return
 	inflight     []session.Item // popped by drain, write failed: undelivered
 	overflowed   []session.Item // refused by a full outbox: undelivered, last
 	closeErr     *CloseError    // why the server closed the session
@@ -106,7 +107,26 @@ func (s *Session) Send(data json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	return s.enqueue(it)
+	return s.enqueue(it, false)
+}
+
+// Reply is Send for answering a client's message from Options.OnMessage.
+// While the session's OnMessage handler runs, a reply is queued like any
+// message and written when the handler returns, by the goroutine that ran
+// the handler, instead of by a writer goroutine started for it: on a
+// request/response connection that saves a goroutine handoff per message.
+// Replies and Sends keep one order. Called when no handler of the session
+// is running, Reply is exactly Send.
+//
+// A reply therefore waits for its handler to return (or for the next Send
+// from another goroutine, which writes everything queued); a handler that
+// must deliver something before it finishes a long task should use Send.
+func (s *Session) Reply(data json.RawMessage) error {
+	it, err := newItem(data)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(it, true)
 }
 
 // Close closes the session with code and a short reason (sent to the client:
@@ -130,7 +150,9 @@ var (
 	messageOverhead  = messagePrefixLen + 1
 )
 
-func (s *Session) enqueue(it session.Item) error {
+// enqueue queues it. A reply made while OnMessage runs is left for the read
+// goroutine to write when the handler returns (see flushAfterHandler).
+func (s *Session) enqueue(it session.Item, reply bool) error {
 	s.mu.Lock()
 	if s.state == session.Closed {
 		s.mu.Unlock()
@@ -145,7 +167,9 @@ func (s *Session) enqueue(it session.Item) error {
 		go s.writeClose(ce)
 		return nil
 	}
-	s.scheduleDrainLocked()
+	if !reply || !s.inHandler {
+		s.scheduleDrainLocked()
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -160,8 +184,18 @@ func (s *Session) scheduleDrainLocked() {
 	s.socket.Async(s.drainFn)
 }
 
+// drainBatch is how many frames drain pops under one hold of s.mu.
+const drainBatch = 16
+
 // drain writes queued frames until the outbox is empty, paused or closed.
-func (s *Session) drain() {
+func (s *Session) drain() { _ = s.drainUpTo(-1) }
+
+// drainUpTo writes queued frames like drain, but at most limit of them
+// (no limit if it is negative); if frames remain after that, it hands them
+// to a drain job. The caller set s.draining. It returns how many frames it
+// wrote itself.
+func (s *Session) drainUpTo(limit int) (written int) {
+	var batch [drainBatch]session.Item
 	for {
 		s.mu.Lock()
 		if s.paused || s.state == session.Closed {
@@ -169,24 +203,68 @@ func (s *Session) drain() {
 			s.mu.Unlock()
 			return
 		}
-		it, ok := s.outbox.Pop()
-		if !ok {
+		if limit == 0 {
+			s.stopDrainingLocked()
+			s.scheduleDrainLocked()
+			s.mu.Unlock()
+			return
+		}
+		n := 0
+		for n < len(batch) && n != limit {
+			it, ok := s.outbox.Pop()
+			if !ok {
+				break
+			}
+			batch[n] = it
+			n++
+		}
+		if n == 0 {
 			s.stopDrainingLocked()
 			s.mu.Unlock()
 			return
 		}
 		s.mu.Unlock()
-		if err := s.socket.WriteMessage(gws.OpcodeText, it.Frame); err != nil {
-			s.mu.Lock()
-			s.inflight = append(s.inflight, it)
-			if s.closeErr == nil {
-				s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
+		limit -= n
+		written += n
+		for i := range n {
+			if err := s.socket.WriteMessage(gws.OpcodeText, batch[i].Frame); err != nil {
+				s.mu.Lock()
+				s.inflight = append(s.inflight, batch[i:n]...)
+				if s.closeErr == nil {
+					s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
+				}
+				s.stopDrainingLocked()
+				s.mu.Unlock()
+				return written - (n - i)
 			}
-			s.stopDrainingLocked()
-			s.mu.Unlock()
-			return
 		}
+		clear(batch[:n])
 	}
+}
+
+// beginHandler marks OnMessage as running: replies wait for it.
+func (s *Session) beginHandler() {
+	s.mu.Lock()
+	s.inHandler = true
+	s.mu.Unlock()
+}
+
+// flushAfterHandler runs on the read goroutine when OnMessage returns: it
+// writes what was queued while the handler ran (its replies, and whatever
+// else came first), unless a drain job is already at it. It writes at most
+// what is queued now, so senders on other goroutines cannot keep the read
+// goroutine from reading; anything queued after goes to a drain job.
+func (s *Session) flushAfterHandler() (written int) {
+	s.mu.Lock()
+	s.inHandler = false
+	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
+		s.mu.Unlock()
+		return 0
+	}
+	s.draining = true
+	n := s.outbox.Len()
+	s.mu.Unlock()
+	return s.drainUpTo(n)
 }
 
 func (s *Session) stopDrainingLocked() {

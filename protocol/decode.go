@@ -73,6 +73,18 @@ const (
 // ErrMalformed; see the package documentation for what is rejected. The
 // returned frame does not alias b.
 func DecodeClient(b []byte) (ClientFrame, error) {
+	f, err := DecodeClientInPlace(b)
+	if f.Data != nil {
+		f.Data = bytes.Clone(f.Data)
+	}
+	return f, err
+}
+
+// DecodeClientInPlace is DecodeClient without copying Data: the returned
+// frame's Data aliases b, so it is only valid as long as b is not reused.
+// Its strings (Token, ID) are copies. A server that hands Data to a handler
+// before reusing its read buffer saves a copy per message with it.
+func DecodeClientInPlace(b []byte) (ClientFrame, error) {
 	var v [numClientFields][]byte
 	if err := parseObject(b, clientFields, v[:]); err != nil {
 		return ClientFrame{}, err
@@ -109,7 +121,7 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 			}
 			f.ID = string(id)
 		}
-		f.Data = bytes.Clone(v[cData])
+		f.Data = v[cData]
 		return f, nil
 	}
 	return ClientFrame{}, errUnknownType

@@ -350,6 +350,7 @@ func TestDecodeClientAllocs(t *testing.T) {
 	auth := []byte(`{"type":"auth","token":"a.b.c"}`)
 	assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = protocol.DecodeClient(msg) }), "message: only the data copy")
 	assert.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = protocol.DecodeClient(auth) }), "auth: only the token")
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _ = protocol.DecodeClientInPlace(msg) }), "in place: no data copy")
 	bad := []byte(`{"type":"auth","type":"auth"}`)
 	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _ = protocol.DecodeClient(bad) }), "rejecting allocates nothing")
 }

@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -213,7 +214,28 @@ func checkDecode[F any](t *testing.T, c codec[F], b []byte) {
 }
 
 func FuzzDecodeClient(f *testing.F) {
-	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, clientCodec, b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkDecode(t, clientCodec, b)
+		checkInPlace(t, b)
+	})
+}
+
+// checkInPlace requires DecodeClientInPlace to agree with DecodeClient on b,
+// with Data pointing into b instead of a copy.
+func checkInPlace(t *testing.T, b []byte) {
+	b = bytes.Clone(b)
+	want, wantErr := protocol.DecodeClient(b)
+	got, err := protocol.DecodeClientInPlace(b)
+	require.Equal(t, wantErr, err)
+	require.Equal(t, want, got)
+	if len(got.Data) == 0 {
+		return
+	}
+	for i := range b {
+		b[i] = 'x'
+	}
+	require.Equal(t, strings.Repeat("x", len(got.Data)), string(got.Data), "Data must alias the input")
+	require.NotEqual(t, want.Data, got.Data)
 }
 
 func FuzzDecodeServer(f *testing.F) {

@@ -102,7 +102,7 @@ func StartWsauth(opts ServerOptions) (*Server, error) {
 		// Every load generator connection comes from 127.0.0.1.
 		MaxPendingPerIP: wsauth.DefaultMaxPending,
 		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
-			return s.Send(m.Data)
+			return s.Reply(m.Data)
 		},
 	}
 	if opts.Configure != nil {
