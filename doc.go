@@ -39,7 +39,9 @@
 // upgraded the request): it reads frames and calls OnAuthenticated,
 // OnMessage and OnClose, one at a time per session. A slow hook delays only its own session.
 // Outbound frames are written by a short-lived per-connection writer that
-// exists only while frames are queued. All deadlines of all sessions (auth
+// exists only while frames are queued, except replies: Session.Reply called
+// from OnMessage is written by the read goroutine when the handler returns,
+// which saves a goroutine handoff per request/response round-trip. All deadlines of all sessions (auth
 // timeout, reauth, expiry, grace) live in one scheduler (package reauth)
 // driven by a single timer; nothing runs a goroutine or timer per session.
 // Every Server and Session method is safe for concurrent use.
