@@ -30,7 +30,7 @@ type gateConn struct {
 	net.Conn
 	prefix       []byte // bytes net/http had buffered past the request
 	writeTimeout time.Duration
-	writeUntil   atomic.Int64 // the write deadline set last, Unix ns
+	writeUntil   atomic.Int64  // the write deadline set last, Unix ns
 	lingered     atomic.Bool   // Close was called: the write side is shut
 	ownClose     atomic.Bool   // the session chose the close code and reason
 	sentClose    atomic.Uint32 // code of the close frame written, 0 if none
