@@ -30,6 +30,14 @@
 // checked: a provider whose clock runs slightly ahead would otherwise have
 // its fresh tokens refused, and "nbf" is the claim meant for that check.
 //
+// # Token cache
+//
+// With Options.TokenCacheSize, Verify remembers the tokens it accepted, by
+// their SHA-256, so that a client reconnecting with the same token skips
+// the signature check. A remembered token still has its "exp" and "nbf"
+// checked on every use, and is verified afresh once the key that signed it
+// is no longer published under its kid. The cache is off by default.
+//
 // # Goroutines
 //
 // New starts one refresh goroutine per issuer (inside keyfunc/jwkset). They

@@ -78,6 +78,35 @@ type Options struct {
 	// Logger receives refresh failures, with the keys "issuer", "url" and
 	// "err". Tokens are never logged. Default slog.Default().
 	Logger *slog.Logger
+
+	// TokenCacheSize, if positive, is the number of verified tokens Verify
+	// remembers, so that a token presented again (a client reconnecting)
+	// is accepted without a second signature check. Default 0: no cache.
+	//
+	// An entry is keyed by the SHA-256 of the token's bytes (the token
+	// itself is never stored) and holds a private copy of its Identity;
+	// every hit returns a fresh copy. Only tokens Verify accepted are
+	// stored. A hit holds only while Now is within the token's "nbf" and
+	// "exp", with Leeway, exactly as for a fresh verification, and while
+	// the key that verified the token is still in its issuer's JWK Set,
+	// as last fetched, under the same kid (a key retired, or replaced
+	// under that kid, ends the hits). When a hit does not hold, the token
+	// is verified afresh and Verify returns that verification's result.
+	// Close empties the cache. A full cache makes room CLOCK-wise: going
+	// round from where it last stopped, it evicts the first token that
+	// has expired or was not presented again since it last came round.
+	//
+	// A hit costs 1 to 2 µs (hashing the token and copying the Identity)
+	// where a verification costs about 40 µs (RS256) or 70 µs (ES256).
+	// An entry takes about 1 KiB for a token with only the registered
+	// claims, and roughly 3 times the token's length in general. The
+	// cache is off by default because it only pays when the same tokens
+	// come back within their lifetime, its right size is the number of
+	// clients that may reconnect at once, which only the application
+	// knows, and it keeps claims (often personal data) in memory after
+	// their sessions end, until evicted or expired. A size of about the
+	// number of concurrent sessions suits a reconnect storm.
+	TokenCacheSize int
 }
 
 // Defaults of Options.
@@ -109,6 +138,7 @@ type config struct {
 	ownTransport    *http.Transport // non-nil when client is ours: Close drops its idle connections
 	fetchTimeout    time.Duration
 	logger          *slog.Logger
+	tokenCacheSize  int
 }
 
 func newConfig(opts Options) (*config, error) {
@@ -176,6 +206,10 @@ func newConfig(opts Options) (*config, error) {
 	if c.logger == nil {
 		c.logger = slog.Default()
 	}
+	if opts.TokenCacheSize < 0 {
+		return nil, fmt.Errorf("jwks: negative TokenCacheSize %d", opts.TokenCacheSize)
+	}
+	c.tokenCacheSize = opts.TokenCacheSize
 	c.client, c.ownTransport = capClient(opts.HTTPClient, maxBytes)
 	c.fetchTimeout = DefaultHTTPTimeout
 	if c.client.Timeout > 0 {

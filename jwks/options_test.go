@@ -36,6 +36,7 @@ func TestNewRefusesOptions(t *testing.T) {
 		{"negative refresh", jwks.Options{Issuers: []jwks.Issuer{ok}, RefreshInterval: -1}, "negative RefreshInterval"},
 		{"negative kid rate", jwks.Options{Issuers: []jwks.Issuer{ok}, UnknownKIDRate: -1}, "negative UnknownKIDRate"},
 		{"negative body cap", jwks.Options{Issuers: []jwks.Issuer{ok}, MaxJWKSBytes: -1}, "negative MaxJWKSBytes"},
+		{"negative token cache", jwks.Options{Issuers: []jwks.Issuer{ok}, TokenCacheSize: -1}, "negative TokenCacheSize"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,11 +2,13 @@ package jwks
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
@@ -29,14 +31,21 @@ type Verifier struct {
 	cancel  context.CancelFunc
 	issuers []*issuer
 	byIss   map[string]*issuer
+	parser  *jwt.Parser // claims are validated by the issuer's validator
+	cache   *tokenCache // nil without Options.TokenCacheSize
+
+	// signatureChecks counts the signatures Verify checked: cache hits do
+	// not add to it. For tests.
+	signatureChecks atomic.Int64
 }
 
 // issuer is one trusted provider with its own key set and refetch limit.
 type issuer struct {
 	Issuer
-	kf        keyfunc.Keyfunc
-	unknown   *rate.Limiter // unknown-kid refetches, driven by cfg.now
-	parseOpts []jwt.ParserOption
+	keys      *keyStore       // the set, indexed by kid
+	kf        keyfunc.Keyfunc // reads keys, and refetches on an unknown kid
+	unknown   *rate.Limiter   // unknown-kid refetches, driven by cfg.now
+	validator *jwt.Validator
 }
 
 // New returns a Verifier for opts.Issuers. It fetches every JWK Set once, in
@@ -64,6 +73,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		cfg:     cfg,
 		issuers: make([]*issuer, len(cfg.issuers)),
 		byIss:   make(map[string]*issuer, len(cfg.issuers)),
+		// No WithValidMethods: the keyfunc refuses algorithms outside
+		// the allowlist, so that the error can say so.
+		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
+	}
+	if cfg.tokenCacheSize > 0 {
+		v.cache = newTokenCache(cfg.tokenCacheSize)
 	}
 	v.ctx, v.cancel = context.WithCancel(ctx)
 
@@ -89,10 +104,25 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 
 func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 	cfg := v.cfg
-	kf, err := keyfunc.NewDefaultOverrideCtx(v.ctx, []string{iss.JWKSURL}, keyfunc.Override{
+	// What keyfunc.NewDefaultOverrideCtx builds, with our keyStore as the
+	// storage of the fetched set.
+	keys := newKeyStore()
+	fetched, err := jwkset.NewStorageFromHTTP(iss.JWKSURL, jwkset.HTTPClientStorageOptions{
 		Client:      cfg.client,
+		Ctx:         v.ctx,
 		HTTPTimeout: cfg.fetchTimeout,
-		// keyfunc's own limiter would make Verify wait for a token (up to
+		// New must not fail while a provider is down.
+		NoErrorReturnFirstHTTPReq: true,
+		RefreshErrorHandler:       v.refreshErrorHandler(iss.Issuer)(iss.JWKSURL),
+		RefreshInterval:           cfg.refreshInterval,
+		Storage:                   keys,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jwks: issuer %q: %w", iss.Issuer, err)
+	}
+	storage, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs: map[string]jwkset.Storage{iss.JWKSURL: fetched},
+		// jwkset's own limiter would make Verify wait for a token (up to
 		// RateLimitWaitMax) and runs on the real clock. We gate unknown-kid
 		// refetches in Verify with issuer.unknown instead, failing at once,
 		// and let every refetch that gate allows through.
@@ -100,15 +130,16 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 		// Besides the limiter wait, RateLimitWaitMax bounds the whole
 		// unknown-kid refetch (jwkset derives the fetch's context from it),
 		// so it must be the fetch timeout, not something small.
-		RateLimitWaitMax:        cfg.fetchTimeout,
-		RefreshInterval:         cfg.refreshInterval,
-		RefreshErrorHandlerFunc: v.refreshErrorHandler(iss.Issuer),
+		RateLimitWaitMax: cfg.fetchTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jwks: issuer %q: %w", iss.Issuer, err)
 	}
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: v.ctx, Storage: storage})
+	if err != nil {
+		return nil, fmt.Errorf("jwks: issuer %q: %w", iss.Issuer, err)
+	}
 	opts := []jwt.ParserOption{
-		jwt.WithValidMethods(cfg.algorithms),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(cfg.leeway),
 		jwt.WithTimeFunc(cfg.now),
@@ -123,9 +154,10 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 	}
 	return &issuer{
 		Issuer:    iss,
+		keys:      keys,
 		kf:        kf,
 		unknown:   rate.NewLimiter(rate.Every(cfg.unknownKIDRate), 1),
-		parseOpts: opts,
+		validator: jwt.NewValidator(opts...),
 	}, nil
 }
 
@@ -145,11 +177,15 @@ func (v *Verifier) refreshErrorHandler(iss string) func(string) func(context.Con
 	}
 }
 
-// Close stops the refresh goroutines, aborting fetches in flight, and
-// releases idle connections of the default HTTP client. Verify fails with
-// ErrKeysUnavailable afterwards. Close is idempotent.
+// Close stops the refresh goroutines, aborting fetches in flight, empties
+// the token cache and releases idle connections of the default HTTP
+// client. Verify fails with ErrKeysUnavailable afterwards. Close is
+// idempotent.
 func (v *Verifier) Close() {
 	v.cancel()
+	if v.cache != nil {
+		v.cache.clear()
+	}
 	if t := v.cfg.ownTransport; t != nil {
 		t.CloseIdleConnections()
 	}
@@ -167,6 +203,10 @@ func (v *Verifier) Close() {
 // once per Options.UnknownKIDRate; ctx bounds it, and if ctx ends first the
 // error wraps ctx.Err(). A token longer than 64 KiB is refused as malformed.
 //
+// With Options.TokenCacheSize, a token that Verify accepted before is
+// accepted again without a signature check while "exp", "nbf" and its key
+// still allow it; otherwise it is verified afresh (see TokenCacheSize).
+//
 // Errors wrap the package's sentinels and jwt's (see ErrMissingKID) and
 // never contain the token or any part of it. Reason maps them to a close
 // reason.
@@ -174,69 +214,166 @@ func (v *Verifier) Verify(ctx context.Context, token string) (session.Identity, 
 	if len(token) > maxTokenBytes {
 		return session.Identity{}, fail(nil, jwt.ErrTokenMalformed)
 	}
-	claims := jwt.MapClaims{}
-	unverified, _, err := jwt.NewParser().ParseUnverified(token, claims)
-	if err != nil {
-		if errors.Is(err, jwt.ErrTokenUnverifiable) {
-			// ParseUnverified's only such failure: no alg, or one jwt does
-			// not know (not even "none" then).
-			return session.Identity{}, fail(err, ErrAlgorithm)
-		}
-		return session.Identity{}, fail(err, jwt.ErrTokenMalformed)
+	if v.cache == nil {
+		id, _, err := v.verify(ctx, token)
+		return id, err
 	}
-	if _, ok := unverified.Header["crit"]; ok {
+	sum := tokenKey(sha256.Sum256([]byte(token)))
+	if e := v.cache.get(sum); e != nil {
+		if id, ok := v.hit(e); ok {
+			return id, nil
+		}
+		// Verified afresh, the token gets the error it deserves now.
+		v.cache.remove(sum, e)
+	}
+	id, vs, err := v.verify(ctx, token)
+	if err == nil && vs.key != nil {
+		v.cache.put(v.entry(sum, id, vs), v.cfg.now())
+	}
+	return id, err
+}
+
+// verification is what the keyfunc of one verify learnt about the token.
+type verification struct {
+	parsed bool  // the keyfunc ran: the token parsed
+	failed error // the keyfunc refused the token: verify's error, as is
+	is     *issuer
+	kid    string
+	key    *publicKey // the key the keyfunc returned, when the index has it
+}
+
+// verify parses token once: jwt decodes it and calls the keyfunc, which
+// makes every check that needs no key (in the order the errors document)
+// before it picks the key, then jwt checks the signature. The claims are
+// validated last, by the issuer's validator.
+func (v *Verifier) verify(ctx context.Context, token string) (session.Identity, *verification, error) {
+	vs := &verification{}
+	claims := jwt.MapClaims{}
+	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		return v.keyFor(ctx, t, vs)
+	})
+	switch {
+	case vs.failed != nil:
+		return session.Identity{}, nil, vs.failed
+	case err == nil:
+	case !vs.parsed:
+		if errors.Is(err, jwt.ErrTokenUnverifiable) {
+			// The only such failure before the keyfunc: no alg, or one
+			// jwt does not know (not even "none" then).
+			return session.Identity{}, nil, fail(err, ErrAlgorithm)
+		}
+		return session.Identity{}, nil, fail(err, jwt.ErrTokenMalformed)
+	default:
+		// The signature, or the keyfunc after a refetch (jwt wraps its
+		// error in jwt.ErrTokenUnverifiable).
+		return session.Identity{}, nil, fail(err)
+	}
+	if err := vs.is.validator.Validate(claims); err != nil {
+		if errors.Is(err, jwt.ErrTokenRequiredClaimMissing) {
+			// exp was checked before and iss was matched exactly, so the
+			// missing claim is "aud".
+			return session.Identity{}, nil, fail(err, jwt.ErrTokenInvalidClaims, jwt.ErrTokenInvalidAudience)
+		}
+		return session.Identity{}, nil, fail(err, jwt.ErrTokenInvalidClaims)
+	}
+	return identity(claims), vs, nil
+}
+
+// keyFor is verify's keyfunc. t is the decoded token, not verified yet.
+// An error it records in vs.failed is verify's error as is.
+func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token, vs *verification) (any, error) {
+	vs.parsed = true
+	refuse := func(cause error, sentinels ...error) (any, error) {
+		vs.failed = fail(cause, sentinels...)
+		return nil, vs.failed
+	}
+	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 4.1.11: we understand no extension, so a token that
 		// marks any as critical must be refused. jwt ignores "crit".
-		return session.Identity{}, fail(nil, jwt.ErrTokenMalformed)
+		return refuse(nil, jwt.ErrTokenMalformed)
 	}
-	kid, _ := unverified.Header[jwkset.HeaderKID].(string)
+	kid, _ := t.Header[jwkset.HeaderKID].(string)
 	if kid == "" {
-		return session.Identity{}, fail(nil, ErrMissingKID)
+		return refuse(nil, ErrMissingKID)
 	}
-	alg := unverified.Method.Alg()
+	alg := t.Method.Alg()
 	if !slices.Contains(v.cfg.algorithms, alg) {
-		return session.Identity{}, fail(nil, ErrAlgorithm)
+		return refuse(nil, ErrAlgorithm)
 	}
+	claims := t.Claims.(jwt.MapClaims)
 	if err := checkClaimTypes(claims); err != nil {
-		return session.Identity{}, fail(err, jwt.ErrTokenMalformed)
+		return refuse(err, jwt.ErrTokenMalformed)
 	}
 	if _, ok := claims["exp"]; !ok {
-		return session.Identity{}, fail(nil, ErrMissingExp, jwt.ErrTokenRequiredClaimMissing)
+		return refuse(nil, ErrMissingExp, jwt.ErrTokenRequiredClaimMissing)
 	}
 	iss, _ := claims.GetIssuer()
 	is := v.issuerFor(iss)
 	if is == nil {
-		return session.Identity{}, fail(nil, ErrUnknownIssuer, jwt.ErrTokenInvalidIssuer)
+		return refuse(nil, ErrUnknownIssuer, jwt.ErrTokenInvalidIssuer)
 	}
 	if v.ctx.Err() != nil {
-		return session.Identity{}, fail(nil, ErrKeysUnavailable)
+		return refuse(nil, ErrKeysUnavailable)
 	}
+	vs.is, vs.kid = is, kid
 
-	keys, _ := is.kf.Storage().KeyReadAll(ctx) // in memory: no network
-	i := slices.IndexFunc(keys, func(k jwkset.JWK) bool { return k.Marshal().KID == kid })
+	if pk := is.keys.lookup(kid); pk != nil {
+		// keyfunc would check this too, but its error does not say what
+		// failed.
+		if pk.alg != "" && pk.alg != alg {
+			return refuse(nil, ErrAlgorithm)
+		}
+		vs.key = pk
+		v.signatureChecks.Add(1)
+		return pk.key, nil
+	}
 	switch {
-	case i >= 0:
-		// keyfunc checks this too, but its error does not say what
-		// failed; checking here lets the error name it.
-		if a := keys[i].Marshal().ALG.String(); a != "" && a != alg {
-			return session.Identity{}, fail(nil, ErrAlgorithm)
-		}
 	case ctx.Err() != nil:
-		return session.Identity{}, fail(ctx.Err(), ErrUnknownKID)
+		return refuse(ctx.Err(), ErrUnknownKID)
 	case !is.unknown.AllowN(v.cfg.now(), 1):
-		return session.Identity{}, fail(nil, is.missing(ctx))
+		return refuse(nil, is.missing())
 	}
-
-	verified, err := jwt.Parse(token, is.keyfunc(ctx), is.parseOpts...)
+	// keyfunc reads the set, refetches it, reads it again and checks the
+	// key's alg.
+	key, err := is.keyfunc(ctx)(t)
 	if err != nil {
-		if errors.Is(err, jwt.ErrTokenRequiredClaimMissing) {
-			// exp was checked above and iss was matched exactly, so the
-			// missing claim is "aud".
-			return session.Identity{}, fail(err, jwt.ErrTokenInvalidAudience)
-		}
-		return session.Identity{}, fail(err)
+		return nil, err
 	}
-	return identity(verified.Claims.(jwt.MapClaims)), nil
+	if pk := is.keys.lookup(kid); pk != nil && sameKey(pk.key, key) {
+		vs.key = pk
+	}
+	v.signatureChecks.Add(1)
+	return key, nil
+}
+
+// hit returns the identity of a cached token if it still holds: the
+// Verifier is open, the key that verified the token is still published
+// under its kid, and Now is within "nbf" and "exp" (leeway included).
+func (v *Verifier) hit(e *cached) (session.Identity, bool) {
+	if v.ctx.Err() != nil || e.is.keys.lookup(e.kid) != e.key {
+		return session.Identity{}, false
+	}
+	now := v.cfg.now()
+	if !now.Before(e.expires) || e.hasNBF && now.Before(e.notBefore) {
+		return session.Identity{}, false
+	}
+	return copyIdentity(e.id), true
+}
+
+// entry makes the cache entry of a token that verify accepted.
+func (v *Verifier) entry(sum tokenKey, id session.Identity, vs *verification) *cached {
+	e := &cached{
+		sum:     sum,
+		is:      vs.is,
+		kid:     vs.kid,
+		key:     vs.key,
+		expires: id.ExpiresAt.Add(v.cfg.leeway),
+		id:      copyIdentity(id),
+	}
+	if nbf, _ := jwt.MapClaims(id.Claims).GetNotBefore(); nbf != nil {
+		e.notBefore, e.hasNBF = nbf.Add(-v.cfg.leeway), true
+	}
+	return e
 }
 
 func (v *Verifier) issuerFor(iss string) *issuer {
@@ -257,7 +394,7 @@ func (is *issuer) keyfunc(ctx context.Context) jwt.Keyfunc {
 		case ctx.Err() != nil:
 			return nil, errors.Join(ErrUnknownKID, ctx.Err())
 		case errors.Is(err, jwkset.ErrKeyNotFound):
-			return nil, is.missing(ctx)
+			return nil, is.missing()
 		default:
 			// With kid and alg checked before, keyfunc's only other
 			// failure is a key whose "alg" differs from the token's.
@@ -267,9 +404,8 @@ func (is *issuer) keyfunc(ctx context.Context) jwt.Keyfunc {
 }
 
 // missing tells an unknown kid from an issuer without any key.
-func (is *issuer) missing(ctx context.Context) error {
-	keys, _ := is.kf.Storage().KeyReadAll(ctx)
-	if len(keys) == 0 {
+func (is *issuer) missing() error {
+	if is.keys.empty() {
 		return ErrKeysUnavailable
 	}
 	return ErrUnknownKID

@@ -1,0 +1,13 @@
+package jwks
+
+// SignatureChecks returns how many token signatures v has checked: a
+// verification that the token cache answered does not count.
+func SignatureChecks(v *Verifier) int64 { return v.signatureChecks.Load() }
+
+// CacheLen returns the number of tokens in v's cache.
+func CacheLen(v *Verifier) int {
+	if v.cache == nil {
+		return 0
+	}
+	return v.cache.len()
+}
