@@ -21,16 +21,25 @@ import (
 // once; each reference runs with as many goroutines. One op is one
 // handshake on each target plus one Parse and one Verify.
 //
+// With cache=on the verifier has a cache of verified tokens
+// (jwks.Options.TokenCacheSize) and, the token being the same every time,
+// every handshake after the first is a cache hit: a reconnect storm of
+// clients that still hold valid tokens.
+//
 // Metrics: x-bound is wsauth's time per handshake over jwt.Parse's (goal
 // <= 1.5); x-gws-plus-parse compares it with the sum of the gws handshake
-// and jwt.Parse, the bound of a server that must do both.
+// and jwt.Parse, the bound of a server that must do both; x-gws with the
+// gws handshake alone.
 func BenchmarkHandshake(b *testing.B) {
 	for _, alg := range []string{"RS256", "ES256"} {
-		t := startTargets(b, loadgen.ServerOptions{Algorithm: alg})
-		for _, workers := range []int{1, 16} {
-			b.Run(fmt.Sprintf("alg=%s/workers=%d", alg, workers), func(b *testing.B) {
-				benchHandshake(b, t, alg, workers)
-			})
+		for _, cache := range []int{0, 1024} {
+			t := startTargets(b, loadgen.ServerOptions{Algorithm: alg, TokenCacheSize: cache})
+			onOff := map[bool]string{false: "off", true: "on"}[cache > 0]
+			for _, workers := range []int{1, 16} {
+				b.Run(fmt.Sprintf("alg=%s/cache=%s/workers=%d", alg, onOff, workers), func(b *testing.B) {
+					benchHandshake(b, t, alg, workers)
+				})
+			}
 		}
 	}
 }
@@ -106,5 +115,8 @@ func benchHandshake(b *testing.B, t *targets, alg string, workers int) {
 		b.ReportMetric(perOp(ws)/perOp(parse), "x-bound")
 		b.ReportMetric(perOp(ws)/(perOp(parse)+perOp(gws)), "x-gws-plus-parse")
 		b.ReportMetric(perOp(verify)/perOp(parse), "verify-x-parse")
+	}
+	if gws.Msgs > 0 {
+		b.ReportMetric(perOp(ws)/perOp(gws), "x-gws")
 	}
 }

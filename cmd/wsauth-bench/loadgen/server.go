@@ -49,6 +49,9 @@ type ServerOptions struct {
 	// Clock drives the wsauth server, its verifier and the IdP's token
 	// times. Default: the system clock.
 	Clock wsauth.Clock
+	// TokenCacheSize is the verifier's jwks.Options.TokenCacheSize
+	// (default 0: no cache of verified tokens).
+	TokenCacheSize int
 	// Configure may change the wsauth server's options after the load
 	// generator set its own (the echo OnMessage, a discarding Logger, the
 	// pending caps raised for one source IP).
@@ -59,7 +62,7 @@ type ServerOptions struct {
 const Audience = "wsauth-bench"
 
 // StartWsauth starts a wsauth server whose OnMessage echoes every message
-// back with Session.Send, and its IdP, on one loopback listener.
+// back with Session.Reply, and its IdP, on one loopback listener.
 func StartWsauth(opts ServerOptions) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,9 +89,10 @@ func StartWsauth(opts ServerOptions) (*Server, error) {
 	s.start(ln, mux)
 
 	v, err := jwks.New(context.Background(), jwks.Options{
-		Issuers: []jwks.Issuer{{Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{Audience}}},
-		Now:     now,
-		Logger:  slog.New(slog.DiscardHandler),
+		Issuers:        []jwks.Issuer{{Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{Audience}}},
+		Now:            now,
+		Logger:         slog.New(slog.DiscardHandler),
+		TokenCacheSize: opts.TokenCacheSize,
 	})
 	if err != nil {
 		s.stopHTTP()
