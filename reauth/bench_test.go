@@ -113,6 +113,42 @@ func BenchmarkReschedule(b *testing.B) {
 	})
 }
 
+// BenchmarkReauth measures the whole cost of sessions reauthenticating, the
+// timer's share included: 1M sessions with deadlines within the hour; each op
+// moves a random session's deadline to an hour from now, and the clock
+// advances so that an hour passes every 1M ops. A session that was not
+// moved in time expires (its callback runs and it leaves the heap) and is
+// scheduled again when it next comes up. Work that Schedule leaves to the
+// timer goroutine is done inside clock.Advance, on the clock. Deadlines are
+// all distinct, so the timer fires about every other op, and the fake
+// clock's timers (an allocation each) are much of the cost: compare it
+// across versions of the Scheduler, not with the other benchmarks.
+func BenchmarkReauth(b *testing.B) {
+	clock := wsauthtest.NewClock(epoch)
+	s := reauth.New(clock)
+	defer s.Stop()
+	sessions := make([]benchSession, benchSessions)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range sessions {
+		s.Schedule(&sessions[i].expiry, epoch.Add(time.Duration(rng.Int64N(int64(time.Hour)))), benchNop)
+	}
+	idx := make([]int, benchTable)
+	for j := range idx {
+		idx[j] = rng.IntN(benchSessions)
+	}
+	const tick = 1000 // ops per clock step
+	step := time.Hour / (benchSessions / tick)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%tick == 0 {
+			clock.Advance(step)
+		}
+		s.Schedule(&sessions[idx[i%benchTable]].expiry, clock.Now().Add(time.Hour), benchNop)
+		i++
+	}
+}
+
 // BenchmarkCancel measures a Cancel of a random Entry of 1M followed by its
 // Schedule at a random deadline: one op is the pair.
 func BenchmarkCancel(b *testing.B) {

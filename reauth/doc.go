@@ -7,8 +7,10 @@
 // a closure per session, and a goroutine for each one that fires. A Scheduler
 // instead keeps all deadlines in one heap of Entry values, which callers
 // embed in their own session structs, and arms a single Clock.AfterFunc
-// timer for the earliest one. Schedule, reschedule and Cancel are O(log n)
-// and allocate nothing, re-arming that timer aside.
+// timer for the earliest one. Schedule and Cancel are O(log n) and allocate
+// nothing, re-arming that timer aside. Moving a deadline later, as every
+// reauthentication does, is O(1): the heap catches up on the timer's
+// goroutine when the old deadline comes, instead of running the callback.
 //
 // # Goroutines
 //

@@ -3,7 +3,8 @@ package reauth
 import "fmt"
 
 // CheckInvariants reports the first broken internal invariant of s: heap
-// order, positions, and the armed timer covering the earliest entry.
+// order, positions and owners, slots no later than their entries, and the
+// armed timer covering the earliest slot.
 func CheckInvariants(s *Scheduler) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -17,6 +18,12 @@ func CheckInvariants(s *Scheduler) error {
 		}
 		if index(e) != i {
 			return fmt.Errorf("heap[%d].pos = %d", i, e.pos)
+		}
+		if e.owner != s.id {
+			return fmt.Errorf("heap[%d].owner = %d, want %d", i, e.owner, s.id)
+		}
+		if w := s.heap[i].when; w > e.when || w == e.when && int32(e.seq-e.slotSeq) < 0 {
+			return fmt.Errorf("heap[%d] at (%d, %d), after its entry's deadline (%d, %d)", i, w, e.slotSeq, e.when, e.seq)
 		}
 		if e.fn == nil {
 			return fmt.Errorf("heap[%d].fn is nil", i)
@@ -49,4 +56,26 @@ func HeapCap(s *Scheduler) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return max(cap(s.heap)-heapRoot, 0)
+}
+
+// Stale returns how many of s's heap slots hold a deadline earlier than
+// their entry's: entries moved later and not yet refreshed.
+func Stale(s *Scheduler) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, x := range s.heap[min(heapRoot, len(s.heap)):] {
+		if stale(x) {
+			n++
+		}
+	}
+	return n
+}
+
+// SetSeq sets the seq the next Schedule call on s gets, as if s had seen
+// that many calls.
+func SetSeq(s *Scheduler, seq uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq = seq
 }

@@ -3,17 +3,25 @@ package reauth
 // The scheduler's entries live in a 4-ary min-heap, as the Go runtime keeps
 // its timers: half the depth of a binary heap, so a push or a decrease
 // touches half as many slots, which matters once the heap no longer fits in
-// cache. Each entry records its 1-based position so Cancel and reschedule
-// find it in O(1) and fix the heap in O(log n).
+// cache. Each entry records its 1-based position so Cancel and a move
+// earlier find it in O(1) and fix the heap in O(log n).
 //
 // A slot holds the entry's deadline next to its pointer, so sifting compares
 // deadlines without dereferencing entries: at a million sessions every Entry
 // lives in a different session struct, and each dereference was a cache
 // miss. Only moved entries are touched, to update their position, and only
-// equal deadlines read the entries' seq. The root sits at index heapRoot so
-// that the four children of a node share one 64-byte cache line (4 × 16
+// equal deadlines read the entries' slotSeq. The root sits at index heapRoot
+// so that the four children of a node share one 64-byte cache line (4 × 16
 // bytes, given the page-aligned array of a large heap): a sift-down level
 // costs one line, not two.
+//
+// A slot's deadline may be earlier than its entry's: moving an entry later
+// only records the new deadline in the Entry (see Scheduler.Schedule), and
+// the slot keeps the old one until it reaches the root, where refresh sifts
+// it down to the real one. The heap is ordered by the slots' keys (deadline,
+// slotSeq), each no later than its entry's real (when, seq), so a fresh root
+// is the earliest entry by real deadline, and a stale root is refreshed
+// before anything is compared with it.
 
 const (
 	heapArity = 4
@@ -36,16 +44,21 @@ type slot struct {
 	e    *Entry
 }
 
-// before reports whether a fires before b: earlier deadline first, then the
-// earlier Schedule call. seq wraps; the serial-number comparison only
-// misorders ties between entries scheduled 2^31 calls apart, and never
+// before reports whether slot a comes before slot b: earlier deadline first,
+// then the earlier Schedule call. seq wraps; the serial-number comparison
+// only misorders ties between entries scheduled 2^31 calls apart, and never
 // touches deadline order.
 func before(a, b slot) bool {
 	if a.when != b.when {
 		return a.when < b.when
 	}
-	return int32(a.e.seq-b.e.seq) < 0
+	return int32(a.e.slotSeq-b.e.slotSeq) < 0
 }
+
+// stale reports whether x's entry was moved later than x's deadline.
+// Comparing the deadlines, not only the seqs, keeps a wrapped seq from ever
+// passing a stale slot for a fresh one: that could run a callback early.
+func stale(x slot) bool { return x.when != x.e.when || x.e.slotSeq != x.e.seq }
 
 // parent returns the array index of the parent of the node at index i > heapRoot.
 func parent(i int) int { return (i-heapRoot-1)/heapArity + heapRoot }
@@ -65,7 +78,7 @@ func (s *Scheduler) count() int { return max(len(s.heap)-heapRoot, 0) }
 // head returns the earliest slot; the heap is not empty.
 func (s *Scheduler) head() slot { return s.heap[heapRoot] }
 
-// push adds e, which is not in the heap, with deadline when.
+// push adds e, which is not in the heap and fresh, with deadline when.
 func (s *Scheduler) push(e *Entry, when int64) {
 	if s.count() >= maxEntries {
 		panic("reauth: too many scheduled entries")
@@ -77,22 +90,17 @@ func (s *Scheduler) push(e *Entry, when int64) {
 	s.up(len(s.heap)-1, slot{when, e})
 }
 
-// move gives e, which is at array index i, the deadline when and a seq later
-// than every other entry's, and restores the heap order.
-func (s *Scheduler) move(i int, when int64) {
-	old := s.heap[i].when
-	x := slot{when, s.heap[i].e}
-	// seq only grows, so an equal or later deadline can only sink.
-	if when >= old {
-		s.down(i, x)
-	} else {
-		s.up(i, x)
-	}
+// refresh gives the root slot, which is stale, its entry's real deadline and
+// sifts it down to its place.
+func (s *Scheduler) refresh() {
+	e := s.heap[heapRoot].e
+	e.slotSeq = e.seq
+	s.down(heapRoot, slot{e.when, e})
 }
 
 // removeAt takes the entry at array index i out of the heap, clears its
-// position and func so the heap keeps no reference to either, and shrinks
-// the backing array when it has become mostly empty.
+// position, owner and func, so the heap keeps no reference to the func, and
+// shrinks the backing array when it has become mostly empty.
 func (s *Scheduler) removeAt(i int) *Entry {
 	h := s.heap
 	last := len(h) - 1
@@ -108,6 +116,7 @@ func (s *Scheduler) removeAt(i int) *Entry {
 		}
 	}
 	e.pos = 0
+	e.owner = 0
 	e.fn = nil
 	if c := cap(s.heap); c > shrinkMinCap && len(s.heap) < c/4 {
 		// Half, not a quarter: the new array is still at most half full,

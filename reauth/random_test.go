@@ -60,73 +60,187 @@ func TestRandomDeadlinesFireInOrder(t *testing.T) {
 }
 
 // TestRandomOps checks the heap invariants and the fired sequence against a
-// simple model after every step of a seeded random mix of operations.
+// simple model after every step of a seeded random mix of operations: new
+// entries, moves later (which leave stale slots), to the same deadline and
+// earlier, cancels, and clock advances, some far enough that many stale
+// slots come due at once. Some callbacks schedule, move or cancel an entry
+// themselves, so operations also interleave with firing.
 func TestRandomOps(t *testing.T) {
 	t.Parallel()
-	for seed := range uint64(20) {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			t.Parallel()
-			s, clock := newScheduler(t)
-			rng := rand.New(rand.NewPCG(seed, 99))
-			rec := &recorder{clock: clock}
-
-			type want struct {
-				at  time.Duration
-				seq int
-			}
-			const n = 64
-			var entries [n]reauth.Entry
-			model := map[int]want{}
-			seq := 0
-			now := time.Duration(0)
-			var fired []firing
-
-			for range 3000 {
-				id := rng.IntN(n)
-				switch op := rng.IntN(10); {
-				case op < 5:
-					// Coarse deadlines for ties; some in the past.
-					at := now + time.Duration(rng.IntN(40)-5)*time.Second
-					s.Schedule(&entries[id], epoch.Add(at), rec.fn(id))
-					model[id] = want{at, seq}
-					seq++
-				case op < 8:
-					_, ok := model[id]
-					require.Equal(t, ok, s.Cancel(&entries[id]))
-					delete(model, id)
-				default:
-					target := now + time.Duration(rng.IntN(10))*time.Second
-					var due []int
-					for id, w := range model {
-						if w.at <= target {
-							due = append(due, id)
-						}
-					}
-					slices.SortFunc(due, func(a, b int) int {
-						return cmp.Or(cmp.Compare(model[a].at, model[b].at), cmp.Compare(model[a].seq, model[b].seq))
-					})
-					for _, id := range due {
-						fired = append(fired, firing{id, max(model[id].at, now)})
-						delete(model, id)
-					}
-					clock.Advance(target - now)
-					now = target
-					if got := rec.firings(); !slices.Equal(fired, got) {
-						require.Equal(t, fired, got)
-					}
-				}
-				if err := reauth.CheckInvariants(s); err != nil {
-					t.Fatal(err)
-				}
-				if s.Len() != len(model) {
-					t.Fatalf("Len() = %d, want %d", s.Len(), len(model))
-				}
-				if _, ok := model[id]; s.Scheduled(&entries[id]) != ok {
-					t.Fatalf("Scheduled(entry %d) = %v, want %v", id, !ok, ok)
-				}
-			}
-		})
+	configs := []struct {
+		name  string
+		seeds uint64
+		n     int           // entries
+		steps int           // operations
+		unit  time.Duration // deadline granularity: coarse for ties
+		span  int           // deadlines within span units of now
+		step  int           // the largest clock advance, in units
+		jump  int           // the largest occasional clock advance
+	}{
+		{"small", 10, 64, 3000, time.Second, 40, 10, 10},
+		{"large", 4, 1000, 8000, 10 * time.Millisecond, 4000, 20, 3000},
 	}
+	for _, cfg := range configs {
+		for seed := range cfg.seeds {
+			t.Run(fmt.Sprint(cfg.name, "/seed", seed), func(t *testing.T) {
+				t.Parallel()
+				randomOps(t, seed, cfg.n, cfg.steps, cfg.unit, cfg.span, cfg.step, cfg.jump)
+			})
+		}
+	}
+}
+
+// action is what a callback does when it runs, besides being recorded:
+// schedule entry id (possibly its own) delta after the time it runs, or
+// cancel entry id.
+type action struct {
+	kind  int // actNone, actSchedule, actCancel
+	id    int
+	delta time.Duration
+}
+
+const (
+	actNone = iota
+	actSchedule
+	actCancel
+)
+
+func randomOps(t *testing.T, seed uint64, n, steps int, unit time.Duration, span, step, jump int) {
+	s, clock := newScheduler(t)
+	rng := rand.New(rand.NewPCG(seed, 99))
+	rec := &recorder{clock: clock}
+
+	type want struct {
+		at  time.Duration
+		seq int
+		act action
+	}
+	entries := make([]reauth.Entry, n)
+	model := map[int]want{}
+	seq := 0
+	now := time.Duration(0)
+	var fired []firing
+	var stale, refreshed int // steps that left stale slots, and that refreshed some
+
+	// fn returns entry id's callback: record, then act.
+	var fn func(id int, act action) func()
+	fn = func(id int, act action) func() {
+		record := rec.fn(id)
+		return func() {
+			record()
+			at := clock.Now().Add(act.delta)
+			switch act.kind {
+			case actSchedule:
+				s.Schedule(&entries[act.id], at, fn(act.id, action{}))
+			case actCancel:
+				s.Cancel(&entries[act.id])
+			}
+		}
+	}
+	schedule := func(id int, at time.Duration) {
+		var act action
+		switch r := rng.IntN(10); {
+		case r == 0:
+			act = action{actSchedule, rng.IntN(n), time.Duration(rng.IntN(span/4)-span/20) * unit}
+		case r == 1:
+			act = action{actCancel, rng.IntN(n), 0}
+		}
+		s.Schedule(&entries[id], epoch.Add(at), fn(id, act))
+		model[id] = want{at, seq, act}
+		seq++
+	}
+	// advance moves the model and the clock to target, firing what is due
+	// in model order and applying the callbacks' actions as they run.
+	advance := func(target time.Duration) {
+		d := target - now
+		for {
+			id, ok := -1, false
+			for i, w := range model {
+				if w.at <= target && (!ok || w.at < model[id].at || w.at == model[id].at && w.seq < model[id].seq) {
+					id, ok = i, true
+				}
+			}
+			if !ok {
+				break
+			}
+			w := model[id]
+			delete(model, id)
+			now = max(now, w.at)
+			fired = append(fired, firing{id, now})
+			switch w.act.kind {
+			case actSchedule:
+				model[w.act.id] = want{now + w.act.delta, seq, action{}}
+				seq++
+			case actCancel:
+				delete(model, w.act.id)
+			}
+		}
+		before := reauth.Stale(s)
+		clock.Advance(d)
+		now = target
+		if reauth.Stale(s) < before {
+			refreshed++
+		}
+		if got := rec.firings(); !slices.Equal(fired, got) {
+			require.Equal(t, fired, got)
+		}
+	}
+
+	for range steps {
+		id := rng.IntN(n)
+		w, scheduled := model[id]
+		switch op := rng.IntN(100); {
+		case op == 0:
+			// A group of entries due at once, all moved later before
+			// then, as sessions that connected together reauthenticate:
+			// more stale slots due at once than a firing refreshes under
+			// one lock hold.
+			at := now + time.Duration(rng.IntN(span))*unit
+			group := make([]int, n/8)
+			for i := range group {
+				group[i] = rng.IntN(n)
+				schedule(group[i], at)
+			}
+			for _, id := range group {
+				schedule(id, model[id].at+time.Duration(1+rng.IntN(span/2))*unit)
+			}
+		case op < 35 || op < 65 && !scheduled:
+			// Some in the past.
+			schedule(id, now+time.Duration(rng.IntN(span)-span/8)*unit)
+		case op < 50:
+			schedule(id, w.at+time.Duration(rng.IntN(span/2))*unit) // later or same
+		case op < 55:
+			schedule(id, w.at) // same deadline: now after every tie
+		case op < 65:
+			schedule(id, w.at-time.Duration(rng.IntN(span/2))*unit) // earlier or same
+		case op < 80:
+			require.Equal(t, scheduled, s.Cancel(&entries[id]))
+			delete(model, id)
+		default:
+			d := rng.IntN(step)
+			if rng.IntN(10) == 0 {
+				d = rng.IntN(jump)
+			}
+			advance(now + time.Duration(d)*unit)
+		}
+		if err := reauth.CheckInvariants(s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Len() != len(model) {
+			t.Fatalf("Len() = %d, want %d", s.Len(), len(model))
+		}
+		if _, ok := model[id]; s.Scheduled(&entries[id]) != ok {
+			t.Fatalf("Scheduled(entry %d) = %v, want %v", id, !ok, ok)
+		}
+		if reauth.Stale(s) > 0 {
+			stale++
+		}
+	}
+	advance(now + time.Duration(span)*unit*2)
+	assert.Empty(t, model)
+	// The lazy paths were taken, not only the eager ones.
+	assert.Greater(t, stale, steps/10, "steps with stale slots")
+	assert.Greater(t, refreshed, 10, "advances that refreshed stale slots")
 }
 
 // TestConcurrent runs Schedule, Cancel and two clock-advancing goroutines at

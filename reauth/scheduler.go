@@ -3,6 +3,7 @@ package reauth
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,10 +19,18 @@ import (
 // Scheduler at a time and must not be copied once used (go vet reports
 // copies); its fields belong to the Scheduler's lock.
 type Entry struct {
-	_   noCopy
-	pos int32  // 1-based position in Scheduler.heap, 0 when not scheduled
-	seq uint32 // Schedule call order, breaks ties between equal deadlines
-	fn  func()
+	_     noCopy
+	pos   int32  // 1-based position in Scheduler.heap, 0 when not scheduled
+	owner uint32 // Scheduler.id of the heap holding the entry, 0 when not scheduled
+	// seq is the order of the Schedule call that set when; it breaks ties
+	// between equal deadlines. slotSeq is seq as it was when the heap
+	// slot's deadline was set: the heap orders slots by it. The two differ,
+	// or when is later than the slot's deadline, after a move to a later
+	// deadline that left the slot alone (see Scheduler.Schedule).
+	seq     uint32
+	slotSeq uint32
+	when    int64 // deadline, in nanoseconds since Scheduler.base, saturated
+	fn      func()
 }
 
 // Scheduler runs callbacks at deadlines. It keeps every Entry in one min-heap
@@ -43,6 +52,7 @@ type Entry struct {
 type Scheduler struct {
 	clock Clock
 	base  time.Time // wall-clock origin of the heap's deadlines
+	id    uint32    // marks the Entries in heap, see Entry.owner
 
 	mu sync.Mutex
 	// heap holds the entries with their deadlines, in nanoseconds since
@@ -65,14 +75,22 @@ type Scheduler struct {
 	stopped bool
 }
 
+// lastID is the id of the latest Scheduler. Ids repeat after 2^32 calls to
+// New, which only weakens the check for Entries used on two Schedulers.
+var lastID atomic.Uint32
+
 // New returns a Scheduler on clock; a nil clock means SystemClock.
 func New(clock Clock) *Scheduler {
 	if clock == nil {
 		clock = SystemClock
 	}
+	id := lastID.Add(1)
+	for id == 0 { // 0 marks unscheduled Entries
+		id = lastID.Add(1)
+	}
 	// Round(0) drops the monotonic reading: deadlines and Now are then
 	// both measured on the wall clock, as a token's exp is.
-	return &Scheduler{clock: clock, base: clock.Now().Round(0)}
+	return &Scheduler{clock: clock, base: clock.Now().Round(0), id: id}
 }
 
 // Schedule arranges for fn to run at time at; at or before now means as soon
@@ -80,9 +98,18 @@ func New(clock Clock) *Scheduler {
 // If e is already scheduled it is moved to at and its fn replaced. After Stop,
 // Schedule does nothing.
 //
-// Schedule is O(log n) and allocates nothing unless e becomes the earliest
-// entry with a deadline before the armed timer's: then it re-arms the timer
-// (one Clock.AfterFunc).
+// Scheduling an unscheduled e and moving e earlier are O(log n). Moving e to
+// a deadline no earlier than its current one, which is what a
+// reauthentication does to a token's expiry, is O(1) and touches only e: the
+// heap keeps e's old deadline, and when that deadline comes, the timer
+// goroutine finds e there and moves it to its new one, in O(log n), instead
+// of running fn. A firing also moves ahead of time a few of the entries that
+// are next in line, so that the timer is usually armed for a real deadline;
+// an entry that is moved later costs at most one early wakeup of the timer.
+//
+// Schedule allocates nothing unless e becomes the earliest entry with a
+// deadline before the armed timer's: then it re-arms the timer (one
+// Clock.AfterFunc).
 func (s *Scheduler) Schedule(e *Entry, at time.Time, fn func()) {
 	if fn == nil {
 		panic("reauth: Schedule with nil func")
@@ -94,14 +121,35 @@ func (s *Scheduler) Schedule(e *Entry, at time.Time, fn func()) {
 	if s.stopped {
 		return
 	}
-	s.checkOwner(e)
-	e.fn = fn
-	e.seq = s.seq
+	if e.pos != 0 && e.owner != s.id {
+		panic(errOwner)
+	}
+	seq := s.seq
 	s.seq++
+	e.fn = fn
+	if e.pos != 0 && when >= e.when {
+		// No earlier than e's current deadline, so no earlier than its
+		// slot's either: the slot stays where it is, stale, until it
+		// reaches the root (see next). The timer, armed no later than
+		// the slot's deadline, needs nothing.
+		e.when, e.seq = when, seq
+		return
+	}
 	if e.pos == 0 {
+		e.owner = s.id
+		e.when, e.seq, e.slotSeq = when, seq, seq
 		s.push(e, when)
 	} else {
-		s.move(index(e), when)
+		i := index(e)
+		s.checkSlot(e, i)
+		e.when, e.seq = when, seq
+		if when >= s.heap[i].when {
+			// Earlier than e's deadline, but not than its stale slot's:
+			// the slot stays, still no later than e.
+			return
+		}
+		e.slotSeq = seq
+		s.up(i, slot{when, e})
 	}
 	if e.pos == 1 && !s.firing && (s.timer == nil || when < s.armedAt) {
 		s.arm()
@@ -124,8 +172,10 @@ func (s *Scheduler) Cancel(e *Entry) bool {
 	if e.pos == 0 {
 		return false
 	}
-	s.checkOwner(e)
-	s.removeAt(index(e))
+	// The slot tells whether e is s's: no need for e.owner.
+	i := index(e)
+	s.checkSlot(e, i)
+	s.removeAt(i)
 	return true
 }
 
@@ -161,22 +211,29 @@ func (s *Scheduler) Stop() {
 	}
 	for _, x := range s.heap[min(heapRoot, len(s.heap)):] {
 		x.e.pos = 0
+		x.e.owner = 0
 		x.e.fn = nil
 	}
 	s.heap = nil
 }
 
+// errOwner is the panic of a Scheduler asked to change an Entry that is
+// scheduled elsewhere: touching it would corrupt another Scheduler's heap.
+const errOwner = "reauth: Entry is scheduled on another Scheduler, or was copied"
+
 // owns reports whether e is in s's heap.
 func (s *Scheduler) owns(e *Entry) bool {
 	i := index(e)
-	return e.pos > 0 && i < len(s.heap) && s.heap[i].e == e
+	return e.pos > 0 && e.owner == s.id && i < len(s.heap) && s.heap[i].e == e
 }
 
-// checkOwner panics if e is scheduled, but not on s: touching it would
-// corrupt another Scheduler's heap.
-func (s *Scheduler) checkOwner(e *Entry) {
-	if e.pos != 0 && !s.owns(e) {
-		panic("reauth: Entry is scheduled on another Scheduler, or was copied")
+// checkSlot panics unless e, which is scheduled, is at array index i of s's
+// heap: it is on another Scheduler, or a copy of a scheduled Entry, which
+// carries the original's position and owner. Moving an entry later does not
+// look at its slot, so a copy is caught only by the operations that do.
+func (s *Scheduler) checkSlot(e *Entry, i int) {
+	if i >= len(s.heap) || s.heap[i].e != e {
+		panic(errOwner)
 	}
 }
 
@@ -240,16 +297,54 @@ func (s *Scheduler) fire(gen uint64) {
 	done = true
 }
 
+const (
+	// maxRefresh bounds how many stale due slots next refreshes while
+	// holding s.mu: a burst of them, as after a clock jump, keeps Schedule
+	// and Cancel waiting no longer than as many pops would.
+	maxRefresh = 16
+
+	// refreshAhead is how many stale slots that are not due yet a firing
+	// refreshes before it arms the timer, so that the timer is usually
+	// armed for a real deadline rather than for a deadline an entry was
+	// moved away from.
+	refreshAhead = 8
+)
+
+// yield is what next returns to have fire release s.mu and call next again.
+func yield() {}
+
 // next pops the earliest entry if it is due and returns its fn. Popping one
 // entry at a time, rather than every due entry at once, means Cancel and
 // Stop keep working on entries due in the same batch until the moment they
-// start. When nothing is due, next ends the firing and returns nil. s.mu is
-// held.
+// start. A stale slot at the root is refreshed instead of popped; after
+// maxRefresh of them next returns yield, so that fire releases s.mu before
+// going on. When nothing is due, next refreshes up to refreshAhead stale
+// slots, ends the firing and returns nil. s.mu is held.
 func (s *Scheduler) next() func() {
-	if !s.stopped && s.count() > 0 && s.head().when <= s.now() {
-		fn := s.head().e.fn
+	if s.stopped {
+		s.endFiring()
+		return nil
+	}
+	now := s.now()
+	for n := 0; s.count() > 0; n++ {
+		top := s.head()
+		if top.when > now {
+			break
+		}
+		if stale(top) {
+			if n == maxRefresh {
+				return yield
+			}
+			s.refresh()
+			continue
+		}
+		fn := top.e.fn
 		s.removeAt(heapRoot)
 		return fn
+	}
+	for n := 0; n < refreshAhead && s.count() > 0 && stale(s.head()); n++ {
+		// Not due: its deadline, and so every other slot's, is after now.
+		s.refresh()
 	}
 	s.endFiring()
 	return nil

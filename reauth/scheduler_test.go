@@ -120,6 +120,194 @@ func TestReschedule(t *testing.T) {
 	}
 }
 
+// Moving an entry later leaves its heap slot at the old deadline; the timer
+// fires there, moves the entry, runs nothing and re-arms.
+func TestRescheduleLaterIsLazy(t *testing.T) {
+	t.Parallel()
+	s, clock := newScheduler(t)
+	rec := &recorder{clock: clock}
+	var a, b reauth.Entry
+	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
+	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
+	s.Schedule(&a, epoch.Add(3*time.Second), rec.fn(2))
+	assert.Equal(t, 1, reauth.Stale(s))
+	assert.Equal(t, 2, s.Len())
+	assert.True(t, s.Scheduled(&a))
+	require.NoError(t, reauth.CheckInvariants(s))
+
+	clock.Advance(time.Second) // the timer armed for a's old deadline
+	assert.Empty(t, rec.ids(), "a ran at its old deadline")
+	assert.Zero(t, reauth.Stale(s))
+	assert.Equal(t, 1, clock.Pending())
+	require.NoError(t, reauth.CheckInvariants(s))
+
+	clock.Advance(time.Hour)
+	assert.Equal(t, []firing{{1, 2 * time.Second}, {2, 3 * time.Second}}, rec.firings())
+}
+
+// Ties between a lazily moved entry and others are still broken by the
+// order of the Schedule calls that set the deadlines, moves included.
+func TestLazyMoveTies(t *testing.T) {
+	t.Parallel()
+	s, clock := newScheduler(t)
+	rec := &recorder{clock: clock}
+	var a, b, c, d reauth.Entry
+	at := epoch.Add(5 * time.Second)
+	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
+	s.Schedule(&b, at, rec.fn(1))
+	s.Schedule(&c, epoch.Add(2*time.Second), rec.fn(2))
+	s.Schedule(&a, at, rec.fn(0)) // later: lazy
+	s.Schedule(&b, at, rec.fn(1)) // same deadline, now after a: lazy
+	s.Schedule(&d, at, rec.fn(3)) // a new entry, after both
+	s.Schedule(&c, at, rec.fn(2)) // later again, after d
+	assert.Equal(t, 3, reauth.Stale(s))
+	clock.Advance(time.Hour)
+	assert.Equal(t, []firing{{0, 5 * time.Second}, {1, 5 * time.Second}, {3, 5 * time.Second}, {2, 5 * time.Second}}, rec.firings())
+}
+
+// A sequence of moves, later and earlier, of an entry whose slot may be
+// stale: it runs once, at the last deadline, relative to a fixed entry.
+func TestRescheduleSequences(t *testing.T) {
+	t.Parallel()
+	const fixed = 6 * time.Second
+	tests := []struct {
+		name  string
+		moves []time.Duration // the first schedules
+		stale int             // stale slots after the moves
+	}{
+		{"later, earlier but after the slot", []time.Duration{5 * time.Second, 20 * time.Second, 10 * time.Second}, 1},
+		{"later, then before the slot", []time.Duration{5 * time.Second, 20 * time.Second, 3 * time.Second}, 0},
+		{"later, then to the slot's deadline", []time.Duration{5 * time.Second, 20 * time.Second, 5 * time.Second}, 1},
+		{"later twice", []time.Duration{time.Second, 4 * time.Second, 8 * time.Second}, 1},
+		{"later, then into the past", []time.Duration{time.Second, 8 * time.Second, -time.Hour}, 0},
+		{"to the fixed entry's deadline", []time.Duration{time.Second, fixed}, 1},
+		{"earlier, then later", []time.Duration{10 * time.Second, 2 * time.Second, 7 * time.Second}, 1},
+		{"1ns earlier", []time.Duration{5 * time.Second, 5*time.Second - 1}, 0},
+		{"later, then 1ns before the slot", []time.Duration{5 * time.Second, 20 * time.Second, 5*time.Second - 1}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, clock := newScheduler(t)
+			rec := &recorder{clock: clock}
+			var e, other reauth.Entry
+			s.Schedule(&other, epoch.Add(fixed), rec.fn(0))
+			for i, at := range tt.moves {
+				s.Schedule(&e, epoch.Add(at), rec.fn(i+1))
+				require.NoError(t, reauth.CheckInvariants(s))
+			}
+			assert.Equal(t, tt.stale, reauth.Stale(s))
+			last := tt.moves[len(tt.moves)-1]
+			want := []firing{{len(tt.moves), max(last, 0)}, {0, fixed}}
+			if last >= fixed { // ties after other, scheduled first
+				want[0], want[1] = want[1], want[0]
+			}
+			for clock.Now().Sub(epoch) < time.Minute {
+				clock.Advance(500 * time.Millisecond)
+				require.NoError(t, reauth.CheckInvariants(s))
+			}
+			assert.Equal(t, want, rec.firings())
+		})
+	}
+}
+
+// Cancel and Stop drop a stale entry like any other.
+func TestCancelAndStopStale(t *testing.T) {
+	t.Parallel()
+	s, clock := newScheduler(t)
+	rec := &recorder{clock: clock}
+	var a, b, c reauth.Entry
+	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
+	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
+	s.Schedule(&c, epoch.Add(3*time.Second), rec.fn(2))
+	s.Schedule(&a, epoch.Add(time.Hour), rec.fn(0))
+	s.Schedule(&b, epoch.Add(time.Hour), rec.fn(1))
+	require.Equal(t, 2, reauth.Stale(s))
+	assert.True(t, s.Cancel(&a))
+	assert.False(t, s.Scheduled(&a))
+	assert.Equal(t, 2, s.Len())
+	require.NoError(t, reauth.CheckInvariants(s))
+	clock.Advance(10 * time.Second)
+	assert.Equal(t, []firing{{2, 3 * time.Second}}, rec.firings())
+	s.Stop()
+	assert.False(t, s.Scheduled(&b))
+	clock.Advance(2 * time.Hour)
+	assert.Equal(t, []int{2}, rec.ids())
+}
+
+// More stale slots due at once than a firing refreshes under one lock hold:
+// the firing refreshes all of them, and they run in one firing, in order.
+func TestManyStaleDue(t *testing.T) {
+	t.Parallel()
+	clock := &capturingClock{Clock: wsauthtest.NewClock(epoch)}
+	s := reauth.New(clock)
+	defer s.Stop()
+	rec := &recorder{clock: clock}
+	entries := make([]reauth.Entry, 500)
+	for i := range entries {
+		s.Schedule(&entries[i], epoch.Add(time.Second), rec.fn(i))
+	}
+	// All moved to one later deadline, in reverse: ties run in that order.
+	for i := len(entries) - 1; i >= 0; i-- {
+		s.Schedule(&entries[i], epoch.Add(time.Minute), rec.fn(i))
+	}
+	require.Equal(t, len(entries), reauth.Stale(s))
+	clock.Set(epoch.Add(time.Hour))
+	got := rec.firings()
+	require.Len(t, got, len(entries))
+	for i, f := range got {
+		assert.Equal(t, firing{len(entries) - 1 - i, time.Minute}, f)
+	}
+	assert.Zero(t, s.Len())
+	// One timer for the old deadline, one for the new.
+	assert.Len(t, clock.fns, 2, "the firing was cut short and re-armed")
+}
+
+// A stale slot whose entry's seq has wrapped around to the slot's is still
+// stale: its entry must not run at the slot's deadline.
+func TestSeqWrapKeepsStale(t *testing.T) {
+	t.Parallel()
+	s, clock := newScheduler(t)
+	rec := &recorder{clock: clock}
+	var e reauth.Entry
+	reauth.SetSeq(s, 7)
+	s.Schedule(&e, epoch.Add(time.Second), rec.fn(0))
+	reauth.SetSeq(s, 7) // as after 2^32 more Schedule calls
+	s.Schedule(&e, epoch.Add(time.Hour), rec.fn(1))
+	clock.Advance(time.Minute)
+	assert.Empty(t, rec.ids(), "ran at the deadline it was moved away from")
+	clock.Advance(time.Hour)
+	assert.Equal(t, []firing{{1, time.Hour}}, rec.firings())
+}
+
+// Entries moved later, as sessions that reauthenticate before their token
+// expires, do not each cost a timer wakeup at their old deadline: a firing
+// refreshes a few stale slots ahead of time.
+func TestStaleWakeups(t *testing.T) {
+	t.Parallel()
+	clock := &capturingClock{Clock: wsauthtest.NewClock(epoch)}
+	s := reauth.New(clock)
+	defer s.Stop()
+	rec := &recorder{clock: clock}
+	const n = 100
+	entries := make([]reauth.Entry, n)
+	for i := range entries {
+		s.Schedule(&entries[i], epoch.Add(time.Duration(i+1)*time.Second), rec.fn(i))
+	}
+	for i := range entries {
+		s.Schedule(&entries[i], epoch.Add(time.Hour+time.Duration(i)*time.Second), rec.fn(i))
+	}
+	clock.Advance(time.Second)
+	// A firing refreshes a few slots ahead, not every stale one: they
+	// may move again before their old deadline.
+	assert.Greater(t, reauth.Stale(s), n/2)
+	clock.Advance((n - 1) * time.Second)
+	assert.Empty(t, rec.ids())
+	assert.Zero(t, reauth.Stale(s))
+	assert.LessOrEqual(t, len(clock.fns), n/5, "timer wakeups for %d stale entries", n)
+	require.NoError(t, reauth.CheckInvariants(s))
+}
+
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
@@ -394,10 +582,15 @@ func TestMisusePanics(t *testing.T) {
 	s1, _ := newScheduler(t)
 	s2, _ := newScheduler(t)
 	var e reauth.Entry
+	var other reauth.Entry
 	s1.Schedule(&e, epoch.Add(time.Second), func() {})
-	assert.PanicsWithValue(t, "reauth: Entry is scheduled on another Scheduler, or was copied", func() {
-		s2.Schedule(&e, epoch.Add(time.Second), func() {})
-	})
+	// With an entry of its own, s2's heap has a slot at e's position.
+	s2.Schedule(&other, epoch.Add(time.Second), func() {})
+	for _, at := range []time.Duration{0, time.Second, time.Hour} { // earlier, same, later
+		assert.PanicsWithValue(t, "reauth: Entry is scheduled on another Scheduler, or was copied", func() {
+			s2.Schedule(&e, epoch.Add(at), func() {})
+		}, "moving to %v", at)
+	}
 	assert.Panics(t, func() { s2.Cancel(&e) })
 	assert.False(t, s2.Scheduled(&e))
 	assert.True(t, s1.Scheduled(&e))
