@@ -7,7 +7,10 @@
 // client connections; and drives them in phases: echo round-trips, server
 // push, handshakes, idle connections for memory, and a flood of
 // unauthenticated sockets. Latencies go into a Histogram; results print as a
-// table (WriteTable).
+// table (WriteTable). Two phases put their clients in a child process, so
+// that each process stays under the descriptor limit at 10,000 connections:
+// idle memory (MeasureIdle) and the reauth storm (StartStorm, whose child
+// checks the order of every session's messages and reports over a pipe).
 //
 // # Goroutines
 //
