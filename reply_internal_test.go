@@ -45,6 +45,13 @@ func TestInlineFlushIsBounded(t *testing.T) {
 	require.NoError(t, err)
 	s, found := srv.Session(ok["session"].(string))
 	require.True(t, found)
+	// auth_ok is on the wire before the session stops holding its outbox
+	// (the read goroutine lets no message through until then).
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.paused
+	}, 5*time.Second, time.Millisecond)
 
 	queued := func() (n int, draining bool) {
 		s.mu.Lock()

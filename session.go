@@ -46,7 +46,6 @@ type Session struct {
 	paused       bool           // outbox is held: before auth_ok, and while expired
 	draining     bool           // a drain job is queued or running
 	inHandler    bool           // OnMessage runs: replies wait for it to return
-	inflight     []session.Item // popped by drain, write failed: undelivered
 	overflowed   []session.Item // refused by a full outbox: undelivered, last
 	closeErr     *CloseError    // why the server closed the session
 }
@@ -184,7 +183,7 @@ func (s *Session) scheduleDrainLocked() {
 	s.socket.Async(s.drainFn)
 }
 
-// drainBatch is how many frames drain pops under one hold of s.mu.
+// drainBatch is how many frames drain takes per hold of s.mu.
 const drainBatch = 16
 
 // drain writes queued frames until the outbox is empty, paused or closed.
@@ -194,6 +193,14 @@ func (s *Session) drain() { _ = s.drainUpTo(-1) }
 // (no limit if it is negative); if frames remain after that, it hands them
 // to a drain job. The caller set s.draining. It returns how many frames it
 // wrote itself.
+//
+// Frames are peeked, written, and only then discarded from the outbox, so
+// that the frames being written still count against the outbox's bounds.
+// Only the drainer (s.draining) removes from the outbox's front, and
+// nothing is put in front of it while a drain runs (PushFront happens at
+// the first auth, while the session is paused), so the frames discarded
+// are the ones written. A frame whose write failed stays queued: finish
+// hands it to OnUndelivered with the rest.
 func (s *Session) drainUpTo(limit int) (written int) {
 	var batch [drainBatch]session.Item
 	for {
@@ -209,36 +216,39 @@ func (s *Session) drainUpTo(limit int) (written int) {
 			s.mu.Unlock()
 			return
 		}
-		n := 0
-		for n < len(batch) && n != limit {
-			it, ok := s.outbox.Pop()
-			if !ok {
-				break
-			}
-			batch[n] = it
-			n++
+		size := len(batch)
+		if limit > 0 && limit < size {
+			size = limit
 		}
+		n := s.outbox.Peek(batch[:size])
 		if n == 0 {
 			s.stopDrainingLocked()
 			s.mu.Unlock()
 			return
 		}
 		s.mu.Unlock()
-		limit -= n
-		written += n
-		for i := range n {
-			if err := s.socket.WriteMessage(gws.OpcodeText, batch[i].Frame); err != nil {
-				s.mu.Lock()
-				s.inflight = append(s.inflight, batch[i:n]...)
-				if s.closeErr == nil {
-					s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
-				}
-				s.stopDrainingLocked()
-				s.mu.Unlock()
-				return written - (n - i)
+		ok := 0
+		var err error
+		for ok < n {
+			if err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame); err != nil {
+				break
 			}
+			ok++
 		}
 		clear(batch[:n])
+		written += ok
+		limit -= ok
+		s.mu.Lock()
+		s.outbox.Discard(ok)
+		if err != nil {
+			if s.closeErr == nil {
+				s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
+			}
+			s.stopDrainingLocked()
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -327,9 +337,8 @@ func (s *Session) finish(err error) {
 	for s.draining { // the socket is closed: the drain ends at once
 		s.drained.Wait()
 	}
-	undelivered := append(s.inflight, s.outbox.Drain()...)
-	undelivered = append(undelivered, s.overflowed...)
-	s.inflight, s.overflowed = nil, nil
+	undelivered := append(s.outbox.Drain(), s.overflowed...)
+	s.overflowed = nil
 	ce, ident := s.closeErr, s.ident
 	registered, pendingSlot := s.registered, s.pendingSlot
 	s.registered, s.pendingSlot = false, false

@@ -115,6 +115,27 @@ func (o *Outbox) Pop() (Item, bool) {
 	return it, true
 }
 
+// Peek copies the oldest items, up to len(dst) of them, into dst without
+// removing them, and returns how many it copied. A writer that peeks, writes
+// and then Discards keeps what it is writing counted against the bounds.
+func (o *Outbox) Peek(dst []Item) int {
+	n := min(len(dst), o.n)
+	for i := range n {
+		dst[i] = o.items[(o.head+i)%len(o.items)]
+	}
+	return n
+}
+
+// Discard removes the n oldest items; n must not exceed Len.
+func (o *Outbox) Discard(n int) {
+	if n > o.n {
+		panic("session: Discard past the end of the outbox")
+	}
+	for range n {
+		o.Pop()
+	}
+}
+
 // Drain removes and returns every item, oldest first.
 func (o *Outbox) Drain() []Item {
 	if o.n == 0 {

@@ -81,6 +81,33 @@ func TestOutboxFIFOAcrossWraparound(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// Peek leaves items queued and counted until Discard removes them, across
+// the ring's wraparound.
+func TestOutboxPeekDiscard(t *testing.T) {
+	t.Parallel()
+	o := session.NewOutbox(4, 100)
+	for _, s := range []string{"a", "b", "c"} {
+		require.NoError(t, o.Push(item(s)))
+	}
+	o.Discard(2) // the ring's head is now at index 2
+	for _, s := range []string{"d", "e", "f"} {
+		require.NoError(t, o.Push(item(s)))
+	}
+	buf := make([]session.Item, 3)
+	require.Equal(t, 3, o.Peek(buf))
+	assert.Equal(t, []string{"c", "d", "e"}, frames(buf))
+	assert.Equal(t, 4, o.Len(), "peeked items stay queued")
+	assert.ErrorIs(t, o.Push(item("g")), session.ErrOverflow, "and count against the bounds")
+	o.Discard(3)
+	assert.Equal(t, 1, o.Len())
+	assert.Equal(t, 1, o.Bytes())
+	assert.Equal(t, 1, o.Peek(buf))
+	assert.Equal(t, "f", string(buf[0].Frame))
+	assert.Equal(t, 0, o.Peek(nil))
+	assert.Panics(t, func() { o.Discard(2) })
+	assert.Equal(t, []string{"f"}, frames(o.Drain()))
+}
+
 func TestOutboxPushFront(t *testing.T) {
 	t.Parallel()
 	o := session.NewOutbox(4, 100)
