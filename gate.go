@@ -30,7 +30,7 @@ type gateConn struct {
 	net.Conn
 	prefix       []byte // bytes net/http had buffered past the request
 	writeTimeout time.Duration
-	writeUntil   atomic.Int64  // the write deadline set last, Unix ns
+	writeUntil   atomic.Int64  // the write deadline set last, as time since monoEpoch
 	lingered     atomic.Bool   // Close was called: the write side is shut
 	ownClose     atomic.Bool   // the session chose the close code and reason
 	sentClose    atomic.Uint32 // code of the close frame written, 0 if none
@@ -75,11 +75,11 @@ func (c *gateConn) Read(p []byte) (int, error) {
 // replaced by the code's fixed name, and the code is recorded so that
 // OnClose reports what the client was actually sent.
 func (c *gateConn) Write(p []byte) (int, error) {
-	if until := time.Now().Add(c.writeTimeout).UnixNano(); until-c.writeUntil.Load() > int64(c.writeTimeout/8) {
-		if err := c.Conn.SetWriteDeadline(time.Unix(0, until)); err != nil {
+	if until := time.Since(monoEpoch) + c.writeTimeout; until-time.Duration(c.writeUntil.Load()) > c.writeTimeout/8 {
+		if err := c.Conn.SetWriteDeadline(monoEpoch.Add(until)); err != nil {
 			return 0, err
 		}
-		c.writeUntil.Store(until)
+		c.writeUntil.Store(int64(until))
 	}
 	if code, ok := closeFrameCode(p); ok {
 		c.sentClose.Store(uint32(code))
@@ -92,6 +92,10 @@ func (c *gateConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// monoEpoch is the origin of gateConn.writeUntil. Durations since it are
+// monotonic: a step of the wall clock cannot make a deadline look fresh.
+var monoEpoch = time.Now()
 
 // lingerTimeout bounds how long a closed connection is drained.
 const lingerTimeout = time.Second
