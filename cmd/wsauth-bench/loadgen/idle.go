@@ -78,18 +78,9 @@ func MeasureIdle(ctx context.Context, srv *Server, n int, command func() *exec.C
 	res.Before = ReadMem()
 	start := time.Now()
 	cmd := command()
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", idleEnv, srv.URL, tokenURL, n))
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
+	stdin, stdout, err := startChild(cmd, fmt.Sprintf("%s=%s %s %d", idleEnv, srv.URL, tokenURL, n), &stderr)
 	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := cmd.Start(); err != nil {
 		return res, err
 	}
 	lines := make(chan string, 1)

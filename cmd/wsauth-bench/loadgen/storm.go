@@ -171,19 +171,10 @@ type Storm struct {
 // DialOptions.Subjects does. It returns once all are authenticated; on
 // failure the child is gone.
 func StartStorm(ctx context.Context, cmd *exec.Cmd, url string, n, subjects int, tokens map[string]string) (*Storm, error) {
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", stormEnv, url, n, subjects))
 	out := &tailWriter{}
-	cmd.Stderr = out
 	cmd.WaitDelay = 5 * time.Second
-	stdin, err := cmd.StdinPipe()
+	stdin, stdout, err := startChild(cmd, fmt.Sprintf("%s=%s %d %d", stormEnv, url, n, subjects), out)
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	s := newStorm(stdin, stdout, out)
