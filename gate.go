@@ -3,7 +3,9 @@ package wsauth
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,33 +13,36 @@ import (
 	"github.com/wsauth/wsauth/protocol"
 )
 
-// The pre-auth gate. gws reads a frame's whole payload (up to its single
-// ReadMaxPayloadSize) before handing it over, so a small pre-auth frame cap
-// cannot be enforced after the fact without letting an unauthenticated client
-// make the server allocate a large buffer. gateConn therefore sits between
-// gws and the socket and parses frame headers itself while the session is
-// pending: it refuses an oversized frame from its header, before gws sees the
-// payload, and counts every byte the client sends before authenticating.
-// Once the session is authenticated it is a plain pass-through.
+// The frame gate. gws reads a frame's whole payload (up to its single
+// ReadMaxPayloadSize) before handing it over, and it parses a 64-bit frame
+// length into an int: a length with the top bit set becomes negative, passes
+// its size check and panics in its reader. gateConn therefore sits between
+// gws and the socket and parses every frame header itself, for the life of
+// the connection, before gws sees it: a frame over the size allowed is
+// refused from its header alone, before gws allocates or misreads anything.
+// While the session is pending the allowed size is MaxPreAuthFrame and every
+// byte the client sends counts against the pre-auth budget; once it is
+// authenticated the allowed size is MaxFrame and there is no budget.
 
 var (
-	errPreAuthTooLarge = errors.New("wsauth: pre-auth frame too large")
-	errPreAuthFlood    = errors.New("wsauth: too many bytes before auth")
+	errFrameTooLarge = errors.New("wsauth: frame too large")
+	errPreAuthFlood  = errors.New("wsauth: too many bytes before auth")
 )
 
 // gateConn wraps the hijacked connection of one session.
 type gateConn struct {
 	net.Conn
-	prefix       []byte // bytes net/http had buffered past the request
-	writeTimeout time.Duration
-	writeUntil   atomic.Int64  // the write deadline set last, as time since monoEpoch
-	lingered     atomic.Bool   // Close was called: the write side is shut
-	ownClose     atomic.Bool   // the session chose the close code and reason
-	sentClose    atomic.Uint32 // code of the close frame written, 0 if none
-	gating       atomic.Bool   // true while the session is pending
-	gate         frameGate     // used only by the reading goroutine
-	sess         *Session
-	onViolation  func(err error)
+	prefix        []byte // bytes net/http had buffered past the request
+	writeTimeout  time.Duration
+	writeUntil    atomic.Int64  // the write deadline set last, as time since monoEpoch
+	writeFailed   atomic.Bool   // a write failed: the connection is dead
+	writeTimedOut atomic.Bool   // ... because the client did not read for writeTimeout
+	lingered      atomic.Bool   // Close was called: the write side is shut
+	ownClose      atomic.Bool   // the session chose the close code and reason
+	sentClose     atomic.Uint32 // code of the close frame written, 0 if none
+	gate          frameGate     // used only by the reading goroutine
+	sess          *Session
+	onViolation   func(err error)
 }
 
 func (c *gateConn) Read(p []byte) (int, error) {
@@ -54,7 +59,7 @@ func (c *gateConn) Read(p []byte) (int, error) {
 	} else {
 		n, err = c.Conn.Read(p)
 	}
-	if n > 0 && c.gating.Load() {
+	if n > 0 {
 		if gerr := c.gate.feed(p[:n]); gerr != nil {
 			c.onViolation(gerr)
 			return 0, gerr
@@ -63,11 +68,23 @@ func (c *gateConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// SetDeadline, SetReadDeadline and SetWriteDeadline do nothing: the
+// connection's deadlines are gateConn's own (Write's write timeout, the
+// read backstop set on the raw connection). gws sets a deadline around the
+// 101 response and then clears it, which would leave the first writes of
+// the session, and the pre-auth read backstop, without any deadline.
+func (c *gateConn) SetDeadline(time.Time) error      { return nil }
+func (c *gateConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *gateConn) SetWriteDeadline(time.Time) error { return nil }
+
 // Write bounds every write with the write timeout, so a client that stops
 // reading cannot pin a writer (and the session's buffers) forever. Moving
 // the deadline costs a runtime timer update, so it is only moved once it is
 // an eighth of the timeout behind: every write still has between 7/8 of the
-// timeout and the whole of it.
+// timeout and the whole of it. A write that fails ends the connection: the
+// socket is closed at once, so the read loop ends and the session finishes,
+// and every later write (the close frame among them) fails without waiting
+// for a second timeout.
 //
 // It also notes the close frame when one goes out. gws writes each frame in
 // one Write and, when it closes a connection itself (a protocol error, a
@@ -75,9 +92,12 @@ func (c *gateConn) Read(p []byte) (int, error) {
 // replaced by the code's fixed name, and the code is recorded so that
 // OnClose reports what the client was actually sent.
 func (c *gateConn) Write(p []byte) (int, error) {
+	if c.writeFailed.Load() {
+		return 0, net.ErrClosed
+	}
 	if until := time.Since(monoEpoch) + c.writeTimeout; until-time.Duration(c.writeUntil.Load()) > c.writeTimeout/8 {
 		if err := c.Conn.SetWriteDeadline(monoEpoch.Add(until)); err != nil {
-			return 0, err
+			return 0, c.failed(err)
 		}
 		c.writeUntil.Store(int64(until))
 	}
@@ -85,12 +105,27 @@ func (c *gateConn) Write(p []byte) (int, error) {
 		c.sentClose.Store(uint32(code))
 		if !c.ownClose.Load() {
 			if _, err := c.Conn.Write(closeFrame(code, code.String())); err != nil {
-				return 0, err
+				return 0, c.failed(err)
 			}
 			return len(p), nil
 		}
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		return n, c.failed(err)
+	}
+	return n, nil
+}
+
+// failed records a write error and closes the socket.
+func (c *gateConn) failed(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.writeTimedOut.Store(true)
+	}
+	if c.writeFailed.CompareAndSwap(false, true) {
+		_ = c.Conn.Close()
+	}
+	return err
 }
 
 // monoEpoch is the origin of gateConn.writeUntil. Durations since it are
@@ -152,14 +187,21 @@ func closeFrame(code protocol.CloseCode, reason string) []byte {
 // frameGate follows the WebSocket frame structure of the client's byte
 // stream (RFC 6455 section 5.2) without buffering payloads.
 type frameGate struct {
-	maxMessage uint64 // MaxPreAuthFrame
-	maxTotal   uint64 // bytes allowed before auth
+	maxMessage uint64 // MaxPreAuthFrame, then MaxFrame
+	maxTotal   uint64 // bytes allowed before auth, then no limit
 	total      uint64
 	hdr        [14]byte
 	hdrLen     int
 	hdrNeed    int
 	skip       uint64 // payload bytes of the current frame still to pass
 	msgLen     uint64 // payload bytes of the current data message so far
+}
+
+// authenticated lifts the pre-auth limits: from now on a message may have
+// up to maxMessage bytes and the stream has no byte budget.
+func (g *frameGate) authenticated(maxMessage uint64) {
+	g.maxMessage = maxMessage
+	g.maxTotal, g.total = math.MaxUint64, 0
 }
 
 // feed checks the next bytes of the stream. Its verdict depends only on the
@@ -226,7 +268,7 @@ func (g *frameGate) parse(p []byte) error {
 				g.msgLen = 0
 			}
 			if length > g.maxMessage || g.msgLen+length > g.maxMessage {
-				return errPreAuthTooLarge
+				return errFrameTooLarge
 			}
 			g.msgLen += length
 		}

@@ -34,6 +34,20 @@ func frame(fin bool, opcode byte, n int) []byte {
 	return append(h, make([]byte, n)...)
 }
 
+// header builds a masked client frame header announcing length payload
+// bytes, without the payload.
+func header(fin bool, opcode byte, length uint64) []byte {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	h := []byte{b0, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
+	binary.BigEndian.PutUint64(h[2:10], length)
+	return h
+}
+
+func repeatFrames(n int, f []byte) []byte { return bytes.Repeat(f, n) }
+
 func cat(parts ...[]byte) []byte {
 	var out []byte
 	for _, p := range parts {
@@ -50,14 +64,43 @@ func TestFrameGate(t *testing.T) {
 		want   error
 	}{
 		{"one frame at the cap", frame(true, 1, 100), nil},
-		{"one frame over the cap", frame(true, 1, 101), errPreAuthTooLarge},
-		{"16-bit length over the cap", frame(true, 1, 300), errPreAuthTooLarge},
-		{"64-bit length header alone", frame(true, 1, 70000)[:14], errPreAuthTooLarge},
+		{"one frame over the cap", frame(true, 1, 101), errFrameTooLarge},
+		{"16-bit length over the cap", frame(true, 1, 300), errFrameTooLarge},
+		{"64-bit length header alone", frame(true, 1, 70000)[:14], errFrameTooLarge},
 		{"fragments at the cap", cat(frame(false, 1, 50), frame(true, 0, 50)), nil},
-		{"fragments over the cap", cat(frame(false, 1, 50), frame(false, 0, 50), frame(true, 0, 1)), errPreAuthTooLarge},
+		{"fragments over the cap", cat(frame(false, 1, 50), frame(false, 0, 50), frame(true, 0, 1)), errFrameTooLarge},
 		{"pings between fragments do not count as payload", cat(frame(false, 1, 60), frame(true, 9, 20), frame(true, 0, 40)), nil},
 		{"a new message resets the count", cat(frame(true, 1, 90), frame(true, 1, 90)), nil},
 		{"bytes past the total budget", cat(frame(true, 9, 100), frame(true, 9, 100), frame(true, 9, 100)), errPreAuthFlood},
+	}
+	authed := []struct {
+		name   string
+		stream []byte
+		want   error
+	}{
+		{"no byte budget", repeatFrames(100, frame(true, 9, 100)), nil},
+		{"one frame at MaxFrame", frame(true, 1, 1000), nil},
+		{"one frame over MaxFrame", frame(true, 1, 1001), errFrameTooLarge},
+		{"length 2^63", header(true, 1, 1<<63), errFrameTooLarge},
+		{"length 2^64-1", header(true, 2, 1<<64-1), errFrameTooLarge},
+		{"length 2^63+4096 on a continuation", cat(frame(false, 1, 10), header(true, 0, 1<<63+4096)), errFrameTooLarge},
+		{"fragments over MaxFrame", cat(frame(false, 1, 600), frame(true, 0, 401)), errFrameTooLarge},
+	}
+	for _, tc := range authed {
+		t.Run("authenticated/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, chunk := range []int{1, 3, 7, len(tc.stream)} {
+				g := frameGate{maxMessage: 100, maxTotal: 250}
+				g.authenticated(1000)
+				var err error
+				for p := tc.stream; len(p) > 0 && err == nil; {
+					n := min(chunk, len(p))
+					err = g.feed(p[:n])
+					p = p[n:]
+				}
+				assert.Equal(t, tc.want, err, "chunk size %d", chunk)
+			}
+		})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

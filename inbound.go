@@ -43,6 +43,10 @@ var (
 	closeInternal     = protocol.NewCloseError(protocol.CloseInternal, "internal error")
 	closeTooLarge     = protocol.NewCloseError(protocol.CloseTooLarge, "frame too large")
 	closeFlood        = protocol.NewCloseError(protocol.CloseTooManyRequests, "too many bytes before auth")
+	// closeNotReading is what OnClose reports for a client that did not
+	// read for WriteTimeout: its socket is full, so it is closed without a
+	// close frame.
+	closeNotReading = protocol.NewCloseError(protocol.CloseBufferOverflow, "client not reading")
 )
 
 func (s *Session) onFrame(op gws.Opcode, b []byte) {
@@ -189,7 +193,7 @@ func (s *Session) authenticate(token string) {
 	s.mu.Unlock()
 
 	if first {
-		s.conn.gating.Store(false)
+		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
 		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 		if releaseSlot {
 			srv.pending.release(s.ip)

@@ -82,18 +82,25 @@ func (srv *Server) recovery(gws.Logger) {
 // ServeHTTP checks the request, upgrades it and runs the connection until it
 // closes. Refusals happen before the upgrade, as plain HTTP responses: 405
 // for a method other than GET, 426 for a request that is not a WebSocket
-// upgrade, 403 for a disallowed Origin, 503 with Retry-After when the server
-// is shutting down or a pending-connection cap is full.
+// upgrade or asks for a WebSocket version other than 13, 400 for a missing
+// or malformed Sec-WebSocket-Key, 403 for a disallowed Origin, 503 with
+// Retry-After when the server is shutting down or a pending-connection cap
+// is full.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
+		r.Header.Get("Sec-WebSocket-Version") != "13" || len(r.Header.Values("Sec-WebSocket-Version")) != 1 {
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	if !validKey(r.Header.Values("Sec-WebSocket-Key")) {
+		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
 		return
 	}
 	if !srv.opts.originAllowed(r) {
@@ -130,16 +137,18 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := brw.Reader.Peek(n)
 		gc.prefix = append([]byte(nil), b...)
 	}
-	gc.gating.Store(true)
 	upgrader := srv.plain
 	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
 		upgrader = srv.versioned
 	}
 	// Backstop only: the auth deadline is the scheduler's. This read deadline
-	// is cleared on authentication.
+	// is cleared on authentication. gateConn keeps gws from moving it.
 	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
-	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), r)
+	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), forGWS(r))
 	if err != nil {
+		// gws wrote a 400 and called gc.Close, which only shuts the write
+		// side: the socket itself is ours to close.
+		_ = netConn.Close()
 		srv.pending.release(ip)
 		return
 	}
@@ -154,8 +163,43 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection that a hijacked connection no longer uses.
 	go func() {
 		defer srv.wg.Done()
+		defer s.recoverReadLoop()
 		socket.ReadLoop() // returns after OnClose, that is after finish
 	}()
+}
+
+// validKey reports whether the request carries exactly one
+// Sec-WebSocket-Key that is the base64 encoding of 16 bytes (RFC 6455
+// section 4.1).
+func validKey(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(values[0])
+	return err == nil && len(b) == 16
+}
+
+// forGWS returns r with the headers gws reads in the form it reads them.
+// gws looks only at the first value of each header and matches Upgrade
+// exactly, where ServeHTTP accepted a token in any value: a request with
+// two Connection headers, or wsauth.v1 in a second Sec-WebSocket-Protocol
+// header, would pass wsauth's checks and then fail inside gws, after the
+// hijack. ServeHTTP has checked these headers already.
+func forGWS(r *http.Request) *http.Request {
+	protos := r.Header.Values("Sec-WebSocket-Protocol")
+	if len(protos) <= 1 && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") {
+		return r // as gws reads it already: the common case costs no copy
+	}
+	h := r.Header.Clone()
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", "websocket")
+	if len(protos) > 1 {
+		h.Set("Sec-WebSocket-Protocol", strings.Join(protos, ","))
+	}
+	r2 := *r
+	r2.Header = h
+	return &r2
 }
 
 func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string) *Session {

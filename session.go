@@ -48,6 +48,7 @@ type Session struct {
 	inHandler    bool           // OnMessage runs: replies wait for it to return
 	overflowed   []session.Item // refused by a full outbox: undelivered, last
 	closeErr     *CloseError    // why the server closed the session
+	finished     bool           // finish ran
 }
 
 // phase says what the session's scheduler entry does when it fires.
@@ -241,9 +242,8 @@ func (s *Session) drainUpTo(limit int) (written int) {
 		s.mu.Lock()
 		s.outbox.Discard(ok)
 		if err != nil {
-			if s.closeErr == nil {
-				s.closeErr = protocol.NewCloseError(protocol.CloseAbnormal, "write failed")
-			}
+			// gateConn closed the socket: the read loop ends and finish
+			// says why (closeNotReading for a write timeout).
 			s.stopDrainingLocked()
 			s.mu.Unlock()
 			return
@@ -328,8 +328,17 @@ func (s *Session) writeFrame(frame []byte) {
 // ended: it settles what was not delivered and tells the application.
 func (s *Session) finish(err error) {
 	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.finished = true
 	byServer := s.closeErr != nil
-	if !byServer {
+	switch {
+	case byServer:
+	case s.conn.writeTimedOut.Load():
+		s.closeErr, byServer = closeNotReading, true
+	default:
 		s.closeErr, byServer = closeErrorFrom(err, protocol.CloseCode(s.conn.sentClose.Load()))
 	}
 	s.state = session.Closed
@@ -362,6 +371,21 @@ func (s *Session) finish(err error) {
 		s.srv.guard(s.id, "OnClose", func() { h(s, ce) })
 	}
 	s.conn.drainAndClose()
+}
+
+// recoverReadLoop runs deferred on the read goroutine. A panic there (in
+// gws reading a hostile stream, or in wsauth) must cost one connection,
+// never the process: the session is closed with 1011 and finished, as if
+// its read loop had ended.
+func (s *Session) recoverReadLoop() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.srv.opts.Logger.Error("wsauth: read loop panicked", "session", s.id, "remote", s.remoteAddr,
+		"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	s.close(closeInternal)
+	s.finish(nil) // unless OnClose ran before the panic
 }
 
 // closeErrorFrom says how a session the server did not close itself ended:
