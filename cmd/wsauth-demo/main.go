@@ -72,6 +72,10 @@ var errUsage = errors.New("usage error")
 // shutdownTimeout bounds the graceful shutdown.
 const shutdownTimeout = 10 * time.Second
 
+// maxHeaderBytes caps the request headers the demo reads (net/http allows
+// 4 KiB more than this).
+const maxHeaderBytes = 16 << 10
+
 // config is the parsed command line.
 type config struct {
 	addr     string
@@ -80,6 +84,7 @@ type config struct {
 	audience string
 	tokenTTL time.Duration
 	tick     time.Duration
+	idle     time.Duration // http.Server.IdleTimeout
 	logLevel slog.Level
 	opts     wsauth.Options // the server's options, without hooks and Verifier
 }
@@ -97,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.audience, "audience", "", "accepted \"aud\" (required with -jwks; default "+defaultAudience+")")
 	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "default lifetime of the development IdP's tokens (at most 24h)")
 	fs.DurationVar(&cfg.tick, "tick", 0, "send every session {\"tick\":N} every `interval` (0: off)")
+	fs.DurationVar(&cfg.idle, "idle-timeout", time.Minute, "close idle keep-alive HTTP connections after this long")
 	o := &cfg.opts
 	fs.DurationVar(&o.AuthTimeout, "auth-timeout", 0, "time a connection has to authenticate (0: wsauth default 5s)")
 	fs.IntVar(&o.MaxPending, "max-pending", 0, "unauthenticated connections, server wide (0: wsauth default 1024)")
@@ -142,6 +148,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if cfg.tick < 0 {
 		return fail("-tick must not be negative")
 	}
+	if cfg.idle <= 0 {
+		return fail("-idle-timeout must be positive")
+	}
 	if cfg.jwksURL == "" {
 		if cfg.issuer != "" {
 			return fail("-issuer needs -jwks: the development IdP's issuer is its own URL")
@@ -170,9 +179,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	base := baseURL(ln.Addr())
 	mux := http.NewServeMux()
+	// The limits net/http leaves open, which no wsauth cap covers: a socket
+	// that sent one request and then nothing is held until IdleTimeout (by
+	// default: forever), and every request may send MaxHeaderBytes of
+	// headers (by default 1 MiB) before any handler runs. An upgrade needs
+	// under 4 KiB. See docs/security.md.
 	hs := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       cfg.idle,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	issuer, jwksURL := cfg.issuer, cfg.jwksURL

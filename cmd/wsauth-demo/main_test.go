@@ -300,3 +300,39 @@ func TestCommandLineErrors(t *testing.T) {
 	err = run(context.Background(), []string{"-addr", "127.0.0.1:-1"}, &stdout, io.Discard)
 	require.Error(t, err)
 }
+
+// TestHTTPLimits checks the demo's http.Server limits (red team items 11
+// and 12): an idle keep-alive connection is closed after -idle-timeout
+// (it used to be held forever, outside every wsauth cap), and a request
+// with more than 16 KiB of headers is refused with 431 (the default let
+// each socket hold 1 MiB).
+func TestHTTPLimits(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-idle-timeout", "200ms")
+	host := strings.TrimPrefix(d.base, "http://")
+
+	t.Run("idle keep-alive", func(t *testing.T) {
+		t.Parallel()
+		nc, err := net.DialTimeout("tcp", host, 5*time.Second)
+		require.NoError(t, err)
+		defer nc.Close()
+		_, err = io.WriteString(nc, "GET /wsauth.js HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		require.NoError(t, err)
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+		start := time.Now()
+		_, err = io.Copy(io.Discard, nc) // the response, then EOF when the server closes
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), 3*time.Second)
+	})
+	t.Run("huge headers", func(t *testing.T) {
+		t.Parallel()
+		nc, err := net.DialTimeout("tcp", host, 5*time.Second)
+		require.NoError(t, err)
+		defer nc.Close()
+		req := "GET /ws HTTP/1.1\r\nHost: " + host + "\r\nX-Pad: " + strings.Repeat("a", 64<<10) + "\r\n\r\n"
+		_, _ = io.WriteString(nc, req) // the server may answer before reading it all
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+		b, _ := io.ReadAll(nc)
+		assert.True(t, strings.HasPrefix(string(b), "HTTP/1.1 431"), "answer %.60q", b)
+	})
+}
