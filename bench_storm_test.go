@@ -80,7 +80,7 @@ func benchStorm(b *testing.B, n int, expire bool) {
 	srv, err := loadgen.StartWsauth(loadgen.ServerOptions{
 		Clock: clock,
 		Configure: func(o *wsauth.Options) {
-			o.OnUndelivered = func(_ string, data []json.RawMessage) { undelivered.Add(int64(len(data))) }
+			o.OnUndelivered = func(_ wsauth.Principal, data []json.RawMessage) { undelivered.Add(int64(len(data))) }
 			o.OnClose = func(*wsauth.Session, *wsauth.CloseError) { closes.Add(1) }
 		},
 	})
@@ -230,7 +230,7 @@ func startTicker(srv *wsauth.Server, sessions []string, sent []int64, period tim
 			for i, id := range sessions {
 				buf = strconv.AppendInt(append(buf[:0], `{"tick":`...), sent[i]+1, 10)
 				buf = append(buf, '}')
-				if srv.Send(id, buf) == nil {
+				if srv.Send(context.Background(), id, buf) == nil {
 					sent[i]++
 				}
 			}

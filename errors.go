@@ -26,6 +26,9 @@ type Identity = session.Identity
 // Clock is the time source of a Server (see Options.Clock).
 type Clock = reauth.Clock
 
+// Principal names one user: a subject of one issuer (see session.Principal).
+type Principal = session.Principal
+
 // CloseError is a close code with a short reason. Hooks return it to choose
 // how a session closes; OnClose receives it. errors.Is matches on the code.
 type CloseError = protocol.CloseError
@@ -58,11 +61,18 @@ func (e *MessageError) Error() string { return "wsauth: message refused: " + e.M
 // Error-frame codes the server itself uses. Applications choose their own
 // codes for MessageError, preferably in 4000-4399.
 const (
-	// ErrorCodeReauthRequired refuses a message sent while the session's token
-	// is expired: reauthenticate, then send it again.
+	// ErrorCodeReauthRequired refuses a message sent while the session's
+	// token is expired (ref names it: reauthenticate, then send it again),
+	// and a reauthentication's token (no ref; the message says why, e.g.
+	// "token expired"): the session keeps its current token until its exp
+	// and grace run out.
 	ErrorCodeReauthRequired = 4401
 	// ErrorCodeNotAccepted refuses every message when the server has no OnMessage.
 	ErrorCodeNotAccepted = 4405
+	// ErrorCodeTooManyRequests refuses an auth frame sent less than a
+	// second after the session's previous one (other than the answer to a
+	// reauth_required): it is not verified.
+	ErrorCodeTooManyRequests = 4429
 	// ErrorCodeInternal refuses a message whose handler failed.
 	ErrorCodeInternal = 4500
 )

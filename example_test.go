@@ -36,8 +36,9 @@ func exampleIdP(ctx context.Context, mux *http.ServeMux, url string) (*wsauthtes
 	return idp, v
 }
 
-// A chat endpoint: every message is sent to all sessions of the subject it
-// names, stamped with the verified sender.
+// A chat endpoint: every message is sent to all sessions of the user it
+// names, stamped with the verified sender. A user is a Principal: a subject
+// of one issuer; here there is one issuer, so the sender's.
 func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -55,8 +56,12 @@ func Example() {
 			if err := json.Unmarshal(m.Data, &in); err != nil || in.To == "" {
 				return &wsauth.MessageError{Code: 4000, Message: "want {to, text}"}
 			}
-			out, _ := json.Marshal(map[string]string{"from": s.Identity().Subject, "text": in.Text})
-			_, err := srv.SendToSubject(in.To, out)
+			from := s.Principal()
+			out, _ := json.Marshal(map[string]string{"from": from.Subject, "text": in.Text})
+			to := wsauth.Principal{Issuer: from.Issuer, Subject: in.To}
+			// With the handler's ctx, a receiver that is behind slows
+			// this sender down instead of losing the message.
+			_, err := srv.SendToPrincipal(ctx, to, out)
 			return err
 		},
 	})
@@ -90,7 +95,7 @@ func Example() {
 	// Output: {"from":"alice","text":"hi bob"}
 }
 
-// Revoke closes every session of a subject with 4403; clients see a typed
+// Revoke closes every session of a user with 4403; clients see a typed
 // close error and do not reconnect.
 func ExampleServer_Revoke() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,7 +123,7 @@ func ExampleServer_Revoke() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("revoked sessions:", srv.Revoke("mallory"))
+	fmt.Println("revoked sessions:", srv.Revoke(wsauth.Principal{Issuer: idp.Issuer(), Subject: "mallory"}))
 	fmt.Println("server:", <-closed)
 	<-c.Done()
 	var ce *protocol.CloseError

@@ -64,6 +64,7 @@ func (s *Session) onTimer() {
 		}
 	case phaseLead:
 		s.setPhaseLocked(phaseExpire, exp)
+		s.reauthAsked = true
 		frame := protocol.AppendReauthRequired(nil, exp.Unix(), exp.Add(grace).Unix())
 		s.socket.WriteAsync(gws.OpcodeText, frame, nil)
 	case phaseExpire:
@@ -75,6 +76,7 @@ func (s *Session) onTimer() {
 		}
 		s.state = session.Expired
 		s.paused = true
+		s.wakeLocked() // senders waiting for room: overflow now closes
 		s.setPhaseLocked(phaseGrace, exp.Add(grace))
 	case phaseGrace:
 		if s.markClosedLocked(closeGraceOver) {

@@ -34,7 +34,7 @@ type recorder struct {
 	mu          sync.Mutex
 	closes      chan closeEvent
 	messages    chan received
-	undelivered map[string][]string
+	undelivered map[wsauth.Principal][]string
 }
 
 type closeEvent struct {
@@ -51,11 +51,20 @@ type received struct {
 	data    string
 }
 
-func (r *recorder) undeliveredFor(sub string) []string {
+func (r *recorder) undeliveredOf(p wsauth.Principal) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]string(nil), r.undelivered[sub]...)
+	return append([]string(nil), r.undelivered[p]...)
 }
+
+// p returns the principal of subject sub at the env's identity provider.
+func (e *env) p(sub string) wsauth.Principal {
+	return wsauth.Principal{Issuer: e.idp.Issuer(), Subject: sub}
+}
+
+// undeliveredFor returns what OnUndelivered got for sub of the env's
+// identity provider.
+func (e *env) undeliveredFor(sub string) []string { return e.rec.undeliveredOf(e.p(sub)) }
 
 var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 

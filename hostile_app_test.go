@@ -66,7 +66,7 @@ func TestHostileApplicationFaults(t *testing.T) {
 		require.NoError(t, c.WriteText(`{"type":"message","data":`+data+`}`))
 		m := h.nextMessage()
 		assert.Equal(t, received{session: id, subject: m.subject, data: data}, m)
-		require.NoError(t, h.srv.Send(id, json.RawMessage(data)))
+		require.NoError(t, h.srv.Send(context.Background(), id, json.RawMessage(data)))
 		assert.Equal(t, map[string]any{"type": "message", "data": must(decode(data))}, must(c.ReadJSON()))
 	}
 
@@ -96,7 +96,7 @@ func TestHostileApplicationFaults(t *testing.T) {
 		// The blocked session's own frames wait, in order; what the server
 		// sends it still goes out.
 		require.NoError(t, a.WriteText(`{"type":"message","data":"after"}`))
-		require.NoError(t, h.srv.Send(aid, json.RawMessage(`"to carl"`)))
+		require.NoError(t, h.srv.Send(context.Background(), aid, json.RawMessage(`"to carl"`)))
 		assert.Equal(t, "to carl", must(a.ReadJSON())["data"])
 		select {
 		case m := <-h.rec.messages:
@@ -124,7 +124,7 @@ func TestHostileApplicationFaults(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the handler was not called")
 		}
-		require.Equal(t, 1, h.srv.Revoke("fred"))
+		require.Equal(t, 1, h.srv.Revoke(h.p("fred")))
 		cl, _, err := a.ReadClose()
 		require.NoError(t, err)
 		assert.Equal(t, wstest.Close{Code: 4403, Reason: "session revoked"}, cl)
@@ -249,6 +249,7 @@ func TestHostileNoTokenLeaks(t *testing.T) {
 	c = h.open(t, nil)
 	require.NoError(t, c.Auth(mint(idp.Token("alice", 20*time.Second))))
 	read(c, "auth_ok")
+	h.clock.Advance(time.Second)                                         // past the reauth budget
 	require.NoError(t, c.Auth(mint(idp.Token("alice", 20*time.Second)))) // early refresh
 	read(c, "auth_ok")
 	for _, data := range []string{`"refuse"`, `"fail"`} {
@@ -261,6 +262,9 @@ func TestHostileNoTokenLeaks(t *testing.T) {
 	read(c, "error")
 	require.NoError(t, c.Auth(mint(idp.Token("alice", time.Hour))))
 	read(c, "auth_ok")
+	require.NoError(t, c.Auth(mint(idp.Token("alice", 2*time.Hour)))) // too soon
+	read(c, "error")
+	h.clock.Advance(time.Second)
 	require.NoError(t, c.Auth(mint(idp.Token("mallory", time.Hour)))) // another subject
 	drain(c)
 
@@ -270,8 +274,10 @@ func TestHostileNoTokenLeaks(t *testing.T) {
 		"e30." + strings.Repeat("A", 70<<10) + ".sig",
 	} {
 		c, _ := h.loginT(t, mint(idp.Token("alice", time.Hour)))
+		h.clock.Advance(time.Second)
 		require.NoError(t, c.Auth(mint(bad)))
-		drain(c)
+		read(c, "error") // a refused reauth leaves the session open
+		c.Close()
 	}
 	c, _ = h.loginT(t, mint(idp.Token("alice", time.Hour)))
 	require.NoError(t, c.WriteText(`{"type":"message","data":"panic"}`))

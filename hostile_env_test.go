@@ -90,7 +90,7 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 	rec := &recorder{
 		closes:      make(chan closeEvent, ho.closeBuffer),
 		messages:    make(chan received, 1000),
-		undelivered: map[string][]string{},
+		undelivered: map[wsauth.Principal][]string{},
 	}
 	opts := wsauth.Options{
 		Logger:   logger,
@@ -100,11 +100,11 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 			rec.messages <- received{session: s.ID(), subject: s.Subject(), id: m.ID, data: string(m.Data)}
 			return nil
 		},
-		OnUndelivered: func(sub string, data []json.RawMessage) {
+		OnUndelivered: func(p wsauth.Principal, data []json.RawMessage) {
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
 			for _, d := range data {
-				rec.undelivered[sub] = append(rec.undelivered[sub], string(d))
+				rec.undelivered[p] = append(rec.undelivered[p], string(d))
 			}
 		},
 	}

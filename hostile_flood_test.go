@@ -1,6 +1,7 @@
 package wsauth_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -88,7 +89,7 @@ func chatting(h *hostileEnv, c *wstest.Conn, sessionID string, stop <-chan struc
 				err = errors.New("message not handled within 5s")
 				return
 			}
-			if err = h.srv.Send(sessionID, json.RawMessage(fmt.Sprint(i))); err != nil {
+			if err = h.srv.Send(context.Background(), sessionID, json.RawMessage(fmt.Sprint(i))); err != nil {
 				return
 			}
 			var got map[string]any

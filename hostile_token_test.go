@@ -21,7 +21,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsauth/wsauth"
-	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
 )
@@ -246,14 +245,16 @@ func TestHostileTokens(t *testing.T) {
 		assert.Equal(t, "oscar", ok["sub"])
 	})
 	// Past the pre-auth cap the verifier's own 64 KiB bound applies: a huge
-	// token sent as a reauth is refused as malformed before it is decoded.
+	// token sent as a reauth is refused as malformed before it is decoded,
+	// with an error frame (a refused reauth leaves the session as it was).
 	t.Run("token over 64 KiB as a reauth", func(t *testing.T) {
 		c, _ := h.loginT(t, idp.Token("mallory", time.Hour))
+		h.clock.Advance(time.Second) // past the reauth budget
 		big := "e30." + strings.Repeat("A", 70<<10) + ".sig"
 		require.NoError(t, c.Auth(big))
-		cl, _, err := c.ReadClose()
+		ef, err := c.ReadJSON()
 		require.NoError(t, err)
-		assert.Equal(t, wstest.Close{Code: 4401, Reason: "malformed token"}, cl)
+		assert.Equal(t, map[string]any{"type": "error", "code": float64(4401), "message": "malformed token"}, ef)
 		noSecret(t, []string{big}, h.logs.String())
 	})
 }

@@ -1,13 +1,10 @@
 package wsauth
 
 import (
-	"context"
 	"errors"
-	"time"
 
 	"github.com/lxzan/gws"
 
-	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
 )
@@ -67,6 +64,10 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	switch {
 	case st == session.Closed:
 	case f.Type == protocol.TypeAuth:
+		if !s.takeAuthBudget(st) {
+			s.writeFrame(protocol.AppendError(nil, ErrorCodeTooManyRequests, "too many auth frames", ""))
+			return
+		}
 		// Authenticate on a short-lived goroutine and wait for it: token
 		// verification (JSON decoding, RSA) needs a deep stack, and the read
 		// goroutine, which lives as long as the connection, would keep that
@@ -97,121 +98,6 @@ func (s *Session) onGateViolation(err error) {
 	s.close(closeTooLarge)
 }
 
-// authenticate handles an auth frame: the first one of a pending session or
-// a reauthentication of an active or expired one.
-func (s *Session) authenticate(token string) {
-	srv := s.srv
-	now := srv.opts.Clock.Now()
-	s.mu.Lock()
-	first := s.state == session.Pending
-	prev := s.ident
-	timeout := srv.opts.AuthTimeout
-	if first {
-		timeout = s.authDeadline.Sub(now)
-	}
-	s.mu.Unlock()
-
-	// The auth deadline bounds verification, so a slow JWKS or an unknown
-	// kid cannot hold a pending socket past it. The scheduler's 4408 closes
-	// the socket on time either way; this ends the verification too.
-	ctx, cancel := context.WithTimeout(s.ctx, timeout)
-	ident, err := srv.opts.Verifier.Verify(ctx, token)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			// The verification outlived the auth deadline (a slow JWKS):
-			// that is the client's 4408, not a verdict on its token.
-			s.close(closeAuthTimeout)
-			return
-		}
-		reason := jwks.Reason(err)
-		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
-			"reauth", !first, "reason", reason)
-		s.close(protocol.NewCloseError(protocol.CloseUnauthorized, reason))
-		return
-	}
-	now = srv.opts.Clock.Now()
-	if srv.opts.Expiry != ExpiryIgnore {
-		if ident.ExpiresAt.IsZero() {
-			s.close(protocol.NewCloseError(protocol.CloseUnauthorized, "missing exp"))
-			return
-		}
-		if !ident.ExpiresAt.After(now) {
-			s.close(protocol.NewCloseError(protocol.CloseUnauthorized, "token expired"))
-			return
-		}
-	}
-	if !first && (ident.Subject != prev.Subject || ident.Issuer != prev.Issuer) {
-		srv.opts.Logger.Warn("wsauth: reauth with another identity", "session", s.id, "sub", prev.Subject)
-		s.close(closeSubject)
-		return
-	}
-
-	s.mu.Lock()
-	if s.state == session.Closed {
-		s.mu.Unlock()
-		return
-	}
-	s.ident = ident
-	s.mu.Unlock()
-	if h := srv.opts.OnAuthenticated; h != nil {
-		var herr error
-		if srv.guard(s.id, "OnAuthenticated", func() { herr = h(s.ctx, s) }) {
-			s.close(closeInternal)
-			return
-		}
-		if herr != nil {
-			var ce *CloseError
-			if !errors.As(herr, &ce) {
-				ce = closeForbidden
-			}
-			s.close(ce)
-			return
-		}
-	}
-
-	s.mu.Lock()
-	if s.state == session.Closed {
-		s.mu.Unlock()
-		return
-	}
-	s.state = session.Active
-	// Hold application messages until auth_ok is on the wire, so that the
-	// client sees auth_ok first and then what was buffered, in order.
-	s.paused = true
-	s.scheduleExpiryLocked(now)
-	releaseSlot := s.pendingSlot
-	s.pendingSlot = false
-	if first {
-		s.registered = true
-		if resumed := srv.resume.take(ident.Subject); len(resumed) > 0 {
-			if rejected := s.outbox.PushFront(resumed); len(rejected) > 0 {
-				defer srv.undelivered(ident.Subject, rejected)
-			}
-		}
-	}
-	s.mu.Unlock()
-
-	if first {
-		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
-		_ = s.conn.Conn.SetReadDeadline(time.Time{})
-		if releaseSlot {
-			srv.pending.release(s.ip)
-		}
-		srv.registry.Add(s.id, ident.Subject, s)
-	}
-	var exp int64
-	if !ident.ExpiresAt.IsZero() {
-		exp = ident.ExpiresAt.Unix()
-	}
-	s.writeFrame(protocol.AppendAuthOK(nil, s.id, ident.Subject, exp))
-
-	s.mu.Lock()
-	s.paused = false
-	s.scheduleDrainLocked()
-	s.mu.Unlock()
-}
-
 func (s *Session) handleMessage(m Message) {
 	h := s.srv.opts.OnMessage
 	if h == nil {
@@ -220,7 +106,8 @@ func (s *Session) handleMessage(m Message) {
 	}
 	var err error
 	s.beginHandler()
-	panicked := s.srv.guard(s.id, "OnMessage", func() { err = h(s.ctx, s, m) })
+	ctx := s.handlerContext()
+	panicked := s.srv.guard(s.id, "OnMessage", func() { err = h(ctx, s, m) })
 	// Replies first: an error frame for this message goes after them.
 	s.flushAfterHandler()
 	if panicked {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
@@ -99,10 +100,13 @@ type Options struct {
 	// OriginPatterns lists the host patterns whose pages may open a socket,
 	// besides the request's own host, which is always allowed. Patterns are
 	// matched case-insensitively with path.Match against the Origin's host
-	// ("app.example.com", "*.example.com", "localhost:*"); a pattern
-	// containing "://" is matched against the whole origin
-	// ("https://*.example.com"). Requests without an Origin header (non-browser
-	// clients) pass. Other origins get 403 before the upgrade.
+	// ("app.example.com", "*.example.com", "localhost:*"), and then admit
+	// http:// and https:// origins only; a pattern containing "://" is
+	// matched against the whole origin, scheme included
+	// ("https://*.example.com"): prefer those in production, so that a page
+	// served over plain http cannot open a socket. Requests without an Origin
+	// header (non-browser clients) pass. Other origins get 403 before the
+	// upgrade.
 	OriginPatterns []string
 	// InsecureSkipOriginCheck accepts every Origin.
 	//
@@ -110,8 +114,9 @@ type Options struct {
 	// user's token if it can get one (cross-site WebSocket hijacking).
 	InsecureSkipOriginCheck bool
 	// ClientIP returns the client address used for MaxPendingPerIP. Default:
-	// the host part of http.Request.RemoteAddr. Behind a trusted reverse
-	// proxy, return the address it forwards.
+	// the host part of http.Request.RemoteAddr, an IPv6 address cut to its
+	// /64 ("2001:db8:1:2::/64"). Behind a trusted reverse proxy, return the
+	// address it forwards.
 	ClientIP func(r *http.Request) string
 	// WriteTimeout bounds every socket write. A client that does not read for
 	// this long is disconnected. Default 10s.
@@ -141,6 +146,14 @@ type Options struct {
 	// OnUndelivered. Default 0: off, undelivered messages go to OnUndelivered
 	// at once.
 	ResumeFor time.Duration
+	// ResumeMaxPrincipals caps how many users' messages are kept for resume
+	// at once, and ResumeMaxBytes their total size in bytes (frames
+	// counted). Past either, the user whose messages have been kept longest
+	// is handed to OnUndelivered first. Each user's share is bounded like
+	// one session's outbox (BufferMessages, BufferBytes). Defaults 10,000
+	// and 64 MiB.
+	ResumeMaxPrincipals int
+	ResumeMaxBytes      int
 
 	// OnAuthenticated is called after every successful auth frame (the first
 	// and each reauthentication), before auth_ok is sent. Returning an error
@@ -164,7 +177,7 @@ type Options struct {
 	// never delivered to its client, when it closes (or, with ResumeFor, when
 	// the resume window passes). It runs on the goroutine that ended the
 	// session or the scheduler's; it must not block.
-	OnUndelivered func(subject string, data []json.RawMessage)
+	OnUndelivered func(p Principal, data []json.RawMessage)
 
 	// Clock is the time source of deadlines and expiries. Default: the system
 	// clock. Tests use wsauthtest.Clock.
@@ -186,6 +199,10 @@ const (
 	DefaultReauthGrace     = 10 * time.Second
 	DefaultBufferMessages  = 256
 	DefaultBufferBytes     = 1 << 20
+	// DefaultResumeMaxPrincipals and DefaultResumeMaxBytes are the defaults
+	// of Options.ResumeMaxPrincipals and ResumeMaxBytes.
+	DefaultResumeMaxPrincipals = 10000
+	DefaultResumeMaxBytes      = 64 << 20
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -224,6 +241,8 @@ func (o Options) withDefaults() (Options, error) {
 		{"MaxFrame", &o.MaxFrame, DefaultMaxFrame},
 		{"BufferMessages", &o.BufferMessages, DefaultBufferMessages},
 		{"BufferBytes", &o.BufferBytes, DefaultBufferBytes},
+		{"ResumeMaxPrincipals", &o.ResumeMaxPrincipals, DefaultResumeMaxPrincipals},
+		{"ResumeMaxBytes", &o.ResumeMaxBytes, DefaultResumeMaxBytes},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)
@@ -258,12 +277,24 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// remoteIP is the default ClientIP: the host of RemoteAddr, with IPv6
+// addresses cut to their /64, since one host commonly holds a whole /64 and
+// could otherwise fill the global cap from one network.
 func remoteIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	addr = addr.Unmap()
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
 }
 
 // originAllowed implements the Origin policy described at OriginPatterns.
@@ -277,15 +308,19 @@ func (o *Options) originAllowed(r *http.Request) bool {
 		return false
 	}
 	host = strings.ToLower(host)
-	if host == strings.ToLower(r.Host) {
+	if host == strings.ToLower(r.Host) && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
 		return true
 	}
-	full := strings.ToLower(scheme) + "://" + host
+	scheme = strings.ToLower(scheme)
+	web := scheme == "http" || scheme == "https"
+	full := scheme + "://" + host
 	for _, p := range o.OriginPatterns {
 		p = strings.ToLower(p)
 		target := host
 		if strings.Contains(p, "://") {
 			target = full
+		} else if !web {
+			continue // a host pattern admits web pages only, not ftp:// or chrome-extension://
 		}
 		if ok, _ := path.Match(p, target); ok {
 			return true

@@ -27,6 +27,11 @@ func TestOriginAllowed(t *testing.T) {
 		{"https://a.example.com/path", "srv", false},
 		{"null", "srv", false},
 		{"https://", "srv", false},
+		// Host patterns admit web pages only.
+		{"ftp://a.example.com", "srv", false},
+		{"chrome-extension://a.example.com", "srv", false},
+		{"ftp://srv:1", "srv:1", false},
+		{"HTTPS://a.example.com", "srv", true},
 	}
 	for _, tc := range cases {
 		r := &http.Request{Host: tc.host, Header: http.Header{}}
@@ -37,6 +42,21 @@ func TestOriginAllowed(t *testing.T) {
 	}
 	skip := Options{InsecureSkipOriginCheck: true}
 	assert.True(t, skip.originAllowed(&http.Request{Host: "a", Header: http.Header{"Origin": {"https://evil"}}}))
+}
+
+func TestRemoteIP(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ remote, want string }{
+		{"192.0.2.7:5000", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:5000", "192.0.2.7"},
+		{"[2001:db8:1:2:aaaa::1]:5000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:bbbb::9]:6000", "2001:db8:1:2::/64"}, // same /64, same key
+		{"[2001:db8:1:3::1]:5000", "2001:db8:1:3::/64"},
+		{"[fe80::1%eth0]:5000", "fe80::/64"},
+		{"not an address", "not an address"},
+	} {
+		assert.Equal(t, tc.want, remoteIP(&http.Request{RemoteAddr: tc.remote}), tc.remote)
+	}
 }
 
 func TestPendingLimiter(t *testing.T) {

@@ -1,6 +1,7 @@
 package wsauth_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -26,7 +27,7 @@ func quiet(t *testing.T, c *wstest.Conn) {
 
 func send(t *testing.T, e *env, sub string, data string) {
 	t.Helper()
-	n, err := e.srv.SendToSubject(sub, json.RawMessage(data))
+	n, err := e.srv.SendToPrincipal(context.Background(), e.p(sub), json.RawMessage(data))
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 }
@@ -130,7 +131,7 @@ func TestExpiredSessionBuffersAndDeliversInOrder(t *testing.T) {
 	}
 	send(t, e, "dan", `{"n":7}`)
 	assert.Equal(t, map[string]any{"n": float64(7)}, readType(t, c, "message")["data"])
-	assert.Empty(t, e.rec.undeliveredFor("dan"))
+	assert.Empty(t, e.undeliveredFor("dan"))
 }
 
 func TestGraceDeadlineCloses4440AndHandsOverUndelivered(t *testing.T) {
@@ -145,14 +146,14 @@ func TestGraceDeadlineCloses4440AndHandsOverUndelivered(t *testing.T) {
 	quiet(t, c)
 	e.clock.Advance(time.Millisecond)
 	e.expectClose(c, protocol.CloseSessionExpired, "session expired")
-	assert.Equal(t, []string{`"a"`, `"b"`}, e.rec.undeliveredFor("eve"))
+	assert.Equal(t, []string{`"a"`, `"b"`}, e.undeliveredFor("eve"))
 
 	// A reauth after the deadline is impossible: the socket is gone.
 	_ = c.Auth(e.idp.Token("eve", time.Minute))
 	_, _, err := c.ReadFrame()
 	assert.Error(t, err)
 	assert.Equal(t, 0, e.srv.Len())
-	_, err = e.srv.SendToSubject("eve", json.RawMessage(`"c"`))
+	_, err = e.srv.SendToPrincipal(context.Background(), e.p("eve"), json.RawMessage(`"c"`))
 	require.NoError(t, err)
 }
 
@@ -168,33 +169,115 @@ func TestBufferOverflowCloses4413(t *testing.T) {
 	}
 	assert.ErrorIs(t, s.Send(json.RawMessage(`5`)), wsauth.ErrSessionClosed)
 	e.expectClose(c, protocol.CloseBufferOverflow, "buffer overflow")
-	assert.Equal(t, []string{"1", "2", "3", "4"}, e.rec.undeliveredFor("fay"))
+	assert.Equal(t, []string{"1", "2", "3", "4"}, e.undeliveredFor("fay"))
 }
 
+// TestReauthFailures: a reauthentication whose token fails verification is
+// refused with an error frame and changes nothing (the session keeps its
+// current token until exp + grace, red team item 17); one as another user
+// closes the session.
 func TestReauthFailures(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	cases := []struct {
 		name   string
 		token  func() string
-		code   wsauth.CloseCode
+		code   wsauth.CloseCode // 0: not closed
 		reason string
 	}{
 		{"other subject", func() string { return e.idp.Token("someone-else", time.Hour) }, protocol.CloseForbidden, "subject changed"},
-		{"expired token", func() string { return e.idp.Token("gus", -time.Second) }, protocol.CloseUnauthorized, "token expired"},
-		{"invalid token", func() string { return "x.y.z" }, protocol.CloseUnauthorized, "malformed token"},
+		{"expired token", func() string { return e.idp.Token("gus", -time.Second) }, 0, "token expired"},
+		{"invalid token", func() string { return "x.y.z" }, 0, "malformed token"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, _ := e.login("gus", time.Hour)
+			c, ok := e.login("gus", time.Hour)
+			e.clock.Advance(time.Second) // past the reauth budget
 			require.NoError(t, c.Auth(tc.token()))
-			cl, texts, err := c.ReadClose()
-			require.NoError(t, err)
-			assert.Empty(t, texts)
-			assert.Equal(t, int(tc.code), cl.Code)
-			assert.Equal(t, tc.reason, cl.Reason)
+			if tc.code != 0 {
+				cl, texts, err := c.ReadClose()
+				require.NoError(t, err)
+				assert.Empty(t, texts)
+				assert.Equal(t, int(tc.code), cl.Code)
+				assert.Equal(t, tc.reason, cl.Reason)
+				return
+			}
+			ef := readType(t, c, "error")
+			assert.Equal(t, float64(wsauth.ErrorCodeReauthRequired), ef["code"])
+			assert.Equal(t, tc.reason, ef["message"])
+			assert.NotContains(t, ef, "ref")
+			// Still the same session, still active.
+			require.NoError(t, e.srv.Send(context.Background(), ok["session"].(string), json.RawMessage(`"still on"`)))
+			assert.Equal(t, "still on", readType(t, c, "message")["data"])
 		})
 	}
+}
+
+// TestReauthInsideGrace: a token that arrives already expired while the
+// session is in its grace window is refused with an error frame; a good one
+// after it still saves the session (red team item 17).
+func TestReauthInsideGrace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.login("gwen", 20*time.Second)
+	e.clock.Advance(10 * time.Second) // exp - lead, the lead capped at ttl/2
+	readType(t, c, "reauth_required")
+	e.clock.Advance(11 * time.Second) // expired, inside the 10 s grace
+	require.NoError(t, c.Auth(e.idp.Token("gwen", -time.Second)))
+	ef := readType(t, c, "error")
+	assert.Equal(t, "token expired", ef["message"])
+	e.clock.Advance(time.Second)
+	require.NoError(t, c.Auth(e.idp.Token("gwen", time.Hour)))
+	readType(t, c, "auth_ok")
+}
+
+// TestReauthBudget: auth frames are verified at most once a second, besides
+// the answer to each reauth_required; others get error 4429 unverified
+// (red team item 9).
+func TestReauthBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.login("hugo", time.Hour)
+	tok := e.idp.Token("hugo", 2*time.Hour)
+	for range 3 {
+		require.NoError(t, c.Auth(tok))
+		ef := readType(t, c, "error")
+		assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), ef["code"])
+		assert.Equal(t, "too many auth frames", ef["message"])
+	}
+	e.clock.Advance(time.Second)
+	require.NoError(t, c.Auth(tok))
+	readType(t, c, "auth_ok")
+	require.NoError(t, c.Auth(tok))
+	assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), readType(t, c, "error")["code"])
+
+	// The answer to reauth_required is always verified, however soon.
+	e.clock.Advance(2*time.Hour - 31*time.Second) // past exp - lead
+	readType(t, c, "reauth_required")
+	require.NoError(t, c.Auth(e.idp.Token("hugo", 3*time.Hour)))
+	readType(t, c, "auth_ok")
+	// And only the answer: the next frame within the second is refused.
+	require.NoError(t, c.Auth(e.idp.Token("hugo", 3*time.Hour)))
+	assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), readType(t, c, "error")["code"])
+}
+
+// TestReauthSameExpKeepsSchedule: a reauthentication whose token expires no
+// later than the current one does not re-arm reauth_required (it used to,
+// at half the time left, again and again: red team item 17).
+func TestReauthSameExpKeepsSchedule(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c, _ := e.login("ivy", 100*time.Second) // reauth_required at exp - 30 s
+	tok := e.idp.Token("ivy", 100*time.Second)
+	e.clock.Advance(70 * time.Second)
+	readType(t, c, "reauth_required")
+	require.NoError(t, c.Auth(tok)) // the same exp
+	readType(t, c, "auth_ok")
+	e.clock.Advance(30*time.Second - time.Millisecond) // up to exp
+	quiet(t, c)
+	e.clock.Advance(10*time.Second + time.Millisecond) // exp + grace
+	texts := e.expectClose(c, protocol.CloseSessionExpired, "session expired")
+	assert.Empty(t, texts, "frames after the answer to reauth_required")
 }
 
 func TestExpiryPolicies(t *testing.T) {
@@ -286,7 +369,7 @@ func TestResumeDeliversToTheNextConnection(t *testing.T) {
 	send(t, e, "jon", `"r2"`)
 	e.clock.Advance(5 * time.Second)
 	e.expectClose(c, protocol.CloseSessionExpired, "")
-	assert.Empty(t, e.rec.undeliveredFor("jon"), "kept for resume, not handed over yet")
+	assert.Empty(t, e.undeliveredFor("jon"), "kept for resume, not handed over yet")
 
 	c2, _ := e.login("jon", time.Hour)
 	assert.Equal(t, "r1", readType(t, c2, "message")["data"])
@@ -301,5 +384,5 @@ func TestResumeDeliversToTheNextConnection(t *testing.T) {
 	e.clock.Advance(5 * time.Second)
 	e.expectClose(other, protocol.CloseSessionExpired, "")
 	e.clock.Advance(time.Minute)
-	assert.Equal(t, []string{`"k1"`}, e.rec.undeliveredFor("kim"))
+	assert.Equal(t, []string{`"k1"`}, e.undeliveredFor("kim"))
 }

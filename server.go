@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -34,6 +35,8 @@ type Server struct {
 	pending   pendingLimiter
 	registry  session.Registry[*Session]
 	resume    *resumeStore
+	seq       atomic.Uint64 // numbers every message sent (session.Item.Seq)
+	stallWait time.Duration // see outbound.go
 	ctx       context.Context
 	cancel    context.CancelFunc
 
@@ -54,6 +57,9 @@ func New(opts Options) (*Server, error) {
 		sched:   reauth.New(o.Clock),
 		pending: pendingLimiter{max: o.MaxPending, maxPerIP: o.MaxPendingPerIP},
 		conns:   make(map[*Session]struct{}),
+		// How long the work of a client's message waits for a receiver
+		// that accepts no write.
+		stallWait: min(500*time.Millisecond, o.WriteTimeout/2),
 	}
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	srv.resume = newResumeStore(srv)
@@ -273,8 +279,10 @@ func headerHasToken(h http.Header, name, token string) bool {
 // Session returns the authenticated session with that id.
 func (srv *Server) Session(id string) (*Session, bool) { return srv.registry.Get(id) }
 
-// Sessions returns the authenticated sessions of subject.
-func (srv *Server) Sessions(subject string) []*Session { return srv.registry.BySubject(subject, nil) }
+// Sessions returns the authenticated sessions of principal.
+func (srv *Server) Sessions(principal Principal) []*Session {
+	return srv.registry.ByPrincipal(principal, nil)
+}
 
 // Len returns the number of authenticated sessions (active or expired).
 func (srv *Server) Len() int { return srv.registry.Len() }
@@ -282,48 +290,59 @@ func (srv *Server) Len() int { return srv.registry.Len() }
 // Pending returns the number of connections that have not authenticated yet.
 func (srv *Server) Pending() int { return srv.pending.count() }
 
-// Send queues data for the authenticated session with that id (see
-// Session.Send). It returns ErrSessionNotFound if there is none.
-func (srv *Server) Send(sessionID string, data json.RawMessage) error {
+// Send queues data for the authenticated session with that id, like
+// Session.Send. It returns ErrSessionNotFound if there is none.
+//
+// ctx says who is sending. Called with the ctx Options.OnMessage received
+// (or one derived from it), the send is the work of that client's message:
+// when the receiver's outbox is full, Send waits for room (so the sending
+// client's reading waits too) until the receiver catches up, closes, stalls
+// (it accepted no write for 500 ms, or half of WriteTimeout if that is
+// less: then ErrBufferFull) or ctx ends (ctx.Err()). Called with any other
+// ctx, Send never blocks: a full outbox refuses the message with
+// ErrBufferFull.
+func (srv *Server) Send(ctx context.Context, sessionID string, data json.RawMessage) error {
 	s, ok := srv.registry.Get(sessionID)
 	if !ok {
 		return ErrSessionNotFound
 	}
-	return s.Send(data)
+	it, err := srv.newItem(data)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(ctx, it, causeOf(ctx), false)
 }
 
-// SendToSubject queues data for every authenticated session of subject and
-// returns how many took it. The frame is encoded once.
-func (srv *Server) SendToSubject(subject string, data json.RawMessage) (int, error) {
-	return srv.sendAll(srv.registry.BySubject(subject, nil), data)
-}
-
-// Broadcast queues data for every authenticated session and returns how many
-// took it.
-func (srv *Server) Broadcast(data json.RawMessage) (int, error) {
-	return srv.sendAll(srv.registry.All(nil), data)
-}
-
-func (srv *Server) sendAll(sessions []*Session, data json.RawMessage) (int, error) {
-	it, err := newItem(data)
+// SendToPrincipal queues data for every authenticated session of principal
+// and returns how many took it. The frame is encoded once. ctx says who is
+// sending, as for Send; sessions whose outbox was full do not count, and
+// then the error wraps ErrBufferFull. A principal with no session takes
+// nothing: (0, nil), and the message is gone unless Options.ResumeFor keeps
+// it (it does not: only what a session failed to deliver is kept).
+func (srv *Server) SendToPrincipal(ctx context.Context, principal Principal, data json.RawMessage) (int, error) {
+	it, err := srv.newItem(data)
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, s := range sessions {
-		if s.enqueue(it, false) == nil {
-			n++
-		}
-	}
-	return n, nil
+	return srv.sendAll(ctx, srv.registry.ByPrincipal(principal, nil), it)
 }
 
-// Revoke closes every session of subject with 4403 "session revoked" and
+// Broadcast queues data for every authenticated session and returns how
+// many took it, like SendToPrincipal.
+func (srv *Server) Broadcast(ctx context.Context, data json.RawMessage) (int, error) {
+	it, err := srv.newItem(data)
+	if err != nil {
+		return 0, err
+	}
+	return srv.sendAll(ctx, srv.registry.All(nil), it)
+}
+
+// Revoke closes every session of principal with 4403 "session revoked" and
 // returns how many it closed.
-func (srv *Server) Revoke(subject string) int {
+func (srv *Server) Revoke(principal Principal) int {
 	ce := protocol.NewCloseError(protocol.CloseForbidden, "session revoked")
 	n := 0
-	for _, s := range srv.registry.BySubject(subject, nil) {
+	for _, s := range srv.registry.ByPrincipal(principal, nil) {
 		s.mu.Lock()
 		ok := s.markClosedLocked(ce)
 		s.mu.Unlock()
@@ -379,14 +398,16 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 
 // undelivered hands what a session did not deliver to the resume store or,
 // without resume, to OnUndelivered.
-func (srv *Server) undelivered(subject string, items []session.Item) {
-	if srv.opts.ResumeFor > 0 && subject != "" && !srv.isClosing() {
-		items = srv.resume.put(subject, items)
+func (srv *Server) undelivered(p Principal, items []session.Item) {
+	if srv.opts.ResumeFor > 0 && p.Subject != "" && !srv.isClosing() {
+		srv.resume.put(p, items)
+		return
 	}
-	srv.handOver(subject, items)
+	srv.handOver(p, items)
 }
 
-func (srv *Server) handOver(subject string, items []session.Item) {
+// handOver gives items to OnUndelivered, or logs that they are dropped.
+func (srv *Server) handOver(p Principal, items []session.Item) {
 	if len(items) == 0 {
 		return
 	}
@@ -395,9 +416,9 @@ func (srv *Server) handOver(subject string, items []session.Item) {
 		for i, it := range items {
 			data[i] = it.Data
 		}
-		srv.guard("", "OnUndelivered", func() { h(subject, data) })
+		srv.guard("", "OnUndelivered", func() { h(p, data) })
 		return
 	}
 	srv.opts.Logger.Warn("wsauth: undelivered messages dropped: no OnUndelivered hook",
-		"sub", subject, "count", len(items))
+		"sub", p.Subject, "iss", p.Issuer, "count", len(items))
 }

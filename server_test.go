@@ -32,11 +32,11 @@ func TestAuthenticateAndExchangeMessages(t *testing.T) {
 	m := e.nextMessage()
 	assert.Equal(t, received{session: id, subject: "alice", id: "m1", data: `{"text":"hi"}`}, m)
 
-	require.NoError(t, e.srv.Send(id, json.RawMessage(`{"reply":1}`)))
+	require.NoError(t, e.srv.Send(context.Background(), id, json.RawMessage(`{"reply":1}`)))
 	got := readType(t, c, "message")
 	assert.Equal(t, map[string]any{"reply": float64(1)}, got["data"])
 
-	n, err := e.srv.SendToSubject("alice", json.RawMessage(`"to-alice"`))
+	n, err := e.srv.SendToPrincipal(context.Background(), e.p("alice"), json.RawMessage(`"to-alice"`))
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	assert.Equal(t, "to-alice", readType(t, c, "message")["data"])
@@ -47,8 +47,8 @@ func TestAuthenticateAndExchangeMessages(t *testing.T) {
 	assert.Equal(t, "alice", s.Identity().Subject)
 	assert.Equal(t, e.idp.Issuer(), s.Identity().Issuer)
 
-	assert.ErrorIs(t, e.srv.Send("nope", json.RawMessage(`1`)), wsauth.ErrSessionNotFound)
-	assert.ErrorIs(t, e.srv.Send(id, json.RawMessage(`{bad`)), wsauth.ErrInvalidData)
+	assert.ErrorIs(t, e.srv.Send(context.Background(), "nope", json.RawMessage(`1`)), wsauth.ErrSessionNotFound)
+	assert.ErrorIs(t, e.srv.Send(context.Background(), id, json.RawMessage(`{bad`)), wsauth.ErrInvalidData)
 
 	// A normal close by the client is reported with its code.
 	require.NoError(t, c.WriteFrame(true, wstest.OpClose, []byte{0x03, 0xe8}))
@@ -251,7 +251,7 @@ func TestPendingCaps(t *testing.T) {
 	e.dial(ip("c"))
 
 	// The authenticated session was unaffected throughout.
-	_, err = e.srv.SendToSubject("erin", json.RawMessage(`"still here"`))
+	_, err = e.srv.SendToPrincipal(context.Background(), e.p("erin"), json.RawMessage(`"still here"`))
 	require.NoError(t, err)
 	assert.Equal(t, "still here", readType(t, authed, "message")["data"])
 }
@@ -396,17 +396,17 @@ func TestRevoke(t *testing.T) {
 	a1, _ := e.login("judy", time.Hour)
 	a2, _ := e.login("judy", time.Hour)
 	b, _ := e.login("ken", time.Hour)
-	assert.Equal(t, 2, e.srv.Revoke("judy"))
+	assert.Equal(t, 2, e.srv.Revoke(e.p("judy")))
 	for _, c := range []*wstest.Conn{a1, a2} {
 		cl, _, err := c.ReadClose()
 		require.NoError(t, err)
 		assert.Equal(t, 4403, cl.Code)
 		assert.Equal(t, "session revoked", cl.Reason)
 	}
-	_, err := e.srv.SendToSubject("ken", json.RawMessage(`1`))
+	_, err := e.srv.SendToPrincipal(context.Background(), e.p("ken"), json.RawMessage(`1`))
 	require.NoError(t, err)
 	readType(t, b, "message")
-	assert.Equal(t, 0, e.srv.Revoke("nobody"))
+	assert.Equal(t, 0, e.srv.Revoke(e.p("nobody")))
 }
 
 func TestShutdownClosesEverySession(t *testing.T) {

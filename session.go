@@ -2,11 +2,12 @@ package wsauth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -49,6 +50,13 @@ type Session struct {
 	overflowed   []session.Item // refused by a full outbox: undelivered, last
 	closeErr     *CloseError    // why the server closed the session
 	finished     bool           // finish ran
+	room         chan struct{}  // closed when the outbox gains room; nil if nobody waits
+	// progressAt is when the outbox last made progress (a write completed,
+	// or it went from empty to not), as time since monoEpoch.
+	progressAt  atomic.Int64
+	hctx        context.Context // the context OnMessage gets (handlerContext)
+	lastAuth    time.Time       // when the last auth frame was let through (takeAuthBudget)
+	reauthAsked bool            // reauth_required sent and not answered yet
 }
 
 // phase says what the session's scheduler entry does when it fires.
@@ -82,11 +90,20 @@ func (s *Session) Identity() Identity {
 	return s.ident
 }
 
-// Subject returns the subject of the session's identity.
+// Subject returns the subject of the session's identity. It names a user
+// only together with the issuer: see Principal.
 func (s *Session) Subject() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ident.Subject
+}
+
+// Principal returns the user the session is authenticated as; zero while
+// the session is pending.
+func (s *Session) Principal() Principal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ident.Principal()
 }
 
 // State returns the session's current state.
@@ -96,190 +113,10 @@ func (s *Session) State() session.State {
 	return s.state
 }
 
-// Send queues data, one JSON value, for delivery to the client as a message
-// frame. It does not block on the network. It returns nil once wsauth is
-// responsible for the message: it is then either delivered, in order, or
-// handed to Options.OnUndelivered. While the session's token is expired the
-// message is buffered. It returns ErrSessionClosed if the session already
-// closed and ErrInvalidData if data is not valid JSON.
-func (s *Session) Send(data json.RawMessage) error {
-	it, err := newItem(data)
-	if err != nil {
-		return err
-	}
-	return s.enqueue(it, false)
-}
-
-// Reply is Send for answering a client's message from Options.OnMessage.
-// While the session's OnMessage handler runs, a reply is queued like any
-// message and written when the handler returns, by the goroutine that ran
-// the handler, instead of by a writer goroutine started for it: on a
-// request/response connection that saves a goroutine handoff per message.
-// Replies and Sends keep one order. Called when no handler of the session
-// is running, Reply is exactly Send.
-//
-// A reply therefore waits for its handler to return (or for the next Send
-// from another goroutine, which writes everything queued); a handler that
-// must deliver something before it finishes a long task should use Send.
-func (s *Session) Reply(data json.RawMessage) error {
-	it, err := newItem(data)
-	if err != nil {
-		return err
-	}
-	return s.enqueue(it, true)
-}
-
 // Close closes the session with code and a short reason (sent to the client:
 // no secrets). It does not wait for the client.
 func (s *Session) Close(code CloseCode, reason string) {
 	s.close(protocol.NewCloseError(code, reason))
-}
-
-// newItem encodes data as a message frame once; the frame can then be shared
-// by every session it is sent to.
-func newItem(data json.RawMessage) (session.Item, error) {
-	if !protocol.ValidData(data) {
-		return session.Item{}, ErrInvalidData
-	}
-	frame := protocol.AppendMessage(make([]byte, 0, len(data)+messageOverhead), data)
-	return session.Item{Frame: frame, Data: frame[messagePrefixLen : len(frame)-1 : len(frame)-1]}, nil
-}
-
-var (
-	messagePrefixLen = len(protocol.AppendMessage(nil, json.RawMessage("0"))) - 2
-	messageOverhead  = messagePrefixLen + 1
-)
-
-// enqueue queues it. A reply made while OnMessage runs is left for the read
-// goroutine to write when the handler returns (see flushAfterHandler).
-func (s *Session) enqueue(it session.Item, reply bool) error {
-	s.mu.Lock()
-	if s.state == session.Closed {
-		s.mu.Unlock()
-		return ErrSessionClosed
-	}
-	if err := s.outbox.Push(it); err != nil {
-		s.overflowed = append(s.overflowed, it)
-		ce := protocol.NewCloseError(protocol.CloseBufferOverflow, "buffer overflow")
-		s.markClosedLocked(ce)
-		s.mu.Unlock()
-		// Do not make the sender wait for the close frame to be written.
-		go s.writeClose(ce)
-		return nil
-	}
-	if !reply || !s.inHandler {
-		s.scheduleDrainLocked()
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Session) scheduleDrainLocked() {
-	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
-		return
-	}
-	s.draining = true
-	// gws runs Async jobs of one connection one at a time, in order, on a
-	// goroutine that exists only while jobs are queued.
-	s.socket.Async(s.drainFn)
-}
-
-// drainBatch is how many frames drain takes per hold of s.mu.
-const drainBatch = 16
-
-// drain writes queued frames until the outbox is empty, paused or closed.
-func (s *Session) drain() { _ = s.drainUpTo(-1) }
-
-// drainUpTo writes queued frames like drain, but at most limit of them
-// (no limit if it is negative); if frames remain after that, it hands them
-// to a drain job. The caller set s.draining. It returns how many frames it
-// wrote itself.
-//
-// Frames are peeked, written, and only then discarded from the outbox, so
-// that the frames being written still count against the outbox's bounds.
-// Only the drainer (s.draining) removes from the outbox's front, and
-// nothing is put in front of it while a drain runs (PushFront happens at
-// the first auth, while the session is paused), so the frames discarded
-// are the ones written. A frame whose write failed stays queued: finish
-// hands it to OnUndelivered with the rest.
-func (s *Session) drainUpTo(limit int) (written int) {
-	var batch [drainBatch]session.Item
-	for {
-		s.mu.Lock()
-		if s.paused || s.state == session.Closed {
-			s.stopDrainingLocked()
-			s.mu.Unlock()
-			return
-		}
-		if limit == 0 {
-			s.stopDrainingLocked()
-			s.scheduleDrainLocked()
-			s.mu.Unlock()
-			return
-		}
-		size := len(batch)
-		if limit > 0 && limit < size {
-			size = limit
-		}
-		n := s.outbox.Peek(batch[:size])
-		if n == 0 {
-			s.stopDrainingLocked()
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		ok := 0
-		var err error
-		for ok < n {
-			if err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame); err != nil {
-				break
-			}
-			ok++
-		}
-		clear(batch[:n])
-		written += ok
-		limit -= ok
-		s.mu.Lock()
-		s.outbox.Discard(ok)
-		if err != nil {
-			// gateConn closed the socket: the read loop ends and finish
-			// says why (closeNotReading for a write timeout).
-			s.stopDrainingLocked()
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-	}
-}
-
-// beginHandler marks OnMessage as running: replies wait for it.
-func (s *Session) beginHandler() {
-	s.mu.Lock()
-	s.inHandler = true
-	s.mu.Unlock()
-}
-
-// flushAfterHandler runs on the read goroutine when OnMessage returns: it
-// writes what was queued while the handler ran (its replies, and whatever
-// else came first), unless a drain job is already at it. It writes at most
-// what is queued now, so senders on other goroutines cannot keep the read
-// goroutine from reading; anything queued after goes to a drain job.
-func (s *Session) flushAfterHandler() (written int) {
-	s.mu.Lock()
-	s.inHandler = false
-	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
-		s.mu.Unlock()
-		return 0
-	}
-	s.draining = true
-	n := s.outbox.Len()
-	s.mu.Unlock()
-	return s.drainUpTo(n)
-}
-
-func (s *Session) stopDrainingLocked() {
-	s.draining = false
-	s.drained.Broadcast()
 }
 
 // markClosedLocked moves the session to Closed, recording why. It reports
@@ -291,6 +128,7 @@ func (s *Session) markClosedLocked(ce *CloseError) bool {
 	s.state = session.Closed
 	s.closeErr = ce
 	s.phase = phaseNone
+	s.wakeLocked()
 	s.conn.ownClose.Store(true)
 	// Release hooks and verifications waiting on the session's context now:
 	// finish runs only after the read loop, which may be the one waiting.
@@ -343,6 +181,7 @@ func (s *Session) finish(err error) {
 	}
 	s.state = session.Closed
 	s.phase = phaseNone
+	s.wakeLocked()
 	for s.draining { // the socket is closed: the drain ends at once
 		s.drained.Wait()
 	}
@@ -359,11 +198,11 @@ func (s *Session) finish(err error) {
 		s.srv.pending.release(s.ip)
 	}
 	if registered {
-		s.srv.registry.Remove(s.id, ident.Subject)
+		s.srv.registry.Remove(s.id, ident.Principal())
 	}
 	s.srv.forget(s)
 	if len(undelivered) > 0 {
-		s.srv.undelivered(ident.Subject, undelivered)
+		s.srv.undelivered(ident.Principal(), undelivered)
 	}
 	s.srv.opts.Logger.Debug("wsauth: session closed", "session", s.id, "sub", ident.Subject,
 		"remote", s.remoteAddr, "code", int(ce.Code), "by_server", byServer)
@@ -394,8 +233,10 @@ func (s *Session) recoverReadLoop() {
 func closeErrorFrom(err error, sent protocol.CloseCode) (ce *CloseError, byServer bool) {
 	var cl *gws.CloseError
 	if errors.As(err, &cl) && cl.Code != 0 {
-		// The reason is the client's own text: OnClose gets it, logs do not.
-		return protocol.NewCloseError(protocol.CloseCode(cl.Code), string(cl.Reason)), false
+		// The reason is the client's own text: OnClose gets it, logs do
+		// not. gws does not check its UTF-8 (RFC 6455 would answer 1007;
+		// the connection is closing either way): OnClose gets valid UTF-8.
+		return protocol.NewCloseError(protocol.CloseCode(cl.Code), strings.ToValidUTF8(string(cl.Reason), "\uFFFD")), false
 	}
 	if sent != 0 {
 		return protocol.NewCloseError(sent, sent.String()), true

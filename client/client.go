@@ -22,6 +22,14 @@ import (
 // and is resent after the next auth_ok.
 const errorCodeReauthRequired = 4401
 
+// errorCodeTooManyRequests refuses an auth frame sent less than
+// reauthInterval after the session's previous one.
+const errorCodeTooManyRequests = 4429
+
+// reauthInterval is the server's least time between two verified auth
+// frames of a session (docs/protocol.md).
+const reauthInterval = time.Second
+
 // receiveBuffer is how many received messages wait for Receive before the
 // client stops reading the socket.
 const receiveBuffer = 64

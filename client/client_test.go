@@ -36,7 +36,7 @@ func TestDialAuthenticatesAndExchangesMessages(t *testing.T) {
 		assert.Equal(t, s, <-p.states)
 	}
 
-	sessions := e.server().Sessions("alice")
+	sessions := e.server().Sessions(e.p("alice"))
 	require.Len(t, sessions, 1)
 	assert.Equal(t, sessions[0].ID(), c.Session())
 	assert.Equal(t, protocol.Subprotocol, sessions[0].Subprotocol())
@@ -218,7 +218,7 @@ func TestRevokeIsTerminal(t *testing.T) {
 	c := e.dial(opts)
 	e.expect("auth:dora")
 
-	assert.Equal(t, 1, e.server().Revoke("dora"))
+	assert.Equal(t, 1, e.server().Revoke(e.p("dora")))
 	waitDone(t, c)
 	var ce *protocol.CloseError
 	require.ErrorAs(t, c.Err(), &ce)

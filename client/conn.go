@@ -48,6 +48,7 @@ const (
 	evAuthOK  eventKind = iota // auth_ok, in frame
 	evReauth                   // reauth_required
 	evRefresh                  // the early-refresh timer of generation gen fired
+	evRefused                  // an error frame without ref: the server refused an auth frame
 )
 
 type event struct {
@@ -157,6 +158,12 @@ func (cn *conn) armRefresh(now, exp time.Time) {
 	if !ok {
 		return
 	}
+	cn.refreshIn(d)
+}
+
+// refreshIn schedules an early refresh in d.
+func (cn *conn) refreshIn(d time.Duration) {
+	cn.stopRefresh()
 	cn.timerGen++
 	gen := cn.timerGen
 	cn.timer = cn.c.opts.Clock.AfterFunc(d, func() { cn.push(event{kind: evRefresh, gen: gen}) })
@@ -214,6 +221,10 @@ func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	case protocol.TypeMessage:
 		cn.c.deliver(cn, f.Data)
 	case protocol.TypeError:
+		if f.Ref == "" && (f.Code == errorCodeReauthRequired || f.Code == errorCodeTooManyRequests) {
+			cn.push(event{kind: evRefused, frame: f})
+			return
+		}
 		cn.c.onErrorFrame(f)
 	case protocol.TypeAuthOK:
 		cn.push(event{kind: evAuthOK, frame: f})

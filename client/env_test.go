@@ -111,10 +111,15 @@ func (e *env) restart() {
 	e.current.Store(e.newServer())
 }
 
+// p returns the principal of sub at the env's identity provider.
+func (e *env) p(sub string) wsauth.Principal {
+	return wsauth.Principal{Issuer: e.idp.Issuer(), Subject: sub}
+}
+
 // send queues data for every session of sub and requires exactly one.
 func (e *env) send(sub, data string) {
 	e.t.Helper()
-	n, err := e.server().SendToSubject(sub, json.RawMessage(data))
+	n, err := e.server().SendToPrincipal(context.Background(), e.p(sub), json.RawMessage(data))
 	require.NoError(e.t, err)
 	require.Equal(e.t, 1, n)
 }

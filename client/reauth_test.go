@@ -200,7 +200,10 @@ func TestRefusedReauthIsTerminal(t *testing.T) {
 			})
 			opts.RefreshBefore = 59 * time.Minute // refresh 30 min in (half the lifetime)
 			c := e.dial(opts)
-			p.clock.Advance(30 * time.Minute)
+			e.clock.Advance(time.Second) // the server's reauth interval
+			// Half the lifetime; the probe's clock may be behind the
+			// server's by the seconds earlier cases advanced it.
+			p.clock.Advance(30*time.Minute + 5*time.Second)
 			waitDone(t, c)
 			var ce *protocol.CloseError
 			require.ErrorAs(t, c.Err(), &ce)
@@ -249,6 +252,7 @@ func TestQueueIsBounded(t *testing.T) {
 	opts.QueueSize = 2
 	c := e.dial(opts)
 	e.expect("auth:ola")
+	e.clock.Advance(time.Second)                // the server's reauth interval
 	p.clock.Advance(time.Hour - 30*time.Second) // own refresh, held at the gate
 	p.waitState(client.Reauthenticating)
 
@@ -269,4 +273,27 @@ func TestQueueIsBounded(t *testing.T) {
 	e.expect("auth:ola", `msg:1:"a"`, `msg:2:"b"`)
 	require.NoError(t, <-sent)
 	e.expect(`msg:3:"c"`) // the refused Send took no id
+}
+
+// TestRefreshTooSoonIsRetried: a refresh the server refuses as too soon
+// after the previous auth frame (error 4429, not verified) leaves the
+// session as it was; the client tries again once the interval has passed.
+func TestRefreshTooSoonIsRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	p, opts := e.newProbe("rita", time.Hour, nil)
+	opts.RefreshBefore = 59 * time.Minute
+	c := e.dial(opts)
+	e.expect("auth:rita")
+	p.clock.Advance(30 * time.Minute) // the client refreshes; the server's clock has not moved
+	p.waitState(client.Reauthenticating)
+	p.waitState(client.Active)
+	assert.EqualValues(t, 2, p.calls.Load())
+	e.quiet()
+	e.clock.Advance(time.Second)
+	p.clock.Advance(time.Second)
+	e.expect("auth:rita")
+	p.waitState(client.Active)
+	assert.EqualValues(t, 3, p.calls.Load())
+	require.NoError(t, c.Err())
 }

@@ -168,6 +168,21 @@ func (c *Client) handle(cn *conn, ev event) error {
 		if ev.gen == cn.timerGen && c.State() == Active {
 			return c.reauth(cn, "token expires soon")
 		}
+	case evRefused:
+		if c.State() != Reauthenticating {
+			break
+		}
+		if ev.frame.Code == errorCodeTooManyRequests {
+			// Refreshed too soon after the last auth: the session keeps
+			// its token; try again once the server's interval has passed.
+			c.setState(Active)
+			cn.refreshIn(reauthInterval)
+			return nil
+		}
+		// The server refused the fresh token (the session would live on
+		// until its current token runs out): as at connect, a token the
+		// server refuses is terminal.
+		return protocol.NewCloseError(protocol.CloseUnauthorized, ev.frame.Message)
 	}
 	return nil
 }

@@ -20,3 +20,22 @@ type Identity struct {
 	// Claims holds every claim of the token as decoded JSON.
 	Claims map[string]any
 }
+
+// Principal names one user: the subject of one issuer. An OIDC "sub" is
+// unique only within its issuer, so two identity providers may both have an
+// "alice" who are different people; wsauth keys everything it does per
+// user (sessions by user, SendToPrincipal, Revoke, resume) by Principal,
+// never by the subject alone. With a single trusted issuer, the Issuer is
+// that issuer's "iss" (the value of the verified token's claim).
+type Principal struct {
+	Issuer  string // the token's "iss"
+	Subject string // the token's "sub"
+}
+
+// Principal returns the user the identity belongs to.
+func (id Identity) Principal() Principal {
+	return Principal{Issuer: id.Issuer, Subject: id.Subject}
+}
+
+// String returns the principal as "subject (issuer)", for logs and errors.
+func (p Principal) String() string { return p.Subject + " (" + p.Issuer + ")" }

@@ -5,8 +5,9 @@ import (
 	"errors"
 )
 
-// ErrOverflow is returned by Outbox.Push when the message would exceed the
-// outbox's message or byte bound. The outbox is left unchanged.
+// ErrOverflow is returned by Outbox.Push when the message would take a
+// non-empty outbox past its message or byte bound. The outbox is left
+// unchanged.
 var ErrOverflow = errors.New("session: outbound buffer full")
 
 // Item is one queued outbound application message: the encoded frame as it
@@ -15,6 +16,10 @@ var ErrOverflow = errors.New("session: outbound buffer full")
 type Item struct {
 	Frame []byte
 	Data  json.RawMessage
+	// Seq numbers the message server-wide, in the order it was sent: the
+	// copies one fan-out puts in several outboxes share it, which is how
+	// the resume store tells them apart from distinct messages.
+	Seq uint64
 }
 
 // Outbox is a bounded FIFO of outbound application messages. It counts
@@ -42,14 +47,19 @@ func NewOutbox(maxMsgs, maxBytes int) *Outbox {
 }
 
 // Push appends an item. It returns ErrOverflow, and keeps nothing, when the
-// item would take the outbox past its message or byte bound.
+// item would take the outbox past its message or byte bound. An empty
+// outbox takes any one item, whatever its size: a message larger than the
+// byte bound can still be delivered to a client that keeps up.
 func (o *Outbox) Push(it Item) error {
-	if !o.fits(1, len(it.Frame)) {
+	if o.n > 0 && !o.fits(1, len(it.Frame)) {
 		return ErrOverflow
 	}
 	o.push(it)
 	return nil
 }
+
+// Full reports whether the outbox is at or past one of its bounds.
+func (o *Outbox) Full() bool { return o.n >= o.maxMsgs || o.bytes >= o.maxBytes }
 
 func (o *Outbox) fits(msgs, bytes int) bool {
 	return o.n+msgs <= o.maxMsgs && o.bytes+bytes <= o.maxBytes

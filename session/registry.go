@@ -7,7 +7,7 @@ import (
 
 const registryShards = 32
 
-// Registry finds live sessions by id and by subject. It is sharded by key so
+// Registry finds live sessions by id and by principal. It is sharded by key so
 // that registering and looking up sessions from many goroutines does not
 // contend on one lock. The zero Registry is ready to use.
 type Registry[T comparable] struct {
@@ -24,7 +24,7 @@ type idShard[T comparable] struct {
 
 type subShard[T comparable] struct {
 	mu sync.RWMutex
-	m  map[string]map[string]T // subject -> id -> session
+	m  map[Principal]map[string]T // principal -> id -> session
 }
 
 func (r *Registry[T]) shard(key string) int {
@@ -32,9 +32,9 @@ func (r *Registry[T]) shard(key string) int {
 	return int(maphash.String(r.seed, key) % registryShards)
 }
 
-// Add registers v under id and subject. A second Add with the same id
+// Add registers v under id and principal. A second Add with the same id
 // replaces the first.
-func (r *Registry[T]) Add(id, subject string, v T) {
+func (r *Registry[T]) Add(id string, principal Principal, v T) {
 	is := &r.ids[r.shard(id)]
 	is.mu.Lock()
 	if is.m == nil {
@@ -43,34 +43,34 @@ func (r *Registry[T]) Add(id, subject string, v T) {
 	is.m[id] = v
 	is.mu.Unlock()
 
-	ss := &r.subs[r.shard(subject)]
+	ss := &r.subs[r.shard(principal.Subject)]
 	ss.mu.Lock()
 	if ss.m == nil {
-		ss.m = make(map[string]map[string]T)
+		ss.m = make(map[Principal]map[string]T)
 	}
-	set := ss.m[subject]
+	set := ss.m[principal]
 	if set == nil {
 		set = make(map[string]T, 1)
-		ss.m[subject] = set
+		ss.m[principal] = set
 	}
 	set[id] = v
 	ss.mu.Unlock()
 }
 
-// Remove unregisters id from the registry and from subject's set. It is a
-// no-op for an id that is not registered.
-func (r *Registry[T]) Remove(id, subject string) {
+// Remove unregisters id from the registry and from principal's set. It is
+// a no-op for an id that is not registered.
+func (r *Registry[T]) Remove(id string, principal Principal) {
 	is := &r.ids[r.shard(id)]
 	is.mu.Lock()
 	delete(is.m, id)
 	is.mu.Unlock()
 
-	ss := &r.subs[r.shard(subject)]
+	ss := &r.subs[r.shard(principal.Subject)]
 	ss.mu.Lock()
-	if set := ss.m[subject]; set != nil {
+	if set := ss.m[principal]; set != nil {
 		delete(set, id)
 		if len(set) == 0 {
-			delete(ss.m, subject)
+			delete(ss.m, principal)
 		}
 	}
 	ss.mu.Unlock()
@@ -85,11 +85,11 @@ func (r *Registry[T]) Get(id string) (T, bool) {
 	return v, ok
 }
 
-// BySubject appends every session of subject to dst and returns it.
-func (r *Registry[T]) BySubject(subject string, dst []T) []T {
-	ss := &r.subs[r.shard(subject)]
+// ByPrincipal appends every session of principal to dst and returns it.
+func (r *Registry[T]) ByPrincipal(principal Principal, dst []T) []T {
+	ss := &r.subs[r.shard(principal.Subject)]
 	ss.mu.RLock()
-	for _, v := range ss.m[subject] {
+	for _, v := range ss.m[principal] {
 		dst = append(dst, v)
 	}
 	ss.mu.RUnlock()

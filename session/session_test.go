@@ -33,7 +33,9 @@ func TestOutboxBounds(t *testing.T) {
 		{"message bound", 3, 100, []string{"a", "b", "c", "d"}, 3},
 		{"byte bound", 10, 5, []string{"aa", "bb", "c", "d"}, 3},
 		{"exact fit", 2, 4, []string{"aa", "bb"}, 2},
-		{"one too big", 5, 3, []string{"abcd"}, 0},
+		{"one too big, into an empty outbox", 5, 3, []string{"abcd"}, 1},
+		{"one too big, behind another", 5, 3, []string{"a", "abcd"}, 1},
+		{"nothing after one too big", 5, 3, []string{"abcd", "a"}, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,21 +140,29 @@ func TestStateTransitions(t *testing.T) {
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	var r session.Registry[string]
-	r.Add("1", "alice", "s1")
-	r.Add("2", "alice", "s2")
-	r.Add("3", "bob", "s3")
+	alice := session.Principal{Issuer: "https://a.example/", Subject: "alice"}
+	// Another issuer's alice is another person.
+	otherAlice := session.Principal{Issuer: "https://b.example/", Subject: "alice"}
+	bob := session.Principal{Issuer: "https://a.example/", Subject: "bob"}
+	r.Add("1", alice, "s1")
+	r.Add("2", alice, "s2")
+	r.Add("3", bob, "s3")
+	r.Add("4", otherAlice, "s4")
 	v, ok := r.Get("2")
 	assert.True(t, ok)
 	assert.Equal(t, "s2", v)
-	got := r.BySubject("alice", nil)
+	got := r.ByPrincipal(alice, nil)
 	sort.Strings(got)
 	assert.Equal(t, []string{"s1", "s2"}, got)
-	assert.Equal(t, 3, r.Len())
-	r.Remove("1", "alice")
-	r.Remove("1", "alice") // idempotent
-	assert.Equal(t, []string{"s2"}, r.BySubject("alice", nil))
-	r.Remove("2", "alice")
-	assert.Empty(t, r.BySubject("alice", nil))
+	assert.Equal(t, []string{"s4"}, r.ByPrincipal(otherAlice, nil))
+	assert.Empty(t, r.ByPrincipal(session.Principal{Subject: "alice"}, nil))
+	assert.Equal(t, 4, r.Len())
+	r.Remove("1", alice)
+	r.Remove("1", alice) // idempotent
+	assert.Equal(t, []string{"s2"}, r.ByPrincipal(alice, nil))
+	r.Remove("2", alice)
+	r.Remove("4", otherAlice)
+	assert.Empty(t, r.ByPrincipal(alice, nil))
 	all := r.All(nil)
 	assert.Equal(t, []string{"s3"}, all)
 	_, ok = r.Get("1")
@@ -169,10 +179,11 @@ func TestRegistryConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 500; i++ {
 				id := fmt.Sprintf("%d-%d", g, i)
-				r.Add(id, fmt.Sprint(i%7), i)
-				_ = r.BySubject(fmt.Sprint(i%7), nil)
+				p := session.Principal{Issuer: "iss", Subject: fmt.Sprint(i % 7)}
+				r.Add(id, p, i)
+				_ = r.ByPrincipal(p, nil)
 				if i%2 == 0 {
-					r.Remove(id, fmt.Sprint(i%7))
+					r.Remove(id, p)
 				}
 			}
 		}()

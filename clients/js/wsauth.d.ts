@@ -11,6 +11,8 @@ export declare const CLIENT_ERROR: 0;
 
 /** Error-frame code: the message was not processed because the token expired. */
 export declare const ERROR_REAUTH_REQUIRED: 4401;
+/** Error code refusing an auth frame sent too soon after the previous one. */
+export declare const ERROR_TOO_MANY_REQUESTS: 4429;
 
 /** Longest message id, in UTF-8 bytes. */
 export declare const MAX_ID_BYTES: 64;

@@ -26,6 +26,11 @@ export const CLIENT_ERROR = 0;
 
 /** Error-frame code: the message was not processed because the token expired. */
 export const ERROR_REAUTH_REQUIRED = 4401;
+/** Error code refusing an auth frame sent too soon after the previous one. */
+export const ERROR_TOO_MANY_REQUESTS = 4429;
+// The server verifies at most one auth frame a second per session, besides
+// its answer to each reauth_required (docs/protocol.md).
+const REAUTH_INTERVAL_MS = 1000;
 
 /** Longest message id, in UTF-8 bytes. */
 export const MAX_ID_BYTES = 64;
@@ -257,6 +262,23 @@ export class WsauthClient extends EventTarget {
 
   #onErrorFrame(f) {
     const ref = typeof f.ref === 'string' ? f.ref : undefined;
+    if (ref === undefined && this.#state === 'reauthenticating') {
+      if (f.code === ERROR_TOO_MANY_REQUESTS) {
+        // Refreshed too soon: the session keeps its token. Try again once
+        // the server's interval has passed.
+        this.#setState('active');
+        clearTimeout(this.#refreshTimer);
+        this.#refreshTimer = setTimeout(() => this.#reauth(), REAUTH_INTERVAL_MS);
+        this.#flush();
+        return;
+      }
+      if (f.code === ERROR_REAUTH_REQUIRED) {
+        // The fresh token was refused: as at connect, that is terminal.
+        this.#userClosed = true;
+        this.#terminate(4401, String(f.message ?? ''));
+        return;
+      }
+    }
     const entry = ref === undefined ? undefined : this.#sent.get(ref);
     if (f.code === ERROR_REAUTH_REQUIRED && entry) {
       // Not processed: the token had expired. Resend after the next auth_ok,

@@ -70,14 +70,18 @@ type chatMessage struct {
 }
 
 // onMessage runs on the sender's read goroutine and broadcasts the message.
-// Broadcast only queues, so a slow reader never holds up the sender.
-func (c *chat) onMessage(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
+// With the handler's ctx, Broadcast waits while a receiver that reads is
+// behind, which slows the sender's reading instead of dropping anything; a
+// receiver that stopped reading is skipped (ErrBufferFull).
+func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
 	b, err := json.Marshal(chatMessage{From: s.Subject(), Data: m.Data})
 	if err != nil {
 		return err
 	}
-	n, err := c.srv.Broadcast(b)
-	if err != nil {
+	n, err := c.srv.Broadcast(ctx, b)
+	if errors.Is(err, wsauth.ErrBufferFull) {
+		c.logger.Warn("message not delivered to stalled sessions", "session", s.ID(), "err", err)
+	} else if err != nil {
 		return err
 	}
 	c.logger.Debug("message broadcast", "session", s.ID(), "sub", s.Subject(), "id", m.ID, "recipients", n)
@@ -96,8 +100,8 @@ func (c *chat) onClose(s *wsauth.Session, ce *wsauth.CloseError) {
 
 // onUndelivered must not block: it only logs how much was lost, never the
 // data itself.
-func (c *chat) onUndelivered(subject string, data []json.RawMessage) {
-	c.logger.Warn("messages not delivered", "sub", subject, "count", len(data))
+func (c *chat) onUndelivered(p wsauth.Principal, data []json.RawMessage) {
+	c.logger.Warn("messages not delivered", "sub", p.Subject, "count", len(data))
 }
 
 // start starts the ticker, if the chat has a tick interval.
@@ -141,7 +145,10 @@ func (c *chat) sendTicks() {
 		buf = strconv.AppendInt(buf, m.ticks, 10)
 		buf = append(buf, '}')
 		// Send copies the data into its frame; buf can be reused.
-		if err := m.s.Send(buf); err != nil && !errors.Is(err, wsauth.ErrSessionClosed) {
+		switch err := m.s.Send(buf); {
+		case errors.Is(err, wsauth.ErrBufferFull):
+			m.ticks-- // not sent: the next tick carries this number
+		case err != nil && !errors.Is(err, wsauth.ErrSessionClosed):
 			c.logger.Error("sending tick", "session", id, "err", err)
 		}
 	}

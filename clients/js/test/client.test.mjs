@@ -273,6 +273,22 @@ test('a token provider failure is terminal, at connect and at reauth', async () 
   assert.equal(calls, 2, 'no reconnect');
 });
 
+test('a fresh token the server refuses at reauth is terminal', async () => {
+  let calls = 0;
+  const c = newClient('nina', {
+    provider: async () => {
+      if (++calls > 1) return 'not.a.jwt';
+      return (await fetchToken(demo.base, 'nina', '3s')).token;
+    },
+  });
+  c.client.connect();
+  await waitFor(() => c.rec.states.includes('active'));
+  await waitFor(() => c.client.state === 'closed', 4_000, 'closed after the refused reauth');
+  assert.deepEqual(c.rec.closes[0], { code: 4401, reason: 'malformed token', retrying: false });
+  await sleep(300);
+  assert.equal(calls, 2, 'no reconnect');
+});
+
 test('terminal close codes from the server are not retried', async () => {
   let calls = 0;
   const bad = newClient('mia', { provider: () => { calls++; return 'not.a.jwt'; }, backoff: { initial: 10 } });

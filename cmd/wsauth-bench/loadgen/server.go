@@ -203,7 +203,7 @@ func (s *Server) Push() PushFunc {
 	if s.raw != nil {
 		return s.raw.push
 	}
-	return s.Wsauth.Send
+	return func(id string, data json.RawMessage) error { return s.Wsauth.Send(context.Background(), id, data) }
 }
 
 // Close shuts the target down: every connection is closed and its goroutines

@@ -74,7 +74,7 @@ func TestStormChecksTicks(t *testing.T) {
 	}
 	for i, seq := range ticks {
 		for _, k := range seq {
-			require.NoError(t, srv.Wsauth.Send(s.Sessions[i], []byte(`{"tick":`+strconv.FormatInt(k, 10)+`}`)))
+			require.NoError(t, srv.Wsauth.Send(context.Background(), s.Sessions[i], []byte(`{"tick":`+strconv.FormatInt(k, 10)+`}`)))
 		}
 	}
 	r, err = s.Drain(ctx, 1, []int64{4, 4, 4, 4})

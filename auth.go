@@ -1,0 +1,202 @@
+package wsauth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/session"
+)
+
+// Authentication: what an auth frame does, the first one of a pending
+// session and every reauthentication after it.
+//
+// A first auth frame that fails closes the session (4401, or 4408 when the
+// verification outlives the auth deadline). A reauthentication that fails
+// verification does not: the client gets an error frame (4401, with the
+// reason as its message) and the session keeps its current token until its
+// exp and grace run out. A reauthentication as another principal closes
+// the session with 4403.
+//
+// Verifying costs a signature check, so a session may have an auth frame
+// verified at most once per reauthInterval, besides its answer to each
+// reauth_required; others get error 4429 and are not verified.
+
+// reauthInterval is the least time between two verified auth frames of a
+// session, except the answer to a reauth_required.
+const reauthInterval = time.Second
+
+var closeMissingSub = protocol.NewCloseError(protocol.CloseUnauthorized, "missing sub")
+
+// takeAuthBudget reports whether an auth frame of a session in state st
+// may be verified now, and counts it if so.
+func (s *Session) takeAuthBudget(st session.State) bool {
+	now := s.srv.opts.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case st == session.Pending, s.reauthAsked, now.Sub(s.lastAuth) >= reauthInterval:
+		s.reauthAsked = false
+		s.lastAuth = now
+		return true
+	}
+	return false
+}
+
+// authenticate handles an auth frame. It runs while the read goroutine
+// waits for it (see onFrame).
+func (s *Session) authenticate(token string) {
+	s.mu.Lock()
+	first := s.state == session.Pending
+	prev := s.ident
+	deadline := s.authDeadline
+	s.mu.Unlock()
+
+	ident, refusal := s.verify(token, first, deadline)
+	if refusal != nil {
+		if first {
+			s.close(refusal)
+			return
+		}
+		s.writeFrame(protocol.AppendError(nil, ErrorCodeReauthRequired, refusal.Reason, ""))
+		return
+	}
+	if !s.bind(ident, first, prev) {
+		return
+	}
+	s.activate(ident, first, prev)
+}
+
+// verify checks token with the Verifier and the server's own rules and
+// returns the identity, or why it is refused.
+func (s *Session) verify(token string, first bool, deadline time.Time) (Identity, *CloseError) {
+	srv := s.srv
+	timeout := srv.opts.AuthTimeout
+	if first {
+		// The auth deadline bounds verification, so a slow JWKS or an
+		// unknown kid cannot hold a pending socket past it. The
+		// scheduler's 4408 closes the socket on time either way; this
+		// ends the verification too.
+		timeout = deadline.Sub(srv.opts.Clock.Now())
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	ident, err := srv.opts.Verifier.Verify(ctx, token)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The verification outlived its deadline (a slow JWKS): that
+			// is the client's 4408, not a verdict on its token.
+			return Identity{}, closeAuthTimeout
+		}
+		reason := jwks.Reason(err)
+		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
+			"reauth", !first, "reason", reason)
+		return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, reason)
+	}
+	if srv.opts.Expiry != ExpiryIgnore {
+		if ident.ExpiresAt.IsZero() {
+			return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, "missing exp")
+		}
+		if !ident.ExpiresAt.After(srv.opts.Clock.Now()) {
+			return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, "token expired")
+		}
+	}
+	if ident.Subject == "" {
+		// Every such token would be one and the same user.
+		return Identity{}, closeMissingSub
+	}
+	return ident, nil
+}
+
+// bind binds a verified identity to the session and runs OnAuthenticated.
+// It reports false if the session was closed instead.
+func (s *Session) bind(ident Identity, first bool, prev Identity) bool {
+	srv := s.srv
+	if !first && ident.Principal() != prev.Principal() {
+		srv.opts.Logger.Warn("wsauth: reauth with another identity", "session", s.id, "sub", prev.Subject)
+		s.close(closeSubject)
+		return false
+	}
+	s.mu.Lock()
+	if s.state == session.Closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.ident = ident
+	s.mu.Unlock()
+	h := srv.opts.OnAuthenticated
+	if h == nil {
+		return true
+	}
+	var err error
+	if srv.guard(s.id, "OnAuthenticated", func() { err = h(s.ctx, s) }) {
+		s.close(closeInternal)
+		return false
+	}
+	if err != nil {
+		var ce *CloseError
+		if !errors.As(err, &ce) {
+			ce = closeForbidden
+		}
+		s.close(ce)
+		return false
+	}
+	return true
+}
+
+// activate makes the session active under ident: it schedules its expiry,
+// registers a new session (with what was kept for it to resume) and writes
+// auth_ok, then what was buffered.
+func (s *Session) activate(ident Identity, first bool, prev Identity) {
+	srv := s.srv
+	now := srv.opts.Clock.Now()
+	s.mu.Lock()
+	if s.state == session.Closed {
+		s.mu.Unlock()
+		return
+	}
+	s.state = session.Active
+	// Hold application messages until auth_ok is on the wire, so that the
+	// client sees auth_ok first and then what was buffered, in order.
+	s.paused = true
+	// A reauthentication whose token expires no later than the current one
+	// changes nothing in the timeline: re-arming it would ask for a fresh
+	// token again at half the time left, over and over.
+	if first || ident.ExpiresAt.After(prev.ExpiresAt) || srv.opts.Expiry == ExpiryIgnore {
+		s.scheduleExpiryLocked(now)
+	}
+	releaseSlot := s.pendingSlot
+	s.pendingSlot = false
+	var rejected []session.Item
+	if first {
+		s.registered = true
+		if resumed := srv.resume.take(ident.Principal()); len(resumed) > 0 {
+			rejected = s.outbox.PushFront(resumed)
+		}
+	}
+	s.mu.Unlock()
+
+	if len(rejected) > 0 {
+		srv.handOver(ident.Principal(), rejected)
+	}
+	if first {
+		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
+		_ = s.conn.Conn.SetReadDeadline(time.Time{})
+		if releaseSlot {
+			srv.pending.release(s.ip)
+		}
+		srv.registry.Add(s.id, ident.Principal(), s)
+	}
+	var exp int64
+	if !ident.ExpiresAt.IsZero() {
+		exp = ident.ExpiresAt.Unix()
+	}
+	s.writeFrame(protocol.AppendAuthOK(nil, s.id, ident.Subject, exp))
+
+	s.mu.Lock()
+	s.paused = false
+	s.scheduleDrainLocked()
+	s.mu.Unlock()
+}

@@ -1,0 +1,59 @@
+package wsauth_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// identityVerifier is a custom Verifier that accepts every token as the
+// identity it was built with.
+type identityVerifier struct{ id wsauth.Identity }
+
+func (v identityVerifier) Verify(context.Context, string) (wsauth.Identity, error) { return v.id, nil }
+
+// TestEmptySubjectIsRefused is red team item 14 at the server: whatever
+// the Verifier, an identity without a subject is refused (4401 "missing
+// sub"), since every such token would be the same user.
+func TestEmptySubjectIsRefused(t *testing.T) {
+	t.Parallel()
+	v := identityVerifier{wsauth.Identity{Issuer: "https://idp.test/", ExpiresAt: time.Now().Add(time.Hour)}}
+	closed := make(chan *wsauth.CloseError, 1)
+	srv, err := wsauth.New(wsauth.Options{Verifier: v, OnClose: func(_ *wsauth.Session, ce *wsauth.CloseError) { closed <- ce }})
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer func() { require.NoError(t, srv.Shutdown(context.Background())) }()
+	c, err := wstest.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Auth("anything"))
+	cl, texts, err := c.ReadClose()
+	require.NoError(t, err)
+	assert.Empty(t, texts)
+	assert.Equal(t, wstest.Close{Code: int(protocol.CloseUnauthorized), Reason: "missing sub"}, cl)
+	assert.Equal(t, "missing sub", (<-closed).Reason)
+	assert.Zero(t, srv.Len())
+}
+
+// TestClientCloseReasonIsValidUTF8 is part of red team item 20: gws does
+// not check the UTF-8 of a client's close reason; OnClose gets it made
+// valid.
+func TestClientCloseReasonIsValidUTF8(t *testing.T) {
+	t.Parallel()
+	h := newHostileEnv(t, hostileOptions{})
+	c, ok := h.loginT(t, h.idp.Token("utf", time.Hour))
+	require.NoError(t, c.WriteFrame(true, wstest.OpClose, []byte("\x0f\xa0bad \xff\xfe reason")))
+	ev := h.closeEventOf(t, ok["session"].(string))
+	assert.Equal(t, wsauth.CloseCode(4000), ev.code)
+	assert.Equal(t, "bad \uFFFD reason", ev.reason)
+}
