@@ -252,15 +252,14 @@ func hostileUnknownKIDFlood(t *testing.T) {
 	assert.LessOrEqual(t, idp.Fetches()-fetches, 1, "refetches in the second window")
 	fetches = idp.Fetches()
 
-	// A slow JWK Set: the one socket whose token won the refetch waits on
-	// it; the others fail at once. The auth deadline, on the server's clock,
-	// closes the waiting one.
-	h.clock.Advance(rate)
-	idp.SetDelay(time.Second)
-	const n = 50
-	results := make(chan outcome, n)
-	go func() {
-		parallel(n, n, func(int) {
+	// A slow JWK Set: every socket with an unknown kid waits for the one
+	// refetch (it belongs to the verifier, so no client can abort it), and
+	// each waits at most until its own auth deadline.
+	// slowFlood dials n sockets and, once go is closed, sends their auth
+	// frames.
+	slowFlood := func(n int, start <-chan struct{}) <-chan outcome {
+		results := make(chan outcome, n)
+		go parallel(n, n, func(int) {
 			tok := idp.SignWith(nil, nil, map[string]any{"kid": randomKID()}, h.claimsFor(idp, "flooder"))
 			fc, err := wstest.Dial(h.url, nil)
 			if err != nil {
@@ -268,6 +267,7 @@ func hostileUnknownKIDFlood(t *testing.T) {
 				return
 			}
 			defer fc.Close()
+			<-start
 			_ = fc.Auth(tok)
 			cl, _, err := fc.ReadClose()
 			if err != nil {
@@ -275,25 +275,38 @@ func hostileUnknownKIDFlood(t *testing.T) {
 			}
 			results <- outcome{cl.Code, cl.Reason}
 		})
-	}()
-	got := map[outcome]int{}
-	for range n - 1 {
-		select {
-		case o := <-results:
-			got[o]++
-		case <-time.After(10 * time.Second):
-			t.Fatalf("only %v closed", got)
-		}
+		return results
 	}
-	assert.Equal(t, map[outcome]int{unknown: n - 1}, got)
+	collect := func(results <-chan outcome, n int) map[outcome]int {
+		got := map[outcome]int{}
+		for range n {
+			select {
+			case o := <-results:
+				got[o]++
+			case <-time.After(10 * time.Second):
+				t.Fatalf("only %v closed", got)
+			}
+		}
+		return got
+	}
+	const n = 50
+	h.clock.Advance(rate)
+	idp.SetDelay(300 * time.Millisecond)
+	now := make(chan struct{})
+	close(now)
+	assert.Equal(t, map[outcome]int{unknown: n}, collect(slowFlood(n, now), n), "all wait for the refetch, then fail")
+	assert.Equal(t, fetches+1, idp.Fetches(), "one refetch for all of them")
+	fetches = idp.Fetches()
+
+	h.clock.Advance(rate)
+	idp.SetDelay(3 * time.Second)
+	start := make(chan struct{})
+	results := slowFlood(n, start)
+	require.Eventually(t, func() bool { return h.srv.Pending() == n }, 5*time.Second, time.Millisecond)
+	close(start)
 	require.Eventually(t, func() bool { return idp.Fetches() == fetches+1 }, 5*time.Second, time.Millisecond)
 	h.clock.Advance(wsauth.DefaultAuthTimeout)
-	select {
-	case o := <-results:
-		assert.Equal(t, outcome{int(protocol.CloseAuthTimeout), "auth timeout"}, o)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the socket waiting on the slow refetch was not closed at its deadline")
-	}
+	assert.Equal(t, map[outcome]int{{int(protocol.CloseAuthTimeout), "auth timeout"}: n}, collect(results, n))
 	idp.SetDelay(0)
 
 	// The legitimate session never noticed.

@@ -346,7 +346,7 @@ func TestTokenCacheEviction(t *testing.T) {
 	t.Run("expired first", func(t *testing.T) {
 		now := wsauthtest.NewClock(t0)
 		v := cachedVerifier(t, p, 2, now.Now, 0)
-		short := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "exp": t0.Add(time.Minute).Unix()})
+		short := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "sub": "bob", "exp": t0.Add(time.Minute).Unix()})
 		_, err := v.Verify(t.Context(), short)
 		require.NoError(t, err)
 		_, err = v.Verify(t.Context(), short) // presented again: second chance

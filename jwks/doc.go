@@ -6,7 +6,8 @@
 // verifies the token with that issuer's keys only, so a key of one provider
 // never validates a token claiming to come from another, even when kids
 // collide. Only asymmetric algorithms are accepted, every token must carry a
-// "kid" and an "exp", and the jku, x5u and jwk headers are never followed.
+// "kid", an "exp" and a non-empty "sub", and the jku, x5u and jwk headers
+// are never followed.
 //
 // # Keys
 //
@@ -14,11 +15,28 @@
 // New, its tokens fail with ErrKeysUnavailable until a fetch works. Each set
 // is fetched again every Options.RefreshInterval; a failed fetch keeps the
 // keys already held, a successful one replaces them (a key the provider
-// retired stops working). A token whose kid is not in its issuer's set
-// triggers an immediate refetch, at most once per Options.UnknownKIDRate per
-// issuer, which is how a key rotation is picked up without waiting for the
-// next refresh. Fetches are bounded in time and size (Options.HTTPClient,
-// Options.MaxJWKSBytes) and failures are logged to Options.Logger.
+// retired stops working).
+//
+// Only keys that can verify a signature are kept: RSA, EC (P-256, P-384,
+// P-521) and Ed25519 keys whose "use", if present, is "sig" and whose
+// "key_ops", if present, include "verify" (RFC 7517 sections 4.2 and 4.3).
+// Other keys of a set (for encryption, shared secrets, key types or curves
+// jwkset does not support) are skipped, and a set left without any key
+// fails the fetch like any other bad answer: "{}", {"keys":[]},
+// {"keys":[{}]} or a set of encryption keys never replace the keys held.
+//
+// A token whose kid is not in its issuer's set triggers an immediate
+// refetch, at most once per Options.UnknownKIDRate per issuer, which is how
+// a key rotation is picked up without waiting for the next refresh. The
+// refetch runs on the Verifier's own context, not the caller's, so a
+// client that gives up (or whose auth deadline ends) does not abort it;
+// tokens with an unknown kid that arrive while it is in flight wait for
+// it rather than being refused by the rate limit.
+//
+// Fetches are bounded in time and size (Options.HTTPClient,
+// Options.MaxJWKSBytes), follow redirects only within the origin of the
+// JWK Set URL (never to another host or port, never from https to http),
+// and their failures are logged to Options.Logger.
 //
 // # Time
 //
@@ -27,8 +45,15 @@
 // (RFC 7519: "on or after"), and with L = 1s it still is at exp+1s-1ns. It
 // is not valid yet when Now < nbf-L. "exp" and "nbf" are whole seconds;
 // fractions are truncated. "iat" is reported in session.Identity but not
-// checked: a provider whose clock runs slightly ahead would otherwise have
-// its fresh tokens refused, and "nbf" is the claim meant for that check.
+// checked against Now: a provider whose clock runs slightly ahead would
+// otherwise have its fresh tokens refused, and "nbf" is the claim meant for
+// that check.
+//
+// "exp", "nbf" and "iat", when present, must be numbers from 0 to
+// 253402300799 (1970-01-01 to 9999-12-31T23:59:59Z); anything else is a
+// malformed token, refused before any key is looked up (jwt would turn an
+// "nbf" of 1e19 into a date in the distant past). An "exp" of 0, which jwt
+// reads as no "exp" at all, is 1970 and refused as expired.
 //
 // # Token cache
 //
@@ -40,11 +65,14 @@
 //
 // # Goroutines
 //
-// New starts one refresh goroutine per issuer (inside keyfunc/jwkset). They
-// run until Close is called or the context given to New ends, whichever
-// comes first; either aborts the fetches in flight. Verify runs on the
-// caller's goroutine, is safe for concurrent use, and does network I/O only
-// for an unknown-kid refetch, bounded by the context it is given.
+// New starts one refresh goroutine per issuer (inside jwkset). They run
+// until Close is called or the context given to New ends, whichever comes
+// first; either aborts the fetches in flight. Verify runs on the caller's
+// goroutine and is safe for concurrent use. It does no network I/O itself:
+// an unknown kid starts a refetch in a goroutine of the Verifier's, at
+// most one per issuer at a time, bounded by the fetch timeout and ended by
+// Close, which waits for it; Verify waits for that refetch at most until
+// the context it is given ends.
 //
 // # Example
 //

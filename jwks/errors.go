@@ -21,17 +21,24 @@ var (
 	ErrUnknownIssuer = errors.New("jwks: token issuer is not trusted")
 	// ErrUnknownKID: the issuer's key set has no key with the token's kid,
 	// even after a refetch, or a refetch was not allowed yet (see
-	// Options.UnknownKIDRate).
+	// Options.UnknownKIDRate), or the caller's context ended while it
+	// waited for one (the error then also wraps ctx.Err()). Keys that
+	// cannot verify signatures ("use": "enc", "key_ops" without "verify")
+	// are not in the set.
 	ErrUnknownKID = errors.New("jwks: no key with the token's kid")
 	// ErrAlgorithm: the token's "alg" is not in Options.Algorithms, or it
 	// differs from the "alg" of the key its kid names.
 	ErrAlgorithm = errors.New("jwks: token algorithm not allowed")
 	// ErrMissingExp: the token has no "exp" claim. Tokens that never expire
-	// are refused.
+	// are refused. Such errors also wrap jwt.ErrTokenRequiredClaimMissing.
 	ErrMissingExp = errors.New("jwks: token has no exp")
+	// ErrMissingSubject: the token has no "sub" claim, or it is the empty
+	// string. A token must say whom it authenticates. Such errors also
+	// wrap jwt.ErrTokenRequiredClaimMissing.
+	ErrMissingSubject = errors.New("jwks: token has no sub")
 	// ErrKeysUnavailable: the issuer's key set is empty, because no fetch of
-	// it has succeeded yet (or it publishes no key), or the Verifier is
-	// closed.
+	// it has succeeded yet (a fetch that brings no usable key fails), or
+	// the Verifier is closed.
 	ErrKeysUnavailable = errors.New("jwks: issuer keys unavailable")
 )
 
@@ -47,6 +54,7 @@ var reasons = []struct {
 	{ErrUnknownIssuer, "unknown issuer"},
 	{ErrUnknownKID, "unknown key"},
 	{ErrMissingExp, "missing exp"},
+	{ErrMissingSubject, "missing sub"},
 	{jwt.ErrTokenMalformed, "malformed token"},
 	{jwt.ErrTokenSignatureInvalid, "invalid signature"},
 	{jwt.ErrTokenExpired, "token expired"},
@@ -56,8 +64,8 @@ var reasons = []struct {
 }
 
 // Reason maps an error returned by Verify to a short, fixed close reason
-// that is safe to send to the client, e.g. "token expired", "unknown key"
-// or "wrong audience". Any other non-nil error gives "invalid token"; nil
+// that is safe to send to the client, e.g. "token expired", "unknown key",
+// "missing sub" or "wrong audience". Any other non-nil error gives "invalid token"; nil
 // gives "".
 func Reason(err error) string {
 	if err == nil {
@@ -74,7 +82,7 @@ func Reason(err error) string {
 // knownErrors are the errors a Verify error may wrap, in the order its
 // message lists them.
 var knownErrors = []error{
-	ErrKeysUnavailable, ErrMissingKID, ErrAlgorithm, ErrUnknownIssuer, ErrUnknownKID, ErrMissingExp,
+	ErrKeysUnavailable, ErrMissingKID, ErrAlgorithm, ErrUnknownIssuer, ErrUnknownKID, ErrMissingExp, ErrMissingSubject,
 	jwt.ErrTokenMalformed,
 	jwt.ErrTokenUnverifiable,
 	jwt.ErrTokenSignatureInvalid,

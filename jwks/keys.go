@@ -3,22 +3,44 @@ package jwks
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/MicahParks/jwkset"
 )
 
+var (
+	// errNoUsableKeys fails a fetch whose JWK Set holds no usable key (see
+	// usable). jwkset skips the keys it does not support (an empty object,
+	// an unknown kty or curve) and would replace the held keys with the
+	// rest, an empty set: every token would then be refused until a later
+	// good fetch, as for the empty answers capTransport refuses.
+	errNoUsableKeys = errors.New("jwks: JWK Set has no usable key (an RSA, EC or Ed25519 public key for signatures)")
+	// errUnusableKey refuses to write a key that usable rejects.
+	errUnusableKey = errors.New("jwks: key is not usable to verify signatures")
+)
+
 // keyStore is the storage jwkset fetches one issuer's JWK Set into:
 // jwkset's memory storage, plus an index of the keys by kid. Verify reads
 // the index without a lock, a copy of the set or a conversion of every key
 // (jwkset.MemoryJWKSet.KeyRead copies each key's JWKMarshal until it finds
-// the kid), and a miss in it never fetches anything: only the storage
-// keyfunc reads refetches the set, and Verify calls it for an unknown kid
-// only when the issuer's rate limit allows.
+// the kid), and a miss in it never fetches anything: only a read of the
+// HTTP client storage around it (issuer.storage) refetches the set, and
+// Verify makes one for an unknown kid only when the issuer's rate limit
+// allows (Verifier.startRefetch).
 //
-// jwkset replaces the whole set on every successful fetch (KeyReplaceAll);
-// the index is rebuilt then.
+// The store holds only usable keys (see usable): a key published for
+// encryption never verifies a signature, whether Verify finds it in the
+// index or an unknown-kid refetch reads it from the storage. jwkset
+// replaces the whole set on every fetch it could decode (KeyReplaceAll);
+// the index is rebuilt then. A fetched set without any usable key is
+// refused there: jwkset then fails the fetch (and reports it to the
+// RefreshErrorHandler, which logs it), keeping the keys held.
 type keyStore struct {
 	*jwkset.MemoryJWKSet
 	mu  sync.Mutex // serializes changes, so that the index follows the set
@@ -37,7 +59,7 @@ type keyIndex struct {
 // what a cached verification depends on.
 type publicKey struct {
 	alg string // the JWK's "alg", "" if it has none
-	key any    // what keyfunc would return for it
+	key any    // the public key, as keyfunc would return it
 }
 
 func newKeyStore() *keyStore {
@@ -56,17 +78,32 @@ func (s *keyStore) empty() bool {
 	return s.idx.Load().n == 0
 }
 
+// KeyReplaceAll replaces the set with the usable keys of given, or fails
+// with errNoUsableKeys, changing nothing, if there is none.
 func (s *keyStore) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error {
+	keys := make([]jwkset.JWK, 0, len(given))
+	for _, jwk := range given {
+		if usable(jwk) {
+			keys = append(keys, jwk)
+		}
+	}
+	if len(keys) == 0 {
+		return errNoUsableKeys
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.MemoryJWKSet.KeyReplaceAll(ctx, given); err != nil {
+	if err := s.MemoryJWKSet.KeyReplaceAll(ctx, keys); err != nil {
 		return err
 	}
 	s.reindex(ctx)
 	return nil
 }
 
+// KeyWrite adds jwk to the set, or fails with errUnusableKey.
 func (s *keyStore) KeyWrite(ctx context.Context, jwk jwkset.JWK) error {
+	if !usable(jwk) {
+		return errUnusableKey
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.MemoryJWKSet.KeyWrite(ctx, jwk); err != nil {
@@ -104,6 +141,27 @@ func (s *keyStore) reindex(ctx context.Context) {
 		idx.byKID[m.KID] = pk
 	}
 	s.idx.Store(idx)
+}
+
+// usable tells whether jwk may verify a token's signature: an RSA, EC or
+// Ed25519 key (a JWK Set may also decode to a shared secret, "oct", or an
+// X25519 key agreement key, which no allowed algorithm uses), whose "use",
+// if present, is "sig" and whose "key_ops", if present, include "verify"
+// (RFC 7517 sections 4.2 and 4.3).
+func usable(jwk jwkset.JWK) bool {
+	m := jwk.Marshal()
+	if m.USE != "" && m.USE != jwkset.UseSig {
+		return false
+	}
+	// jwkset keeps an absent key_ops nil and a present one, even [], not.
+	if m.KEYOPS != nil && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify) {
+		return false
+	}
+	switch publicOf(jwk.Key()).(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		return true
+	}
+	return false
 }
 
 // publicOf returns the public half of key, as keyfunc does: a JWK Set may

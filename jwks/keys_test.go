@@ -88,7 +88,7 @@ func TestRotation(t *testing.T) {
 }
 
 // TestKeyAlgOnRefetch: a JWK's own "alg" binds even for a key that only a
-// refetch brought in (there keyfunc does the check).
+// refetch brought in.
 func TestKeyAlgOnRefetch(t *testing.T) {
 	t.Parallel()
 	now := wsauthtest.NewClock(t0)
@@ -325,4 +325,129 @@ func TestNewContextEnds(t *testing.T) {
 	require.ErrorIs(t, err, jwks.ErrKeysUnavailable, "New's ctx owns the Verifier")
 	_, err = v.Verify(t.Context(), p.Token("alice", time.Hour))
 	require.NoError(t, err, "other Verifiers are not affected")
+}
+
+// TestUnknownKIDRefetchOutlivesCaller: the refetch an unknown kid
+// triggers belongs to the Verifier, not to the caller who triggered it. A
+// caller whose context ends first (a client sending a token with an
+// unknown kid just before its auth deadline) gets its context's error,
+// but cannot spend the issuer's refetch on a fetch it aborts: the fetch
+// goes on, and a later token signed with the newly published key
+// verifies without waiting for UnknownKIDRate to pass.
+func TestUnknownKIDRefetchOutlivesCaller(t *testing.T) {
+	t.Parallel()
+	now := wsauthtest.NewClock(t0)
+	p := idpAt(t, "ES256", now)
+	v := newVerifier(t, jwks.Options{Issuers: []jwks.Issuer{issuerOf(p)}, Now: now.Now})
+	p.Rotate()
+	p.SetDelay(300 * time.Millisecond)
+	token := p.Token("alice", time.Hour)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := v.Verify(ctx, token)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, jwks.ErrUnknownKID)
+	assert.Equal(t, "unknown key", jwks.Reason(err))
+	assert.Less(t, time.Since(start), 250*time.Millisecond, "the caller waited for its ctx only")
+	assertNoToken(t, err, token)
+
+	// Within UnknownKIDRate (the fake clock never moved): the refetch the
+	// first caller started brings the key in.
+	_, err = v.Verify(t.Context(), token)
+	require.NoError(t, err)
+	assert.Equal(t, 2, p.Fetches(), "New, then one refetch")
+
+	_, err = v.Verify(t.Context(), p.SignWith(nil, nil, map[string]any{"kid": "nobody"}, claimsAt(p, t0)))
+	require.ErrorIs(t, err, jwks.ErrUnknownKID)
+	assert.Equal(t, 2, p.Fetches(), "the refetch was spent: rate-limited")
+}
+
+// TestUnknownKIDRefetchShared: callers that arrive with an unknown kid
+// while a refetch is in flight wait for that refetch (one fetch, many
+// waiters) instead of being refused by the rate limit; each then gets the
+// answer for its own kid.
+func TestUnknownKIDRefetchShared(t *testing.T) {
+	t.Parallel()
+	now := wsauthtest.NewClock(t0)
+	p := idpAt(t, "RS256", now)
+	v := newVerifier(t, jwks.Options{Issuers: []jwks.Issuer{issuerOf(p)}, Now: now.Now})
+	p.Rotate()
+	p.SetDelay(200 * time.Millisecond)
+	token := p.Token("alice", time.Hour)
+	nobody := p.SignWith(nil, nil, map[string]any{"kid": "nobody"}, claimsAt(p, t0))
+
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			_, err := v.Verify(t.Context(), token)
+			assert.NoError(t, err, "waiter %d", i)
+		})
+	}
+	wg.Go(func() {
+		_, err := v.Verify(t.Context(), nobody)
+		assert.ErrorIs(t, err, jwks.ErrUnknownKID, "a kid the refetch did not bring")
+		assert.NotErrorIs(t, err, context.Canceled)
+	})
+	wg.Wait()
+	assert.Equal(t, 2, p.Fetches(), "New, then one refetch for all")
+}
+
+// TestUnknownKIDRefetchFailureLogged: a refetch that fails is logged even
+// when the caller that triggered it is gone: the failure is the
+// provider's (here: slower than the fetch timeout), not the caller's.
+func TestUnknownKIDRefetchFailureLogged(t *testing.T) {
+	t.Parallel()
+	now := wsauthtest.NewClock(t0)
+	p := idpAt(t, "ES256", now)
+	var logs logBuffer
+	v := newVerifier(t, jwks.Options{
+		Issuers:    []jwks.Issuer{issuerOf(p)},
+		Now:        now.Now,
+		HTTPClient: &http.Client{Timeout: 100 * time.Millisecond},
+		Logger:     slog.New(slog.NewJSONHandler(&logs, nil)),
+	})
+	p.Rotate()
+	p.SetDelay(time.Hour)
+	token := p.Token("alice", time.Hour)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	_, err := v.Verify(ctx, token)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	_, err = v.Verify(t.Context(), token)
+	require.ErrorIs(t, err, jwks.ErrUnknownKID, "waited for the refetch, which timed out")
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "the caller's ctx did not end")
+	out := logs.String()
+	assert.Contains(t, out, `"level":"ERROR"`)
+	assert.Contains(t, out, `"url":"`+p.JWKSURL()+`"`)
+	assert.NotContains(t, out, token)
+}
+
+// TestCloseDuringRefetch is not parallel: Close aborts a refetch in
+// flight, its waiters fail with ErrKeysUnavailable, and no goroutine
+// outlives Close.
+func TestCloseDuringRefetch(t *testing.T) {
+	p := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})
+	ignore := goleak.IgnoreCurrent()
+	v, err := jwks.New(context.Background(), jwks.Options{Issuers: []jwks.Issuer{issuerOf(p)}, Logger: quiet})
+	require.NoError(t, err)
+	p.Rotate()
+	p.SetDelay(time.Hour)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), p.Token("alice", time.Hour))
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return p.Fetches() == 2 }, 5*time.Second, time.Millisecond, "the refetch started")
+	v.Close()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, jwks.ErrKeysUnavailable)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Verify still waits for the refetch after Close")
+	}
+	goleak.VerifyNone(t, ignore)
 }

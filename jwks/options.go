@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -60,23 +61,34 @@ type Options struct {
 
 	// UnknownKIDRate is the minimum interval, per issuer, between the
 	// refetches that a token with an unknown kid may trigger. A token with
-	// an unknown kid arriving sooner fails at once, without waiting and
-	// without network. Default 5 minutes.
+	// an unknown kid arriving while a refetch is in flight waits for that
+	// refetch; one arriving sooner, with none in flight, fails at once,
+	// without waiting and without network. Default 5 minutes.
 	UnknownKIDRate time.Duration
 
 	// HTTPClient fetches the JWK Sets. Default: a client of its own with a
 	// 10 second timeout. The client's Timeout, when set, also bounds every
 	// fetch; otherwise fetches are bounded by 10 seconds.
+	//
+	// New uses a copy of it, whose redirects stay within the origin
+	// (scheme, host and port) of the JWK Set URL: a redirect to another
+	// host or port, or from https to http, fails that fetch, and the keys
+	// already held are kept. A redirect within the origin is followed,
+	// after the client's own CheckRedirect, if set, allows it.
 	HTTPClient *http.Client
 
 	// MaxJWKSBytes caps the size of a JWK Set response, in bytes. A larger
 	// response fails that fetch and the keys already held are kept, as they
 	// are when a response is not a JWK Set with at least one key ("{}",
-	// "null", {"keys":[]}). Default 1 MiB.
+	// "null", {"keys":[]}), or holds no usable key: none that is an RSA,
+	// EC (P-256, P-384, P-521) or Ed25519 key whose "use", if any, is "sig"
+	// and whose "key_ops", if any, include "verify". Unusable keys next to
+	// usable ones are skipped. Default 1 MiB.
 	MaxJWKSBytes int64
 
-	// Logger receives refresh failures, with the keys "issuer", "url" and
-	// "err". Tokens are never logged. Default slog.Default().
+	// Logger receives the failed fetches of JWK Sets (at New, by the
+	// refresh goroutine or for an unknown kid), with the keys "issuer",
+	// "url" and "err". Tokens are never logged. Default slog.Default().
 	Logger *slog.Logger
 
 	// TokenCacheSize, if positive, is the number of verified tokens Verify
@@ -251,7 +263,9 @@ func checkAlgorithm(alg string) error {
 
 // capClient returns a copy of client (or of a default one) whose successful
 // responses are read in full, at most maxBytes, and checked to be a JWK Set
-// with at least one key before jwkset sees them.
+// with at least one key before jwkset sees them, and which follows
+// redirects within the origin of the JWK Set URL only (see
+// sameOriginRedirects).
 func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transport) {
 	var own *http.Transport
 	var c http.Client
@@ -266,7 +280,57 @@ func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transpo
 		base = http.DefaultTransport
 	}
 	c.Transport = &capTransport{base: base, max: maxBytes}
+	c.CheckRedirect = sameOriginRedirects(c.CheckRedirect)
 	return &c, own
+}
+
+// maxRedirects is http.Client's own limit, which a CheckRedirect of ours
+// must apply when it replaces the default policy.
+const maxRedirects = 10
+
+// errRedirect fails a JWK Set fetch that a redirect would take to another
+// origin.
+var errRedirect = errors.New("jwks: JWK Set redirect to another origin refused")
+
+// sameOriginRedirects returns a CheckRedirect that refuses any redirect
+// out of the origin (scheme, host and port) of the chain's first request,
+// the JWK Set URL: the keys of an issuer come from the URL configured for
+// it, not from wherever a redirect (an open redirect at the provider, a
+// compromised proxy or DNS name on the way) points. As the scheme is part
+// of the origin, an https URL is never downgraded to http. A redirect
+// within the origin is then passed to next, the caller's own CheckRedirect,
+// if any, or else to http.Client's default limit of 10 redirects.
+func sameOriginRedirects(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if len(via) > 0 {
+			if from, to := origin(via[0].URL), origin(req.URL); from != to {
+				return fmt.Errorf("%w: from %s to %s", errRedirect, from, to)
+			}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("jwks: JWK Set fetch stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+}
+
+// origin returns u's scheme, host and port, in lower case and with the
+// scheme's default port made explicit, as "https://[::1]:443".
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 var (

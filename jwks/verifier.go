@@ -3,15 +3,16 @@ package jwks
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/MicahParks/jwkset"
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
 
@@ -34,6 +35,12 @@ type Verifier struct {
 	parser  *jwt.Parser // claims are validated by the issuer's validator
 	cache   *tokenCache // nil without Options.TokenCacheSize
 
+	// mu guards issuer.refetching and closed, so that no refetch starts
+	// (refetches.Add) once Close has begun to wait for them.
+	mu        sync.Mutex
+	closed    bool
+	refetches sync.WaitGroup // unknown-kid refetches in flight
+
 	// signatureChecks counts the signatures Verify checked: cache hits do
 	// not add to it. For tests.
 	signatureChecks atomic.Int64
@@ -42,10 +49,14 @@ type Verifier struct {
 // issuer is one trusted provider with its own key set and refetch limit.
 type issuer struct {
 	Issuer
-	keys      *keyStore       // the set, indexed by kid
-	kf        keyfunc.Keyfunc // reads keys, and refetches on an unknown kid
-	unknown   *rate.Limiter   // unknown-kid refetches, driven by cfg.now
+	keys      *keyStore      // the set, indexed by kid
+	storage   jwkset.Storage // reads keys; a kid it lacks refetches the set
+	unknown   *rate.Limiter  // unknown-kid refetches, driven by cfg.now
 	validator *jwt.Validator
+
+	// refetching is closed when the unknown-kid refetch in flight ends;
+	// nil when there is none. Guarded by Verifier.mu.
+	refetching chan struct{}
 }
 
 // New returns a Verifier for opts.Issuers. It fetches every JWK Set once, in
@@ -73,8 +84,8 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		cfg:     cfg,
 		issuers: make([]*issuer, len(cfg.issuers)),
 		byIss:   make(map[string]*issuer, len(cfg.issuers)),
-		// No WithValidMethods: the keyfunc refuses algorithms outside
-		// the allowlist, so that the error can say so.
+		// No WithValidMethods: keyFor refuses algorithms outside the
+		// allowlist, so that the error can say so.
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
 	}
 	if cfg.tokenCacheSize > 0 {
@@ -105,7 +116,9 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 	cfg := v.cfg
 	// What keyfunc.NewDefaultOverrideCtx builds, with our keyStore as the
-	// storage of the fetched set.
+	// storage of the fetched set. Verify reads keys from the keyStore's
+	// index, and refetches through the HTTP client storage (see
+	// startRefetch), so keyfunc itself is not needed.
 	keys := newKeyStore()
 	fetched, err := jwkset.NewStorageFromHTTP(iss.JWKSURL, jwkset.HTTPClientStorageOptions{
 		Client:      cfg.client,
@@ -122,20 +135,16 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 	}
 	storage, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
 		HTTPURLs: map[string]jwkset.Storage{iss.JWKSURL: fetched},
-		// jwkset's own limiter would make Verify wait for a token (up to
-		// RateLimitWaitMax) and runs on the real clock. We gate unknown-kid
-		// refetches in Verify with issuer.unknown instead, failing at once,
-		// and let every refetch that gate allows through.
+		// jwkset's own limiter would make a refetch wait for a token (up
+		// to RateLimitWaitMax) and runs on the real clock. We gate
+		// unknown-kid refetches in Verify with issuer.unknown instead,
+		// failing at once, and let every refetch that gate allows through.
 		RefreshUnknownKID: rate.NewLimiter(rate.Inf, 1),
 		// Besides the limiter wait, RateLimitWaitMax bounds the whole
 		// unknown-kid refetch (jwkset derives the fetch's context from it),
 		// so it must be the fetch timeout, not something small.
 		RateLimitWaitMax: cfg.fetchTimeout,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("jwks: issuer %q: %w", iss.Issuer, err)
-	}
-	kf, err := keyfunc.New(keyfunc.Options{Ctx: v.ctx, Storage: storage})
 	if err != nil {
 		return nil, fmt.Errorf("jwks: issuer %q: %w", iss.Issuer, err)
 	}
@@ -155,19 +164,21 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 	return &issuer{
 		Issuer:    iss,
 		keys:      keys,
-		kf:        kf,
+		storage:   storage,
 		unknown:   rate.NewLimiter(rate.Every(cfg.unknownKIDRate), 1),
 		validator: jwt.NewValidator(opts...),
 	}, nil
 }
 
 // refreshErrorHandler logs failed fetches of one issuer's JWK Set, whether
-// from New, the refresh goroutine or an unknown-kid refetch.
+// from New, the refresh goroutine or an unknown-kid refetch, a set without
+// a usable key (errNoUsableKeys, from keyStore.KeyReplaceAll) included.
 func (v *Verifier) refreshErrorHandler(iss string) func(string) func(context.Context, error) {
 	return func(url string) func(context.Context, error) {
 		return func(ctx context.Context, err error) {
 			// Cancellation is not the provider's fault: the Verifier is
-			// closing or the Verify caller went away.
+			// closing, or New's ctx ended. Every fetch runs on v.ctx, none
+			// on a Verify caller's.
 			if v.ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return
 			}
@@ -177,12 +188,18 @@ func (v *Verifier) refreshErrorHandler(iss string) func(string) func(context.Con
 	}
 }
 
-// Close stops the refresh goroutines, aborting fetches in flight, empties
-// the token cache and releases idle connections of the default HTTP
-// client. Verify fails with ErrKeysUnavailable afterwards. Close is
-// idempotent.
+// Close stops the refresh goroutines, aborting fetches in flight, waits
+// for the unknown-kid refetches in flight to end, empties the token cache
+// and releases idle connections of the default HTTP client. Verify fails
+// with ErrKeysUnavailable afterwards, and so do the Verify calls that were
+// waiting for a refetch. Close is idempotent.
 func (v *Verifier) Close() {
 	v.cancel()
+	v.mu.Lock()
+	v.closed = true
+	v.mu.Unlock()
+	// Aborted by v.cancel, each ends as soon as the HTTP client returns.
+	v.refetches.Wait()
 	if v.cache != nil {
 		v.cache.clear()
 	}
@@ -193,15 +210,25 @@ func (v *Verifier) Close() {
 
 // Verify checks token and returns the identity it carries. The checks that
 // need no key come first, so a malformed token, a missing kid, a refused
-// algorithm or an untrusted issuer never cause network traffic. Then the
-// token is verified with the keys of the issuer its "iss" names, and only
-// those: its signature, "exp" (required), "nbf", the issuer and the
-// audience. "iat" is not checked (see the package documentation for the
-// time semantics). The jku, x5u and jwk headers are ignored.
+// algorithm, a missing "exp" or "sub" (ErrMissingSubject: absent or
+// empty), a date claim out of range or an untrusted issuer never cause
+// network traffic. "exp", "nbf" and "iat", when present, must be numbers
+// from 0 to 253402300799 (9999-12-31T23:59:59Z); any other value is
+// refused as jwt.ErrTokenMalformed. Then the token is verified with the
+// keys of the issuer its "iss" names, and only those: its signature, "exp"
+// (required; "exp": 0 names 1970 and is refused as expired), "nbf", the
+// issuer and the audience. "iat" is not otherwise checked (see the package
+// documentation for the time semantics). The jku, x5u and jwk headers are
+// ignored.
 //
 // A kid the issuer's key set lacks triggers a refetch of that set, at most
-// once per Options.UnknownKIDRate; ctx bounds it, and if ctx ends first the
-// error wraps ctx.Err(). A token longer than 64 KiB is refused as malformed.
+// once per Options.UnknownKIDRate; a token with an unknown kid that arrives
+// while a refetch is in flight waits for that one. The refetch belongs to
+// the Verifier, bounded by the fetch timeout (see Options.HTTPClient), not
+// to the caller that triggered it: ctx bounds only how long Verify waits
+// for it, and if ctx ends first the error wraps ErrUnknownKID and
+// ctx.Err() while the refetch goes on, for the tokens that come next. A
+// token longer than 64 KiB is refused as malformed.
 //
 // With Options.TokenCacheSize, a token that Verify accepted before is
 // accepted again without a signature check while "exp", "nbf" and its key
@@ -233,7 +260,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (session.Identity, 
 	return id, err
 }
 
-// verification is what the keyfunc of one verify learnt about the token.
+// verification is what the keyfunc of one verify (keyFor) learnt about the
+// token.
 type verification struct {
 	parsed bool  // the keyfunc ran: the token parsed
 	failed error // the keyfunc refused the token: verify's error, as is
@@ -264,14 +292,20 @@ func (v *Verifier) verify(ctx context.Context, token string) (session.Identity, 
 		}
 		return session.Identity{}, nil, fail(err, jwt.ErrTokenMalformed)
 	default:
-		// The signature, or the keyfunc after a refetch (jwt wraps its
-		// error in jwt.ErrTokenUnverifiable).
+		// The signature (jwt.ErrTokenSignatureInvalid), or a key of a type
+		// that does not suit the algorithm.
 		return session.Identity{}, nil, fail(err)
+	}
+	if exp, ok := claims["exp"].(float64); ok && exp == 0 {
+		// jwt reads an "exp" of 0 as no "exp" at all (and would report
+		// a missing claim), but it names 1970-01-01T00:00:00Z: expired.
+		return session.Identity{}, nil, fail(nil, jwt.ErrTokenInvalidClaims, jwt.ErrTokenExpired)
 	}
 	if err := vs.is.validator.Validate(claims); err != nil {
 		if errors.Is(err, jwt.ErrTokenRequiredClaimMissing) {
-			// exp was checked before and iss was matched exactly, so the
-			// missing claim is "aud".
+			// exp was checked before (present, and not the 0 that jwt
+			// reads as absent) and iss was matched exactly, so the
+			// missing claim is "aud" (absent, empty, or [""]).
 			return session.Identity{}, nil, fail(err, jwt.ErrTokenInvalidClaims, jwt.ErrTokenInvalidAudience)
 		}
 		return session.Identity{}, nil, fail(err, jwt.ErrTokenInvalidClaims)
@@ -307,6 +341,9 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token, vs *verification) (
 	if _, ok := claims["exp"]; !ok {
 		return refuse(nil, ErrMissingExp, jwt.ErrTokenRequiredClaimMissing)
 	}
+	if sub, _ := claims.GetSubject(); sub == "" {
+		return refuse(nil, ErrMissingSubject, jwt.ErrTokenRequiredClaimMissing)
+	}
 	iss, _ := claims.GetIssuer()
 	is := v.issuerFor(iss)
 	if is == nil {
@@ -317,33 +354,80 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token, vs *verification) (
 	}
 	vs.is, vs.kid = is, kid
 
-	if pk := is.keys.lookup(kid); pk != nil {
-		// keyfunc would check this too, but its error does not say what
-		// failed.
-		if pk.alg != "" && pk.alg != alg {
-			return refuse(nil, ErrAlgorithm)
+	pk := is.keys.lookup(kid)
+	if pk == nil {
+		if ctx.Err() != nil {
+			return refuse(ctx.Err(), ErrUnknownKID)
 		}
-		vs.key = pk
-		v.signatureChecks.Add(1)
-		return pk.key, nil
+		done := v.startRefetch(is, kid)
+		if done == nil {
+			// Refused by the rate limit, or the Verifier is closing;
+			// the kid may have come in meanwhile.
+			if pk = is.keys.lookup(kid); pk == nil {
+				return refuse(nil, v.missing(is))
+			}
+		} else {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return refuse(ctx.Err(), ErrUnknownKID)
+			}
+			if v.ctx.Err() != nil {
+				return refuse(nil, ErrKeysUnavailable) // closed meanwhile
+			}
+			if pk = is.keys.lookup(kid); pk == nil {
+				return refuse(nil, v.missing(is))
+			}
+		}
 	}
-	switch {
-	case ctx.Err() != nil:
-		return refuse(ctx.Err(), ErrUnknownKID)
-	case !is.unknown.AllowN(v.cfg.now(), 1):
-		return refuse(nil, is.missing())
+	// A JWK's own "alg" binds: a key published for RS256 does not verify
+	// a PS256 signature.
+	if pk.alg != "" && pk.alg != alg {
+		return refuse(nil, ErrAlgorithm)
 	}
-	// keyfunc reads the set, refetches it, reads it again and checks the
-	// key's alg.
-	key, err := is.keyfunc(ctx)(t)
-	if err != nil {
-		return nil, err
-	}
-	if pk := is.keys.lookup(kid); pk != nil && sameKey(pk.key, key) {
-		vs.key = pk
-	}
+	vs.key = pk
 	v.signatureChecks.Add(1)
-	return key, nil
+	return pk.key, nil
+}
+
+// startRefetch returns a channel that is closed when an unknown-kid
+// refetch of is's set ends: the one in flight, or else a new one, if the
+// issuer's rate limit allows it. It returns nil when it starts none (the
+// rate limit, a closed Verifier) or when kid is in the set by now.
+//
+// The refetch runs in a goroutine of its own on v.ctx, bounded by the
+// fetch timeout, so that a caller whose ctx ends early (a client sending
+// an unknown kid just before its auth deadline) cannot abort the one
+// refetch per UnknownKIDRate; every caller waits for it at most until its
+// own ctx ends. Close waits for it.
+func (v *Verifier) startRefetch(is *issuer, kid string) <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if is.refetching != nil {
+		return is.refetching
+	}
+	// The refetch that just ended (it replaced the set before taking
+	// v.mu to clear is.refetching) may have brought kid.
+	if is.keys.lookup(kid) != nil || v.closed || v.ctx.Err() != nil || !is.unknown.AllowN(v.cfg.now(), 1) {
+		return nil
+	}
+	done := make(chan struct{})
+	is.refetching = done
+	v.refetches.Add(1)
+	go func() {
+		defer v.refetches.Done()
+		ctx, cancel := context.WithTimeout(v.ctx, v.cfg.fetchTimeout)
+		// A kid the storage lacks makes it fetch the set again, into
+		// is.keys; a failed fetch goes to the RefreshErrorHandler, which
+		// logs it. The key itself is read from the index by the waiters.
+		_, _ = is.storage.KeyRead(ctx, kid)
+		cancel()
+		v.mu.Lock()
+		is.refetching = nil
+		v.mu.Unlock()
+		close(done)
+	}()
+	return done
 }
 
 // hit returns the identity of a cached token if it still holds: the
@@ -383,29 +467,10 @@ func (v *Verifier) issuerFor(iss string) *issuer {
 	return v.byIss[iss]
 }
 
-// keyfunc wraps keyfunc's so that its errors become our sentinels.
-func (is *issuer) keyfunc(ctx context.Context) jwt.Keyfunc {
-	inner := is.kf.KeyfuncCtx(ctx)
-	return func(t *jwt.Token) (any, error) {
-		key, err := inner(t)
-		switch {
-		case err == nil:
-			return key, nil
-		case ctx.Err() != nil:
-			return nil, errors.Join(ErrUnknownKID, ctx.Err())
-		case errors.Is(err, jwkset.ErrKeyNotFound):
-			return nil, is.missing()
-		default:
-			// With kid and alg checked before, keyfunc's only other
-			// failure is a key whose "alg" differs from the token's.
-			return nil, ErrAlgorithm
-		}
-	}
-}
-
-// missing tells an unknown kid from an issuer without any key.
-func (is *issuer) missing() error {
-	if is.keys.empty() {
+// missing tells an unknown kid from an issuer without any key, or from a
+// Verifier closed meanwhile.
+func (v *Verifier) missing(is *issuer) error {
+	if is.keys.empty() || v.ctx.Err() != nil {
 		return ErrKeysUnavailable
 	}
 	return ErrUnknownKID
@@ -413,7 +478,7 @@ func (is *issuer) missing() error {
 
 // checkClaimTypes refuses registered claims of the wrong JSON type, which
 // jwt would only notice after the signature check, or never (sub without
-// WithSubject).
+// WithSubject), and date claims out of range (see checkNumericDates).
 func checkClaimTypes(c jwt.MapClaims) error {
 	if _, err := c.GetExpirationTime(); err != nil {
 		return err
@@ -430,8 +495,49 @@ func checkClaimTypes(c jwt.MapClaims) error {
 	if _, err := c.GetSubject(); err != nil {
 		return err
 	}
-	_, err := c.GetAudience()
-	return err
+	if _, err := c.GetAudience(); err != nil {
+		return err
+	}
+	return checkNumericDates(c)
+}
+
+// maxNumericDate is the last second of year 9999, the latest NumericDate
+// accepted.
+const maxNumericDate = 253402300799
+
+// errNumericDate refuses a date claim out of range.
+var errNumericDate = errors.New("jwks: exp, nbf or iat is not a number of seconds from 1970 to 9999")
+
+// checkNumericDates refuses "exp", "nbf" and "iat" values (already known
+// to be JSON numbers) outside [0, maxNumericDate]. jwt converts seconds to
+// time.Time through int64 without a range check: an "nbf" of 1e19, or of
+// 9.2e18 (within int64 but past what time.Unix can represent), turned into
+// a date in the distant past, so the token passed as "valid since
+// forever". Negative dates (before 1970) and dates after year 9999 are no
+// more legitimate in a token than those, and refusing them keeps every
+// time computation (leeway, the token cache, an Identity marshalled as
+// RFC 3339) in range.
+func checkNumericDates(c jwt.MapClaims) error {
+	for _, name := range [...]string{"exp", "nbf", "iat"} {
+		var f float64
+		switch raw := c[name].(type) {
+		case nil:
+			continue // absent: a null was refused by the type checks
+		case float64:
+			f = raw
+		case json.Number:
+			var err error
+			if f, err = raw.Float64(); err != nil {
+				return errNumericDate
+			}
+		default:
+			return errNumericDate
+		}
+		if math.IsNaN(f) || f < 0 || f > maxNumericDate {
+			return errNumericDate
+		}
+	}
+	return nil
 }
 
 func identity(c jwt.MapClaims) session.Identity {

@@ -94,6 +94,44 @@ func TestVerifyRejects(t *testing.T) {
 			[]error{jwks.ErrMissingExp, jwt.ErrTokenRequiredClaimMissing}, "missing exp"},
 		{"exp not a number", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = "tomorrow" })),
 			[]error{jwt.ErrTokenMalformed, jwt.ErrInvalidType}, "malformed token"},
+		// jwt reads exp 0 as no exp at all; it names 1970-01-01.
+		{"exp 0", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 0 })),
+			[]error{jwt.ErrTokenExpired, jwt.ErrTokenInvalidClaims}, "token expired"},
+		{"exp 0, no aud", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 0; delete(c, "aud") })),
+			[]error{jwt.ErrTokenExpired, jwt.ErrTokenInvalidClaims}, "token expired"},
+		{"exp 0.5", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 0.5 })),
+			[]error{jwt.ErrTokenExpired, jwt.ErrTokenInvalidClaims}, "token expired"},
+		// NumericDates outside [0, 9999-12-31T23:59:59Z]: jwt converts
+		// those past int64 seconds wrongly (nbf 1e19 became "valid since
+		// forever").
+		{"nbf 1e19", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = 1e19 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"nbf 2^63", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = 9223372036854775808.0 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"nbf 9.2e18: within int64, past time.Time's reach", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = 9.2e18 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"nbf in year 10000", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = 253402300800 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"nbf -1e19", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = -1e19 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"nbf negative", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = -1 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"exp 1e19", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 1e19 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"exp 1e300", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 1e300 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"exp negative", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = -1.5 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"iat 1e19", p.Sign(with(func(c jwt.MapClaims) { c["iat"] = 1e19 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"iat negative", p.Sign(with(func(c jwt.MapClaims) { c["iat"] = -86400 })),
+			[]error{jwt.ErrTokenMalformed}, "malformed token"},
+		{"no sub", p.Sign(with(func(c jwt.MapClaims) { delete(c, "sub") })),
+			[]error{jwks.ErrMissingSubject, jwt.ErrTokenRequiredClaimMissing}, "missing sub"},
+		{"empty sub", p.Sign(with(func(c jwt.MapClaims) { c["sub"] = "" })),
+			[]error{jwks.ErrMissingSubject, jwt.ErrTokenRequiredClaimMissing}, "missing sub"},
+		{"null sub", p.Sign(with(func(c jwt.MapClaims) { c["sub"] = nil })),
+			[]error{jwt.ErrTokenMalformed, jwt.ErrInvalidType}, "malformed token"},
 		{"sub not a string", p.Sign(with(func(c jwt.MapClaims) { c["sub"] = 42 })),
 			[]error{jwt.ErrTokenMalformed, jwt.ErrInvalidType}, "malformed token"},
 		{"wrong iss", p.Sign(with(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/" })),
@@ -163,7 +201,10 @@ func TestVerifyAccepts(t *testing.T) {
 		// iat is not checked: a provider clock running ahead must not
 		// break logins (nbf is the claim meant for it).
 		{"iat in the future", p.Sign(with(func(c jwt.MapClaims) { c["iat"] = t0.Unix() + 3600 }))},
-		{"no iat, no nbf, no sub", p.Sign(with(func(c jwt.MapClaims) { delete(c, "iat"); delete(c, "sub") }))},
+		{"no iat, no nbf", p.Sign(with(func(c jwt.MapClaims) { delete(c, "iat") }))},
+		{"nbf 0, iat 0", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = 0; c["iat"] = 0 }))},
+		{"fractional times", p.Sign(with(func(c jwt.MapClaims) { c["nbf"] = float64(t0.Unix()) - 0.5; c["exp"] = float64(t0.Unix()) + 3600.5 }))},
+		{"exp on the last second of year 9999", p.Sign(with(func(c jwt.MapClaims) { c["exp"] = 253402300799 }))},
 		{"typ header absent", p.SignWith(nil, nil, map[string]any{"typ": nil}, with(func(jwt.MapClaims) {}))},
 	}
 	for _, tt := range tests {
@@ -185,9 +226,9 @@ func TestVerifyTimeBoundaries(t *testing.T) {
 	t.Parallel()
 	p := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Algorithm: "EdDSA"})
 	exp := t0.Add(time.Hour)
-	expToken := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "exp": exp.Unix()})
+	expToken := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "sub": "alice", "exp": exp.Unix()})
 	nbf := t0
-	nbfToken := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "nbf": nbf.Unix(), "exp": exp.Unix()})
+	nbfToken := p.Sign(jwt.MapClaims{"iss": p.Issuer(), "aud": p.Audience(), "sub": "alice", "nbf": nbf.Unix(), "exp": exp.Unix()})
 
 	tests := []struct {
 		name   string
@@ -298,5 +339,40 @@ func TestVerifySingleIssuerWithoutIss(t *testing.T) {
 		}
 		_, err := v.Verify(context.Background(), p.Sign(c))
 		require.NoError(t, err, "iss %v", issClaim)
+	}
+}
+
+// TestClaimChecksNeedNoNetwork: the claim checks that need no key refuse a
+// token before its kid is looked up, so such a token never triggers an
+// unknown-kid refetch, whatever its kid.
+func TestClaimChecksNeedNoNetwork(t *testing.T) {
+	t.Parallel()
+	now := wsauthtest.NewClock(t0)
+	p := idpAt(t, "ES256", now)
+	v := newVerifier(t, jwks.Options{Issuers: []jwks.Issuer{issuerOf(p)}, Now: now.Now})
+	tests := []struct {
+		name   string
+		change func(jwt.MapClaims)
+		want   error
+		reason string
+	}{
+		{"no sub", func(c jwt.MapClaims) { delete(c, "sub") }, jwks.ErrMissingSubject, "missing sub"},
+		{"empty sub", func(c jwt.MapClaims) { c["sub"] = "" }, jwks.ErrMissingSubject, "missing sub"},
+		{"no exp", func(c jwt.MapClaims) { delete(c, "exp") }, jwks.ErrMissingExp, "missing exp"},
+		{"nbf 1e19", func(c jwt.MapClaims) { c["nbf"] = 1e19 }, jwt.ErrTokenMalformed, "malformed token"},
+		{"exp negative", func(c jwt.MapClaims) { c["exp"] = -1 }, jwt.ErrTokenMalformed, "malformed token"},
+		{"wrong iss", func(c jwt.MapClaims) { c["iss"] = "https://evil.example/" }, jwks.ErrUnknownIssuer, "unknown issuer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := claimsAt(p, t0)
+			tt.change(c)
+			token := p.SignWith(nil, nil, map[string]any{"kid": "kid-nobody-published"}, c)
+			fetches := p.Fetches()
+			_, err := v.Verify(t.Context(), token)
+			require.ErrorIs(t, err, tt.want)
+			assert.Equal(t, tt.reason, jwks.Reason(err))
+			assert.Equal(t, fetches, p.Fetches(), "no refetch")
+		})
 	}
 }
