@@ -8,8 +8,9 @@
 // to the session. Before the token expires the server asks for a fresh one
 // (reauth_required) and the client sends it on the same socket; outbound
 // messages are buffered, bounded, while the token is expired and delivered in
-// order once a fresh one arrives. What a session never delivered is handed to
-// the application (Options.OnUndelivered), never silently dropped.
+// order once a fresh one arrives. What the server could not write to a session
+// is handed to the application (Options.OnUndelivered). Delivery is at most
+// once: a message written just before a connection drops may still be lost.
 //
 // The wire protocol, with its close codes, is specified in docs/protocol.md;
 // the threat model in docs/security.md.
@@ -24,13 +25,14 @@
 //	srv, err := wsauth.New(wsauth.Options{
 //		Verifier: v,
 //		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
-//			_, err := srv.SendToSubject(s.Subject(), m.Data)
+//			_, err := srv.SendToPrincipal(ctx, s.Principal(), m.Data)
 //			return err
 //		},
 //	})
 //	http.Handle("/ws", srv)
 //
-// Serve it with an http.Server that sets ReadHeaderTimeout, and call
+// Serve it with an http.Server that sets ReadHeaderTimeout, IdleTimeout and
+// MaxHeaderBytes (docs/security.md says why), and call
 // Server.Shutdown before exiting.
 //
 // # Goroutines

@@ -18,7 +18,7 @@
 /** The WebSocket subprotocol of wire protocol v1. */
 export const SUBPROTOCOL = 'wsauth.v1';
 
-/** Close codes after which the client reconnects (docs/protocol.md, section 5). */
+/** Close codes after which the client reconnects (docs/protocol.md, section 6). */
 export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 4408, 4413, 4429, 4440]);
 
 /** Code of the error events the client raises itself (not sent by a server). */
