@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
 )
@@ -27,8 +27,6 @@ import (
 // reauthInterval is the least time between two verified auth frames of a
 // session, except the answer to a reauth_required.
 const reauthInterval = time.Second
-
-var closeMissingSub = protocol.NewCloseError(protocol.CloseUnauthorized, "missing sub")
 
 // takeAuthBudget reports whether an auth frame of a session in state st
 // may be verified now, and counts it if so.
@@ -60,7 +58,7 @@ func (s *Session) authenticate(token string) {
 			s.close(refusal)
 			return
 		}
-		s.writeFrame(protocol.AppendError(nil, ErrorCodeReauthRequired, refusal.Reason, ""))
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorReauthRequired, Message: refusal.Reason}))
 		return
 	}
 	if !s.bind(ident, first, prev) {
@@ -71,7 +69,7 @@ func (s *Session) authenticate(token string) {
 
 // verify checks token with the Verifier and the server's own rules and
 // returns the identity, or why it is refused.
-func (s *Session) verify(token string, first bool, deadline time.Time) (Identity, *CloseError) {
+func (s *Session) verify(token string, first bool, deadline time.Time) (Identity, *protocol.CloseError) {
 	srv := s.srv
 	timeout := srv.opts.AuthTimeout
 	if first {
@@ -90,17 +88,17 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 			// is the client's 4408, not a verdict on its token.
 			return Identity{}, closeAuthTimeout
 		}
-		reason := jwks.Reason(err)
+		reason := refusalReason(err)
 		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
 			"reauth", !first, "reason", reason)
-		return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, reason)
+		return Identity{}, &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: reason}
 	}
 	if srv.opts.Expiry != ExpiryIgnore {
 		if ident.ExpiresAt.IsZero() {
-			return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, "missing exp")
+			return Identity{}, closeMissingExp
 		}
 		if !ident.ExpiresAt.After(srv.opts.Clock.Now()) {
-			return Identity{}, protocol.NewCloseError(protocol.CloseUnauthorized, "token expired")
+			return Identity{}, closeTokenExpired
 		}
 	}
 	if ident.Subject == "" {
@@ -136,7 +134,7 @@ func (s *Session) bind(ident Identity, first bool, prev Identity) bool {
 		return false
 	}
 	if err != nil {
-		var ce *CloseError
+		var ce *protocol.CloseError
 		if !errors.As(err, &ce) {
 			ce = closeForbidden
 		}
@@ -169,7 +167,7 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 	}
 	releaseSlot := s.pendingSlot
 	s.pendingSlot = false
-	var rejected []session.Item
+	var rejected []outbox.Item
 	if first {
 		s.registered = true
 		if resumed := srv.resume.take(ident.Principal()); len(resumed) > 0 {
@@ -193,7 +191,7 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 	if !ident.ExpiresAt.IsZero() {
 		exp = ident.ExpiresAt.Unix()
 	}
-	s.writeFrame(protocol.AppendAuthOK(nil, s.id, ident.Subject, exp))
+	s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: s.id, Subject: ident.Subject, Exp: exp}))
 
 	s.mu.Lock()
 	s.paused = false

@@ -27,8 +27,8 @@ func (v identityVerifier) Verify(context.Context, string) (wsauth.Identity, erro
 func TestEmptySubjectIsRefused(t *testing.T) {
 	t.Parallel()
 	v := identityVerifier{wsauth.Identity{Issuer: "https://idp.test/", ExpiresAt: time.Now().Add(time.Hour)}}
-	closed := make(chan *wsauth.CloseError, 1)
-	srv, err := wsauth.New(wsauth.Options{Verifier: v, OnClose: func(_ *wsauth.Session, ce *wsauth.CloseError) { closed <- ce }})
+	closed := make(chan *protocol.CloseError, 1)
+	srv, err := wsauth.New(wsauth.Options{Verifier: v, OnClose: func(_ *wsauth.Session, ce *protocol.CloseError) { closed <- ce }})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
@@ -54,6 +54,6 @@ func TestClientCloseReasonIsValidUTF8(t *testing.T) {
 	c, ok := h.loginT(t, h.idp.Token("utf", time.Hour))
 	require.NoError(t, c.WriteFrame(true, wstest.OpClose, []byte("\x0f\xa0bad \xff\xfe reason")))
 	ev := h.closeEventOf(t, ok["session"].(string))
-	assert.Equal(t, wsauth.CloseCode(4000), ev.code)
+	assert.Equal(t, protocol.CloseCode(4000), ev.code)
 	assert.Equal(t, "bad \uFFFD reason", ev.reason)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -81,7 +82,7 @@ func benchStorm(b *testing.B, n int, expire bool) {
 		Clock: clock,
 		Configure: func(o *wsauth.Options) {
 			o.OnUndelivered = func(_ wsauth.Principal, data []json.RawMessage) { undelivered.Add(int64(len(data))) }
-			o.OnClose = func(*wsauth.Session, *wsauth.CloseError) { closes.Add(1) }
+			o.OnClose = func(*wsauth.Session, *protocol.CloseError) { closes.Add(1) }
 		},
 	})
 	if err != nil {

@@ -17,23 +17,36 @@
 //
 // # Use
 //
-//	v, err := jwks.New(ctx, jwks.Options{Issuers: []jwks.Issuer{{
-//		Issuer:   "https://idp.example.com/",
-//		JWKSURL:  "https://idp.example.com/.well-known/jwks.json",
-//		Audience: []string{"chat"},
-//	}}})
+// A chat endpoint that sends every message to the user it names. Package
+// jwks provides the Verifier (jwks.New with your IdP's issuer, JWKS URL and
+// audience); the package Example runs this code against a test IdP.
+//
+//	var srv *wsauth.Server
 //	srv, err := wsauth.New(wsauth.Options{
-//		Verifier: v,
+//		Verifier: verifier,
 //		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
-//			_, err := srv.SendToPrincipal(ctx, s.Principal(), m.Data)
+//			var in struct{ To, Text string }
+//			if err := json.Unmarshal(m.Data, &in); err != nil || in.To == "" {
+//				return &wsauth.MessageError{Code: 4000, Message: "want {to, text}"}
+//			}
+//			from := s.Principal()
+//			out, _ := json.Marshal(map[string]string{"from": from.Subject, "text": in.Text})
+//			to := wsauth.Principal{Issuer: from.Issuer, Subject: in.To}
+//			// With the handler's ctx, a receiver that is behind slows
+//			// this sender down instead of losing the message.
+//			_, err := srv.SendToPrincipal(ctx, to, out)
 //			return err
 //		},
 //	})
-//	http.Handle("/ws", srv)
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer srv.Shutdown(ctx)
+//	mux.Handle("/ws", srv)
 //
 // Serve it with an http.Server that sets ReadHeaderTimeout, IdleTimeout and
-// MaxHeaderBytes (docs/security.md says why), and call
-// Server.Shutdown before exiting.
+// MaxHeaderBytes (docs/security.md says why). Shutdown closes every session
+// with 1001; clients reconnect elsewhere.
 //
 // # Goroutines
 //
@@ -44,7 +57,7 @@
 // exists only while frames are queued, except replies: Session.Reply called
 // from OnMessage is written by the read goroutine when the handler returns,
 // which saves a goroutine handoff per request/response round-trip. All deadlines of all sessions (auth
-// timeout, reauth, expiry, grace) live in one scheduler (package reauth)
+// timeout, reauth, expiry, grace) live in one scheduler
 // driven by a single timer; nothing runs a goroutine or timer per session.
 // Every Server and Session method is safe for concurrent use.
 package wsauth

@@ -1,40 +1,10 @@
 package wsauth
 
 import (
-	"context"
 	"errors"
 
-	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
-	"github.com/wsauth/wsauth/reauth"
-	"github.com/wsauth/wsauth/session"
 )
-
-// Verifier verifies the token of an auth frame and returns the identity it
-// proves. Verify must honour ctx: it is bounded by the connection's auth
-// deadline. Its error is never shown to the client; with a jwks.Verifier the
-// close reason says which check failed ("token expired", "unknown key").
-type Verifier interface {
-	Verify(ctx context.Context, token string) (Identity, error)
-}
-
-var _ Verifier = (*jwks.Verifier)(nil)
-
-// Identity is the verified identity bound to a session.
-type Identity = session.Identity
-
-// Clock is the time source of a Server (see Options.Clock).
-type Clock = reauth.Clock
-
-// Principal names one user: a subject of one issuer (see session.Principal).
-type Principal = session.Principal
-
-// CloseError is a close code with a short reason. Hooks return it to choose
-// how a session closes; OnClose receives it. errors.Is matches on the code.
-type CloseError = protocol.CloseError
-
-// CloseCode is a WebSocket close code from the wsauth vocabulary.
-type CloseCode = protocol.CloseCode
 
 // Sentinel errors of the Server API.
 var (
@@ -51,28 +21,45 @@ var (
 // stays open. Return it from Options.OnMessage. Message is sent to the
 // client: keep it short and free of secrets.
 type MessageError struct {
-	Code    int
+	Code    protocol.ErrorCode // preferably 4000-4399; protocol lists the server's own
 	Message string
 }
 
 // Error implements error.
 func (e *MessageError) Error() string { return "wsauth: message refused: " + e.Message }
 
-// Error-frame codes the server itself uses. Applications choose their own
-// codes for MessageError, preferably in 4000-4399.
-const (
-	// ErrorCodeReauthRequired refuses a message sent while the session's
-	// token is expired (ref names it: reauthenticate, then send it again),
-	// and a reauthentication's token (no ref; the message says why, e.g.
-	// "token expired"): the session keeps its current token until its exp
-	// and grace run out.
-	ErrorCodeReauthRequired = 4401
-	// ErrorCodeNotAccepted refuses every message when the server has no OnMessage.
-	ErrorCodeNotAccepted = 4405
-	// ErrorCodeTooManyRequests refuses an auth frame sent less than a
-	// second after the session's previous one (other than the answer to a
-	// reauth_required): it is not verified.
-	ErrorCodeTooManyRequests = 4429
-	// ErrorCodeInternal refuses a message whose handler failed.
-	ErrorCodeInternal = 4500
+// The fixed close reasons of the server. A reason never carries client
+// input or a token, and names one code only: docs/protocol.md lists them.
+// (4401 also carries the name of the check a token failed, which the
+// Verifier gives: see Verifier.)
+var (
+	// Before authentication.
+	closeAuthRequired = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "auth required"}
+	closeAuthTimeout  = &protocol.CloseError{Code: protocol.CloseAuthTimeout, Reason: "auth timeout"}
+	closeFlood        = &protocol.CloseError{Code: protocol.CloseTooManyRequests, Reason: "too many bytes before auth"}
+	// Frames.
+	closeBinary    = &protocol.CloseError{Code: protocol.CloseMalformed, Reason: "binary frame"}
+	closeMalformed = &protocol.CloseError{Code: protocol.CloseMalformed, Reason: "malformed frame"}
+	closeTooLarge  = &protocol.CloseError{Code: protocol.CloseTooLarge, Reason: "frame too large"}
+	// Tokens the Verifier accepted that the server refuses.
+	closeMissingExp   = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "missing exp"}
+	closeMissingSub   = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "missing sub"}
+	closeTokenExpired = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "token expired"}
+	// Identity and expiry.
+	closeSubject        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}
+	closeForbidden      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "forbidden"}
+	closeRevoked        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "session revoked"}
+	closeSessionExpired = &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: "session expired"}
+	// Outbound.
+	closeOverflow = &protocol.CloseError{Code: protocol.CloseBufferOverflow, Reason: "buffer overflow"}
+	// closeNotReading is what OnClose reports for a client that did not
+	// read for WriteTimeout: its socket is full, so it is closed without a
+	// close frame.
+	closeNotReading = &protocol.CloseError{Code: protocol.CloseBufferOverflow, Reason: "client not reading"}
+	// The server.
+	closeInternal = &protocol.CloseError{Code: protocol.CloseInternal, Reason: "internal error"}
+	closeShutdown = &protocol.CloseError{Code: protocol.CloseGoingAway, Reason: "server shutting down"}
+	// closeConnectionLost is what OnClose reports for a client that went
+	// away without a close frame; it is never sent.
+	closeConnectionLost = &protocol.CloseError{Code: protocol.CloseAbnormal, Reason: "connection lost"}
 )

@@ -4,13 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/client"
 	"github.com/wsauth/wsauth/jwks"
@@ -106,10 +112,10 @@ func ExampleServer_Revoke() {
 	idp, verifier := exampleIdP(ctx, mux, hs.URL)
 	defer verifier.Close()
 
-	closed := make(chan *wsauth.CloseError, 1)
+	closed := make(chan *protocol.CloseError, 1)
 	srv, err := wsauth.New(wsauth.Options{
 		Verifier: verifier,
-		OnClose:  func(s *wsauth.Session, ce *wsauth.CloseError) { closed <- ce },
+		OnClose:  func(s *wsauth.Session, ce *protocol.CloseError) { closed <- ce },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -136,14 +142,18 @@ func ExampleServer_Revoke() {
 	// client: forbidden session revoked
 }
 
-func ExampleParseExpiryPolicy() {
-	p, err := wsauth.ParseExpiryPolicy("close")
-	fmt.Println(p, err)
-	_, err = wsauth.ParseExpiryPolicy("sometimes")
-	fmt.Println(err)
+// ExpiryPolicy is an encoding.TextUnmarshaler, so a flag (or a JSON or YAML
+// configuration) can set it by name.
+func ExampleExpiryPolicy() {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var opts wsauth.Options
+	fs.TextVar(&opts.Expiry, "expiry", wsauth.ExpiryReauth, "reauth, close or ignore")
+	fmt.Println(fs.Parse([]string{"-expiry", "close"}), opts.Expiry)
+	fmt.Println(fs.Parse([]string{"-expiry", "sometimes"}))
 	// Output:
-	// close <nil>
-	// wsauth: unknown expiry policy "sometimes" (want reauth, close or ignore)
+	// <nil> close
+	// invalid value "sometimes" for flag -expiry: wsauth: unknown expiry policy "sometimes" (want reauth, close or ignore)
 }
 
 // Reply answers a client's message from OnMessage: the answer is written
@@ -193,4 +203,31 @@ func ExampleSession_Reply() {
 	// Output:
 	// {"double":2}
 	// {"double":42}
+}
+
+// TestDocSnippetIsExample proves that the snippet under "# Use" in doc.go
+// compiles and runs: it must be the code of Example, line for line.
+func TestDocSnippetIsExample(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	require.NoError(t, err)
+	src, err := os.ReadFile("example_test.go")
+	require.NoError(t, err)
+	_, use, ok := strings.Cut(string(doc), "// # Use\n")
+	require.True(t, ok, "doc.go has no # Use section")
+	use, _, _ = strings.Cut(use, "\n//\n// Serve it")
+	var snippet []string
+	for _, line := range strings.Split(use, "\n") {
+		if code, ok := strings.CutPrefix(line, "//\t"); ok {
+			snippet = append(snippet, code)
+		}
+	}
+	require.Greater(t, len(snippet), 10, "the snippet is gone")
+	_, example, ok := strings.Cut(string(src), "\nfunc Example() {\n")
+	require.True(t, ok)
+	example, _, _ = strings.Cut(example, "\n}\n")
+	var body []string
+	for _, line := range strings.Split(example, "\n") {
+		body = append(body, strings.TrimPrefix(line, "\t"))
+	}
+	assert.Contains(t, strings.Join(body, "\n"), strings.Join(snippet, "\n"), "doc.go's snippet is not Example's code")
 }

@@ -18,12 +18,6 @@ import (
 // where lead = min(ReauthLead, (exp-t0)/2). A successful reauth at any point
 // reschedules from the new token's exp.
 
-var (
-	closeAuthTimeout  = protocol.NewCloseError(protocol.CloseAuthTimeout, "auth timeout")
-	closeTokenExpired = protocol.NewCloseError(protocol.CloseSessionExpired, "token expired")
-	closeGraceOver    = protocol.NewCloseError(protocol.CloseSessionExpired, "session expired")
-)
-
 // scheduleExpiryLocked schedules the first expiry phase after a successful
 // authentication at now.
 func (s *Session) scheduleExpiryLocked(now time.Time) {
@@ -65,13 +59,13 @@ func (s *Session) onTimer() {
 	case phaseLead:
 		s.setPhaseLocked(phaseExpire, exp)
 		s.reauthAsked = true
-		frame := protocol.AppendReauthRequired(nil, exp.Unix(), exp.Add(grace).Unix())
+		frame := protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeReauthRequired, Exp: exp.Unix(), Deadline: exp.Add(grace).Unix()})
 		s.socket.WriteAsync(gws.OpcodeText, frame, nil)
 	case phaseExpire:
 		if s.srv.opts.Expiry == ExpiryClose {
-			s.markClosedLocked(closeTokenExpired)
+			s.markClosedLocked(closeSessionExpired)
 			s.mu.Unlock()
-			go s.writeClose(closeTokenExpired)
+			go s.writeClose(closeSessionExpired)
 			return
 		}
 		s.state = session.Expired
@@ -79,9 +73,9 @@ func (s *Session) onTimer() {
 		s.wakeLocked() // senders waiting for room: overflow now closes
 		s.setPhaseLocked(phaseGrace, exp.Add(grace))
 	case phaseGrace:
-		if s.markClosedLocked(closeGraceOver) {
+		if s.markClosedLocked(closeSessionExpired) {
 			s.mu.Unlock()
-			go s.writeClose(closeGraceOver)
+			go s.writeClose(closeSessionExpired)
 			return
 		}
 	}

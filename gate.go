@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -275,42 +274,4 @@ func (g *frameGate) parse(p []byte) error {
 		g.skip = length
 	}
 	return nil
-}
-
-// pendingLimiter counts unauthenticated connections, globally and per IP.
-type pendingLimiter struct {
-	max, maxPerIP int
-	mu            sync.Mutex
-	total         int
-	perIP         map[string]int
-}
-
-// acquire takes a slot for ip, or reports that a cap is full.
-func (l *pendingLimiter) acquire(ip string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.max || l.perIP[ip] >= l.maxPerIP {
-		return false
-	}
-	if l.perIP == nil {
-		l.perIP = make(map[string]int)
-	}
-	l.total++
-	l.perIP[ip]++
-	return true
-}
-
-func (l *pendingLimiter) release(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
-	}
-}
-
-func (l *pendingLimiter) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.total
 }

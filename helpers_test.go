@@ -12,6 +12,7 @@ import (
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -40,7 +41,7 @@ type recorder struct {
 type closeEvent struct {
 	session string
 	subject string
-	code    wsauth.CloseCode
+	code    protocol.CloseCode
 	reason  string
 }
 
@@ -98,7 +99,7 @@ func (e *env) login(sub string, ttl time.Duration) (*wstest.Conn, map[string]any
 
 // expectClose reads until the server's close frame and checks its code and
 // reason, then checks that OnClose reported the same.
-func (e *env) expectClose(c *wstest.Conn, code wsauth.CloseCode, reason string) [][]byte {
+func (e *env) expectClose(c *wstest.Conn, code protocol.CloseCode, reason string) [][]byte {
 	e.t.Helper()
 	cl, texts, err := c.ReadClose()
 	require.NoError(e.t, err)

@@ -171,7 +171,7 @@ func TestHostileNoTokenLeaks(t *testing.T) {
 			return next(ctx, s, m)
 		}
 		o.OnAuthenticated = func(_ context.Context, s *wsauth.Session) error {
-			if s.Subject() == "banned" {
+			if s.Principal().Subject == "banned" {
 				return errors.New("banned")
 			}
 			return nil

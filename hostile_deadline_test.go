@@ -30,7 +30,7 @@ import (
 // WriteTimeout of real time.
 func TestNonReadingClientRightAfterUpgrade(t *testing.T) {
 	t.Parallel()
-	const writeTimeout = time.Second
+	const writeTimeout = 2 * time.Second // long enough that scheduling delays on a loaded machine stay far below the second timeout this test rules out
 	chunk := json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), 64<<10)) + `"`)
 	authed := make(chan *wsauth.Session, 1)
 	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {

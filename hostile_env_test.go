@@ -24,6 +24,7 @@ import (
 	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -97,7 +98,7 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 		Verifier: v,
 		Clock:    clock,
 		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
-			rec.messages <- received{session: s.ID(), subject: s.Subject(), id: m.ID, data: string(m.Data)}
+			rec.messages <- received{session: s.ID(), subject: s.Principal().Subject, id: m.ID, data: string(m.Data)}
 			return nil
 		},
 		OnUndelivered: func(p wsauth.Principal, data []json.RawMessage) {
@@ -126,10 +127,10 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 			return onMessage(ctx, s, m)
 		}
 	}
-	opts.OnClose = func(s *wsauth.Session, ce *wsauth.CloseError) {
+	opts.OnClose = func(s *wsauth.Session, ce *protocol.CloseError) {
 		h.closed.Add(1)
 		select {
-		case rec.closes <- closeEvent{session: s.ID(), subject: s.Subject(), code: ce.Code, reason: ce.Reason}:
+		case rec.closes <- closeEvent{session: s.ID(), subject: s.Principal().Subject, code: ce.Code, reason: ce.Reason}:
 		default:
 		}
 		if onClose != nil {
@@ -193,7 +194,7 @@ func (h *hostileEnv) closeEventT(t testing.TB) closeEvent {
 // refused reads c until the server's close frame and checks that it is
 // exactly code and reason, that nothing came before it, and that OnClose
 // reported the same. It returns the reason for leak checks.
-func (h *hostileEnv) refused(t testing.TB, c *wstest.Conn, code wsauth.CloseCode, reason string) string {
+func (h *hostileEnv) refused(t testing.TB, c *wstest.Conn, code protocol.CloseCode, reason string) string {
 	t.Helper()
 	// The server's side first, so that a failure on the client's side does
 	// not leave this event to the next case.

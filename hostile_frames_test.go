@@ -15,7 +15,7 @@ import (
 )
 
 // closeProtocolError is RFC 6455's 1002, which wsauth itself never sends.
-const closeProtocolError wsauth.CloseCode = 1002
+const closeProtocolError protocol.CloseCode = 1002
 
 func text(s string) []byte { return wstest.Frame(true, wstest.OpText, []byte(s)) }
 
@@ -45,7 +45,7 @@ func TestHostileFramesBeforeAuth(t *testing.T) {
 	type frameCase struct {
 		name   string
 		wire   []byte // written in one write
-		code   wsauth.CloseCode
+		code   protocol.CloseCode
 		reason string
 	}
 	malformed := func(name, payload string) frameCase {
@@ -156,7 +156,7 @@ func TestHostileFramesBeforeAuth(t *testing.T) {
 	prefixed := []struct {
 		name   string
 		frames []byte
-		code   wsauth.CloseCode
+		code   protocol.CloseCode
 		reason string
 	}{
 		{"message with the upgrade request", text(`{"type":"message","data":"sneaky"}`), protocol.CloseUnauthorized, "auth required"},

@@ -26,7 +26,7 @@ func (h *hostileEnv) authFails(t *testing.T, token, reason string) {
 // the unknown-kid refetch limit); fetches are real HTTP.
 func TestHostileIdentityProvider(t *testing.T) {
 	t.Parallel()
-	const rate = jwks.DefaultUnknownKIDRate
+	const rate = 5 * time.Minute // the default of jwks.Options.UnknownKIDRate
 
 	t.Run("down at start", func(t *testing.T) {
 		t.Parallel()

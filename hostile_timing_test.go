@@ -199,7 +199,7 @@ func hostileSlowReader(t *testing.T) {
 		size           = 64 << 10
 	)
 	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
-		o.WriteTimeout = 200 * time.Millisecond
+		o.WriteTimeout = time.Second // time enough to fill the outbox on a loaded machine before the write times out
 		o.BufferMessages = bufferMessages
 		o.BufferBytes = 8 << 20
 	}})

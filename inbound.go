@@ -30,22 +30,6 @@ func (events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	sessionOf(socket).onFrame(msg.Opcode, msg.Bytes())
 }
 
-// Fixed close reasons. A reason never carries client input or a token.
-var (
-	closeBinary       = protocol.NewCloseError(protocol.CloseMalformed, "binary frame")
-	closeMalformed    = protocol.NewCloseError(protocol.CloseMalformed, "malformed frame")
-	closeAuthRequired = protocol.NewCloseError(protocol.CloseUnauthorized, "auth required")
-	closeSubject      = protocol.NewCloseError(protocol.CloseForbidden, "subject changed")
-	closeForbidden    = protocol.NewCloseError(protocol.CloseForbidden, "forbidden")
-	closeInternal     = protocol.NewCloseError(protocol.CloseInternal, "internal error")
-	closeTooLarge     = protocol.NewCloseError(protocol.CloseTooLarge, "frame too large")
-	closeFlood        = protocol.NewCloseError(protocol.CloseTooManyRequests, "too many bytes before auth")
-	// closeNotReading is what OnClose reports for a client that did not
-	// read for WriteTimeout: its socket is full, so it is closed without a
-	// close frame.
-	closeNotReading = protocol.NewCloseError(protocol.CloseBufferOverflow, "client not reading")
-)
-
 func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	if op != gws.OpcodeText {
 		s.close(closeBinary)
@@ -53,7 +37,7 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	}
 	// Message.Data is documented as valid only during OnMessage, and gws
 	// reuses b only after this returns: no copy needed.
-	f, err := protocol.DecodeClientInPlace(b)
+	f, err := protocol.DecodeClient(b)
 	if err != nil {
 		s.close(closeMalformed)
 		return
@@ -65,7 +49,7 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	case st == session.Closed:
 	case f.Type == protocol.TypeAuth:
 		if !s.takeAuthBudget(st) {
-			s.writeFrame(protocol.AppendError(nil, ErrorCodeTooManyRequests, "too many auth frames", ""))
+			s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorTooManyRequests, Message: "too many auth frames"}))
 			return
 		}
 		// Authenticate on a short-lived goroutine and wait for it: token
@@ -83,7 +67,7 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	case st == session.Pending:
 		s.close(closeAuthRequired)
 	case st == session.Expired:
-		s.writeFrame(protocol.AppendError(nil, ErrorCodeReauthRequired, "reauth required", f.ID))
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorReauthRequired, Message: "reauth required", Ref: f.ID}))
 	default:
 		s.handleMessage(Message{ID: f.ID, Data: f.Data})
 	}
@@ -101,7 +85,7 @@ func (s *Session) onGateViolation(err error) {
 func (s *Session) handleMessage(m Message) {
 	h := s.srv.opts.OnMessage
 	if h == nil {
-		s.writeFrame(protocol.AppendError(nil, ErrorCodeNotAccepted, "messages not accepted", m.ID))
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorNotAccepted, Message: "messages not accepted", Ref: m.ID}))
 		return
 	}
 	var err error
@@ -117,15 +101,15 @@ func (s *Session) handleMessage(m Message) {
 	if err == nil {
 		return
 	}
-	var ce *CloseError
+	var ce *protocol.CloseError
 	var me *MessageError
 	switch {
 	case errors.As(err, &ce):
 		s.close(ce)
 	case errors.As(err, &me):
-		s.writeFrame(protocol.AppendError(nil, me.Code, me.Message, m.ID))
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: me.Code, Message: me.Message, Ref: m.ID}))
 	default:
 		s.srv.opts.Logger.Error("wsauth: message handler failed", "session", s.id, "err", err)
-		s.writeFrame(protocol.AppendError(nil, ErrorCodeInternal, "internal error", m.ID))
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorInternal, Message: "internal error", Ref: m.ID}))
 	}
 }

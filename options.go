@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"path"
 	"strings"
 	"time"
 
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/reauth"
 )
 
@@ -49,14 +48,26 @@ func (p ExpiryPolicy) String() string {
 	return fmt.Sprintf("ExpiryPolicy(%d)", int(p))
 }
 
-// ParseExpiryPolicy parses "reauth", "close" or "ignore".
-func ParseExpiryPolicy(s string) (ExpiryPolicy, error) {
-	for _, p := range []ExpiryPolicy{ExpiryReauth, ExpiryClose, ExpiryIgnore} {
-		if p.String() == s {
-			return p, nil
+// MarshalText implements encoding.TextMarshaler: "reauth", "close" or
+// "ignore". It fails for a value that is none of the three.
+func (p ExpiryPolicy) MarshalText() ([]byte, error) {
+	switch p {
+	case ExpiryReauth, ExpiryClose, ExpiryIgnore:
+		return []byte(p.String()), nil
+	}
+	return nil, fmt.Errorf("wsauth: unknown expiry policy %d", int(p))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, for flag.TextVar and
+// configuration files: it accepts "reauth", "close" or "ignore".
+func (p *ExpiryPolicy) UnmarshalText(text []byte) error {
+	for _, q := range []ExpiryPolicy{ExpiryReauth, ExpiryClose, ExpiryIgnore} {
+		if q.String() == string(text) {
+			*p = q
+			return nil
 		}
 	}
-	return 0, fmt.Errorf("wsauth: unknown expiry policy %q (want reauth, close or ignore)", s)
+	return fmt.Errorf("wsauth: unknown expiry policy %q (want reauth, close or ignore)", text)
 }
 
 // Message is one application message a client sent.
@@ -157,7 +168,7 @@ type Options struct {
 
 	// OnAuthenticated is called after every successful auth frame (the first
 	// and each reauthentication), before auth_ok is sent. Returning an error
-	// refuses the session: a *CloseError chooses the close code, any other
+	// refuses the session: a *protocol.CloseError chooses the close code, any other
 	// error closes with 4403. It runs on the connection's read goroutine; the
 	// session's outbound traffic waits while it runs.
 	OnAuthenticated func(ctx context.Context, s *Session) error
@@ -165,14 +176,14 @@ type Options struct {
 	// at a time per session, on the connection's read goroutine: while it
 	// runs, that session's frames wait (other sessions are unaffected).
 	// Returning a *MessageError refuses the message with an error frame;
-	// returning a *CloseError closes the session; any other error sends an
+	// returning a *protocol.CloseError closes the session; any other error sends an
 	// error frame with code 4500 and is logged. A panic closes the session
 	// with 1011. Nil: message frames are refused with error code 4405.
 	OnMessage func(ctx context.Context, s *Session, m Message) error
 	// OnClose is called once for every session that was upgraded, after its
 	// socket closed, with the code it closed with (1006 when the client
 	// dropped without a close frame). It runs on the connection's goroutine.
-	OnClose func(s *Session, err *CloseError)
+	OnClose func(s *Session, err *protocol.CloseError)
 	// OnUndelivered receives, in order, the data of the messages a session
 	// never delivered to its client, when it closes (or, with ResumeFor, when
 	// the resume window passes). It runs on the goroutine that ended the
@@ -181,7 +192,7 @@ type Options struct {
 
 	// Clock is the time source of deadlines and expiries. Default: the system
 	// clock. Tests use wsauthtest.Clock.
-	Clock Clock
+	Clock reauth.Clock
 	// Logger receives the server's logs. Default slog.Default(). Tokens are
 	// never logged.
 	Logger *slog.Logger
@@ -189,20 +200,20 @@ type Options struct {
 
 // Defaults of Options fields.
 const (
-	DefaultAuthTimeout     = 5 * time.Second
-	DefaultMaxPending      = 1024
-	DefaultMaxPendingPerIP = 64
-	DefaultMaxPreAuthFrame = 8 << 10
-	DefaultMaxFrame        = 1 << 20
-	DefaultWriteTimeout    = 10 * time.Second
-	DefaultReauthLead      = 30 * time.Second
-	DefaultReauthGrace     = 10 * time.Second
-	DefaultBufferMessages  = 256
-	DefaultBufferBytes     = 1 << 20
-	// DefaultResumeMaxPrincipals and DefaultResumeMaxBytes are the defaults
+	defaultAuthTimeout     = 5 * time.Second
+	defaultMaxPending      = 1024
+	defaultMaxPendingPerIP = 64
+	defaultMaxPreAuthFrame = 8 << 10
+	defaultMaxFrame        = 1 << 20
+	defaultWriteTimeout    = 10 * time.Second
+	defaultReauthLead      = 30 * time.Second
+	defaultReauthGrace     = 10 * time.Second
+	defaultBufferMessages  = 256
+	defaultBufferBytes     = 1 << 20
+	// defaultResumeMaxPrincipals and defaultResumeMaxBytes are the defaults
 	// of Options.ResumeMaxPrincipals and ResumeMaxBytes.
-	DefaultResumeMaxPrincipals = 10000
-	DefaultResumeMaxBytes      = 64 << 20
+	defaultResumeMaxPrincipals = 10000
+	defaultResumeMaxBytes      = 64 << 20
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -215,10 +226,10 @@ func (o Options) withDefaults() (Options, error) {
 		v    *time.Duration
 		def  time.Duration
 	}{
-		{"AuthTimeout", &o.AuthTimeout, DefaultAuthTimeout},
-		{"WriteTimeout", &o.WriteTimeout, DefaultWriteTimeout},
-		{"ReauthLead", &o.ReauthLead, DefaultReauthLead},
-		{"ReauthGrace", &o.ReauthGrace, DefaultReauthGrace},
+		{"AuthTimeout", &o.AuthTimeout, defaultAuthTimeout},
+		{"WriteTimeout", &o.WriteTimeout, defaultWriteTimeout},
+		{"ReauthLead", &o.ReauthLead, defaultReauthLead},
+		{"ReauthGrace", &o.ReauthGrace, defaultReauthGrace},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)
@@ -235,14 +246,14 @@ func (o Options) withDefaults() (Options, error) {
 		v    *int
 		def  int
 	}{
-		{"MaxPending", &o.MaxPending, DefaultMaxPending},
-		{"MaxPendingPerIP", &o.MaxPendingPerIP, DefaultMaxPendingPerIP},
-		{"MaxPreAuthFrame", &o.MaxPreAuthFrame, DefaultMaxPreAuthFrame},
-		{"MaxFrame", &o.MaxFrame, DefaultMaxFrame},
-		{"BufferMessages", &o.BufferMessages, DefaultBufferMessages},
-		{"BufferBytes", &o.BufferBytes, DefaultBufferBytes},
-		{"ResumeMaxPrincipals", &o.ResumeMaxPrincipals, DefaultResumeMaxPrincipals},
-		{"ResumeMaxBytes", &o.ResumeMaxBytes, DefaultResumeMaxBytes},
+		{"MaxPending", &o.MaxPending, defaultMaxPending},
+		{"MaxPendingPerIP", &o.MaxPendingPerIP, defaultMaxPendingPerIP},
+		{"MaxPreAuthFrame", &o.MaxPreAuthFrame, defaultMaxPreAuthFrame},
+		{"MaxFrame", &o.MaxFrame, defaultMaxFrame},
+		{"BufferMessages", &o.BufferMessages, defaultBufferMessages},
+		{"BufferBytes", &o.BufferBytes, defaultBufferBytes},
+		{"ResumeMaxPrincipals", &o.ResumeMaxPrincipals, defaultResumeMaxPrincipals},
+		{"ResumeMaxBytes", &o.ResumeMaxBytes, defaultResumeMaxBytes},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)
@@ -275,26 +286,6 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, nil
-}
-
-// remoteIP is the default ClientIP: the host of RemoteAddr, with IPv6
-// addresses cut to their /64, since one host commonly holds a whole /64 and
-// could otherwise fill the global cap from one network.
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	addr = addr.Unmap()
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p.String()
-	}
-	return addr.String()
 }
 
 // originAllowed implements the Origin policy described at OriginPatterns.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
 )
@@ -27,9 +28,10 @@ import (
 //     method called with the ctx OnMessage received) wait for room. That
 //     client's read goroutine then waits, so its reading slows to the pace
 //     of the clients it sends to: a burst or a pipeline is throttled by TCP
-//     backpressure, not turned into disconnects. A receiver that has
-//     accepted no write for stallWait is not waited for (ErrBufferFull), so
-//     one stalled client cannot hold up the others;
+//     backpressure, not turned into disconnects. A receiver whose socket
+//     write has been blocked for stallWait (it stopped reading) is not
+//     waited for (ErrBufferFull), so one stalled client cannot hold up the
+//     others;
 //   - while the session's token is expired (buffering for reauth), closes
 //     the session with 4413: the client is too late, not too slow.
 //
@@ -40,10 +42,6 @@ import (
 // queued. A sender that is not part of a client message's work gets it
 // instead of waiting; see Session.Send.
 var ErrBufferFull = errors.New("wsauth: session's outbound buffer is full")
-
-// closeOverflow closes a session whose outbox overflows while its token is
-// expired.
-var closeOverflow = protocol.NewCloseError(protocol.CloseBufferOverflow, "buffer overflow")
 
 // causeKey marks the context OnMessage receives with the session whose
 // message it handles.
@@ -105,12 +103,12 @@ func (s *Session) Reply(data json.RawMessage) error {
 
 // newItem encodes data as a message frame once; the frame can then be shared
 // by every session it is sent to.
-func (srv *Server) newItem(data json.RawMessage) (session.Item, error) {
+func (srv *Server) newItem(data json.RawMessage) (outbox.Item, error) {
 	if !protocol.ValidData(data) {
-		return session.Item{}, ErrInvalidData
+		return outbox.Item{}, ErrInvalidData
 	}
-	frame := protocol.AppendMessage(make([]byte, 0, len(data)+messageOverhead), data)
-	return session.Item{
+	frame := protocol.AppendServer(make([]byte, 0, len(data)+messageOverhead), protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
+	return outbox.Item{
 		Frame: frame,
 		Data:  frame[messagePrefixLen : len(frame)-1 : len(frame)-1],
 		Seq:   srv.seq.Add(1),
@@ -118,13 +116,13 @@ func (srv *Server) newItem(data json.RawMessage) (session.Item, error) {
 }
 
 var (
-	messagePrefixLen = len(protocol.AppendMessage(nil, json.RawMessage("0"))) - 2
+	messagePrefixLen = len(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage("0")})) - 2
 	messageOverhead  = messagePrefixLen + 1
 )
 
 // sendAll queues it for every one of sessions and returns how many took it
 // (see Server.Broadcast).
-func (srv *Server) sendAll(ctx context.Context, sessions []*Session, it session.Item) (int, error) {
+func (srv *Server) sendAll(ctx context.Context, sessions []*Session, it outbox.Item) (int, error) {
 	cause := causeOf(ctx)
 	n, full := 0, 0
 	for _, s := range sessions {
@@ -147,7 +145,7 @@ func (srv *Server) sendAll(ctx context.Context, sessions []*Session, it session.
 // the session whose message the send is the work of, nil if none; ctx ends
 // a wait for room. A reply made while OnMessage runs is left for the read
 // goroutine to write when the handler returns (see flushAfterHandler).
-func (s *Session) enqueue(ctx context.Context, it session.Item, cause *Session, reply bool) error {
+func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, reply bool) error {
 	var stall *time.Timer
 	s.mu.Lock()
 	for {
@@ -157,9 +155,6 @@ func (s *Session) enqueue(ctx context.Context, it session.Item, cause *Session, 
 			return ErrSessionClosed
 		}
 		if s.outbox.Push(it) == nil {
-			if s.outbox.Len() == 1 {
-				s.progressAt.Store(int64(time.Since(monoEpoch)))
-			}
 			if !reply || !s.inHandler {
 				s.scheduleDrainLocked()
 			}
@@ -212,10 +207,13 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-// stalledLocked reports whether s has had frames queued for longer than
-// stallWait without a write completing.
+// stalledLocked reports whether s's client has stopped taking data: a write
+// to its socket has been blocked for longer than stallWait (the kernel's
+// send buffer is full). A writer that merely has not run yet (a busy
+// machine) is not a stalled client: senders wait for it.
 func (s *Session) stalledLocked() bool {
-	return s.outbox.Len() > 0 && time.Since(monoEpoch)-time.Duration(s.progressAt.Load()) > s.srv.stallWait
+	since := s.writingSince.Load()
+	return since != 0 && time.Since(monoEpoch)-time.Duration(since) > s.srv.stallWait
 }
 
 // roomLocked returns a channel that is closed when the outbox gains room
@@ -264,7 +262,7 @@ func (s *Session) drain() { _ = s.drainUpTo(-1) }
 // are the ones written. A frame whose write failed stays queued: finish
 // hands it to OnUndelivered with the rest.
 func (s *Session) drainUpTo(limit int) (written int) {
-	var batch [drainBatch]session.Item
+	var batch [drainBatch]outbox.Item
 	for {
 		s.mu.Lock()
 		if s.paused || s.state == session.Closed {
@@ -292,10 +290,12 @@ func (s *Session) drainUpTo(limit int) (written int) {
 		ok := 0
 		var err error
 		for ok < n {
-			if err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame); err != nil {
+			s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
+			err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame)
+			s.writingSince.Store(0)
+			if err != nil {
 				break
 			}
-			s.progressAt.Store(int64(time.Since(monoEpoch)))
 			ok++
 		}
 		clear(batch[:n])

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wsauth/wsauth/reauth"
-	"github.com/wsauth/wsauth/session"
+	"github.com/wsauth/wsauth/internal/deadline"
+	"github.com/wsauth/wsauth/internal/outbox"
 )
 
 // resumeStore keeps, per principal, the messages its closed sessions did
@@ -36,12 +36,12 @@ type resumed struct {
 	p          Principal
 	items      []keptItem // in Seq order
 	bytes      int
-	entry      reauth.Entry
+	entry      deadline.Entry
 	prev, next *resumed
 }
 
 type keptItem struct {
-	session.Item
+	outbox.Item
 	until time.Time // when its ResumeFor ends
 }
 
@@ -49,7 +49,7 @@ type keptItem struct {
 // its lock is released.
 type handoff struct {
 	p     Principal
-	items []session.Item
+	items []outbox.Item
 }
 
 func newResumeStore(srv *Server) *resumeStore {
@@ -58,7 +58,7 @@ func newResumeStore(srv *Server) *resumeStore {
 
 // put keeps items for p. What does not fit, and principals evicted to make
 // room, go to OnUndelivered.
-func (rs *resumeStore) put(p Principal, items []session.Item) {
+func (rs *resumeStore) put(p Principal, items []outbox.Item) {
 	now := rs.srv.opts.Clock.Now()
 	rs.mu.Lock()
 	r := rs.m[p]
@@ -83,7 +83,7 @@ func (rs *resumeStore) put(p Principal, items []session.Item) {
 	}
 	var out []handoff
 	// Per principal: the newest do not fit.
-	var rejected []session.Item
+	var rejected []outbox.Item
 	for len(r.items) > rs.srv.opts.BufferMessages || r.bytes > rs.srv.opts.BufferBytes && len(r.items) > 1 {
 		last := r.items[len(r.items)-1]
 		r.items = r.items[:len(r.items)-1]
@@ -138,7 +138,7 @@ func (rs *resumeStore) scheduleLocked(r *resumed) {
 }
 
 // take removes and returns what is kept for p.
-func (rs *resumeStore) take(p Principal) []session.Item {
+func (rs *resumeStore) take(p Principal) []outbox.Item {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	r := rs.m[p]
@@ -154,7 +154,7 @@ func (rs *resumeStore) removeLocked(r *resumed) handoff {
 	rs.unlink(r)
 	rs.srv.sched.Cancel(&r.entry)
 	rs.bytes -= r.bytes
-	items := make([]session.Item, len(r.items))
+	items := make([]outbox.Item, len(r.items))
 	for i, k := range r.items {
 		items[i] = k.Item
 	}
@@ -171,7 +171,7 @@ func (rs *resumeStore) expire(r *resumed) {
 		rs.mu.Unlock()
 		return
 	}
-	var gone []session.Item
+	var gone []outbox.Item
 	kept := r.items[:0]
 	for _, k := range r.items {
 		if k.until.After(now) {

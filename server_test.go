@@ -108,7 +108,7 @@ func TestNothingBeforeAuthReachesTheApplication(t *testing.T) {
 	cases := []struct {
 		name   string
 		send   func(c *wstest.Conn) error
-		code   wsauth.CloseCode
+		code   protocol.CloseCode
 		reason string
 	}{
 		{"message before auth", func(c *wstest.Conn) error {
@@ -162,7 +162,7 @@ func TestPreAuthFrameCaps(t *testing.T) {
 	cases := []struct {
 		name string
 		send func(c *wstest.Conn) error
-		code wsauth.CloseCode
+		code protocol.CloseCode
 	}{
 		{"header announcing a huge frame", func(c *wstest.Conn) error {
 			_, err := c.Write(wstest.HeaderOnly(true, wstest.OpText, 1<<30))
@@ -311,11 +311,11 @@ func TestHooksDecide(t *testing.T) {
 	refuse := errors.New("not today")
 	e := newEnv(t, func(o *wsauth.Options) {
 		o.OnAuthenticated = func(_ context.Context, s *wsauth.Session) error {
-			switch s.Subject() {
+			switch s.Principal().Subject {
 			case "mallory":
 				return refuse
 			case "trudy":
-				return protocol.NewCloseError(4000, "custom")
+				return &protocol.CloseError{Code: 4000, Reason: "custom"}
 			case "panicky":
 				panic("boom")
 			}
@@ -331,7 +331,7 @@ func TestHooksDecide(t *testing.T) {
 			case `"fail"`:
 				return errors.New("database down")
 			case `"close"`:
-				return protocol.NewCloseError(protocol.CloseForbidden, "kicked")
+				return &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "kicked"}
 			}
 			return next(ctx, s, m)
 		}
@@ -359,7 +359,7 @@ func TestHooksDecide(t *testing.T) {
 	assert.Equal(t, map[string]any{"type": "error", "code": float64(4001), "message": "no thanks", "ref": "r1"}, readType(t, c, "error"))
 	require.NoError(t, c.WriteText(`{"type":"message","id":"r2","data":"fail"}`))
 	got := readType(t, c, "error")
-	assert.Equal(t, float64(wsauth.ErrorCodeInternal), got["code"])
+	assert.Equal(t, float64(protocol.ErrorInternal), got["code"])
 	assert.NotContains(t, got["message"], "database")
 	require.NoError(t, c.WriteText(`{"type":"message","data":"ok"}`))
 	assert.Equal(t, `"ok"`, e.nextMessage().data)
@@ -386,7 +386,7 @@ func TestMessagesRefusedWithoutHandler(t *testing.T) {
 	c, _ := e.login("ivan", time.Hour)
 	require.NoError(t, c.WriteText(`{"type":"message","id":"x","data":1}`))
 	got := readType(t, c, "error")
-	assert.Equal(t, float64(wsauth.ErrorCodeNotAccepted), got["code"])
+	assert.Equal(t, float64(protocol.ErrorNotAccepted), got["code"])
 	assert.Equal(t, "x", got["ref"])
 }
 
@@ -457,11 +457,26 @@ func TestOptionsValidation(t *testing.T) {
 		_, err := wsauth.New(o)
 		assert.Error(t, err, "%+v", o)
 	}
-	p, err := wsauth.ParseExpiryPolicy("close")
-	require.NoError(t, err)
+}
+
+func TestExpiryPolicyText(t *testing.T) {
+	t.Parallel()
+	for _, p := range []wsauth.ExpiryPolicy{wsauth.ExpiryReauth, wsauth.ExpiryClose, wsauth.ExpiryIgnore} {
+		text, err := p.MarshalText()
+		require.NoError(t, err)
+		assert.Equal(t, p.String(), string(text))
+		var back wsauth.ExpiryPolicy = 99
+		require.NoError(t, back.UnmarshalText(text))
+		assert.Equal(t, p, back)
+	}
+	var p wsauth.ExpiryPolicy
+	require.NoError(t, p.UnmarshalText([]byte("close")))
 	assert.Equal(t, wsauth.ExpiryClose, p)
-	_, err = wsauth.ParseExpiryPolicy("never")
+	assert.EqualError(t, p.UnmarshalText([]byte("never")), `wsauth: unknown expiry policy "never" (want reauth, close or ignore)`)
+	assert.Equal(t, wsauth.ExpiryClose, p, "a failed UnmarshalText leaves the value alone")
+	_, err := wsauth.ExpiryPolicy(7).MarshalText()
 	assert.Error(t, err)
+	assert.Equal(t, "ExpiryPolicy(7)", wsauth.ExpiryPolicy(7).String())
 }
 
 type verifierFunc func(ctx context.Context, token string) (wsauth.Identity, error)

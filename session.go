@@ -12,10 +12,21 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/wsauth/wsauth/internal/deadline"
+	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
-	"github.com/wsauth/wsauth/reauth"
 	"github.com/wsauth/wsauth/session"
 )
+
+// Identity is the verified identity bound to a session.
+type Identity = session.Identity
+
+// Principal names one user: a subject of one issuer (see session.Principal).
+type Principal = session.Principal
+
+// State is where a session is in its life: session.Pending, Active,
+// Expired or Closed (see session.State).
+type State = session.State
 
 // Session is one WebSocket connection, from the upgrade until it closes. Its
 // methods are safe for concurrent use.
@@ -33,7 +44,7 @@ type Session struct {
 
 	// entry is the session's single slot in the server's scheduler: the next
 	// deadline of the session, whichever phase it is in.
-	entry reauth.Entry
+	entry deadline.Entry
 
 	mu           sync.Mutex
 	drained      sync.Cond // signalled when draining goes false; uses mu
@@ -43,20 +54,20 @@ type Session struct {
 	phase        phase
 	registered   bool // in the server's registry
 	pendingSlot  bool // holds a slot of the pending limiter
-	outbox       *session.Outbox
-	paused       bool           // outbox is held: before auth_ok, and while expired
-	draining     bool           // a drain job is queued or running
-	inHandler    bool           // OnMessage runs: replies wait for it to return
-	overflowed   []session.Item // refused by a full outbox: undelivered, last
-	closeErr     *CloseError    // why the server closed the session
-	finished     bool           // finish ran
-	room         chan struct{}  // closed when the outbox gains room; nil if nobody waits
-	// progressAt is when the outbox last made progress (a write completed,
-	// or it went from empty to not), as time since monoEpoch.
-	progressAt  atomic.Int64
-	hctx        context.Context // the context OnMessage gets (handlerContext)
-	lastAuth    time.Time       // when the last auth frame was let through (takeAuthBudget)
-	reauthAsked bool            // reauth_required sent and not answered yet
+	outbox       *outbox.Queue
+	paused       bool                 // outbox is held: before auth_ok, and while expired
+	draining     bool                 // a drain job is queued or running
+	inHandler    bool                 // OnMessage runs: replies wait for it to return
+	overflowed   []outbox.Item        // refused by a full outbox: undelivered, last
+	closeErr     *protocol.CloseError // why the server closed the session
+	finished     bool                 // finish ran
+	room         chan struct{}        // closed when the outbox gains room; nil if nobody waits
+	// writingSince is when the socket write in progress started, as time
+	// since monoEpoch; 0 while no write is in progress (stalledLocked).
+	writingSince atomic.Int64
+	hctx         context.Context // the context OnMessage gets (handlerContext)
+	lastAuth     time.Time       // when the last auth frame was let through (takeAuthBudget)
+	reauthAsked  bool            // reauth_required sent and not answered yet
 }
 
 // phase says what the session's scheduler entry does when it fires.
@@ -79,23 +90,12 @@ func (s *Session) RemoteAddr() string { return s.remoteAddr }
 // Context returns a context that is cancelled when the session closes.
 func (s *Session) Context() context.Context { return s.ctx }
 
-// Subprotocol returns the negotiated subprotocol: "wsauth.v1" or "".
-func (s *Session) Subprotocol() string { return s.socket.SubProtocol() }
-
 // Identity returns the session's current verified identity; zero while the
 // session is pending. It changes on every successful reauthentication.
 func (s *Session) Identity() Identity {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ident
-}
-
-// Subject returns the subject of the session's identity. It names a user
-// only together with the issuer: see Principal.
-func (s *Session) Subject() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ident.Subject
 }
 
 // Principal returns the user the session is authenticated as; zero while
@@ -107,7 +107,7 @@ func (s *Session) Principal() Principal {
 }
 
 // State returns the session's current state.
-func (s *Session) State() session.State {
+func (s *Session) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state
@@ -115,13 +115,13 @@ func (s *Session) State() session.State {
 
 // Close closes the session with code and a short reason (sent to the client:
 // no secrets). It does not wait for the client.
-func (s *Session) Close(code CloseCode, reason string) {
-	s.close(protocol.NewCloseError(code, reason))
+func (s *Session) Close(code protocol.CloseCode, reason string) {
+	s.close(&protocol.CloseError{Code: code, Reason: reason})
 }
 
 // markClosedLocked moves the session to Closed, recording why. It reports
 // false if the session was already closed.
-func (s *Session) markClosedLocked(ce *CloseError) bool {
+func (s *Session) markClosedLocked(ce *protocol.CloseError) bool {
 	if s.state == session.Closed {
 		return false
 	}
@@ -138,7 +138,7 @@ func (s *Session) markClosedLocked(ce *CloseError) bool {
 
 // close closes the session with ce, writing the close frame on the calling
 // goroutine (the write is bounded by Options.WriteTimeout).
-func (s *Session) close(ce *CloseError) {
+func (s *Session) close(ce *protocol.CloseError) {
 	s.mu.Lock()
 	ok := s.markClosedLocked(ce)
 	s.mu.Unlock()
@@ -147,7 +147,7 @@ func (s *Session) close(ce *CloseError) {
 	}
 }
 
-func (s *Session) writeClose(ce *CloseError) {
+func (s *Session) writeClose(ce *protocol.CloseError) {
 	reason := ce.Reason
 	if len(reason) > protocol.MaxReasonLen {
 		reason = reason[:protocol.MaxReasonLen]
@@ -230,31 +230,16 @@ func (s *Session) recoverReadLoop() {
 // closeErrorFrom says how a session the server did not close itself ended:
 // by the client's close frame, by a close frame gws sent on its own (a
 // protocol error, a frame over MaxFrame), or by the connection dropping.
-func closeErrorFrom(err error, sent protocol.CloseCode) (ce *CloseError, byServer bool) {
+func closeErrorFrom(err error, sent protocol.CloseCode) (ce *protocol.CloseError, byServer bool) {
 	var cl *gws.CloseError
 	if errors.As(err, &cl) && cl.Code != 0 {
 		// The reason is the client's own text: OnClose gets it, logs do
 		// not. gws does not check its UTF-8 (RFC 6455 would answer 1007;
 		// the connection is closing either way): OnClose gets valid UTF-8.
-		return protocol.NewCloseError(protocol.CloseCode(cl.Code), strings.ToValidUTF8(string(cl.Reason), "\uFFFD")), false
+		return &protocol.CloseError{Code: protocol.CloseCode(cl.Code), Reason: strings.ToValidUTF8(string(cl.Reason), "\uFFFD")}, false
 	}
 	if sent != 0 {
-		return protocol.NewCloseError(sent, sent.String()), true
+		return &protocol.CloseError{Code: sent, Reason: sent.String()}, true
 	}
-	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost"), false
-}
-
-// guard runs f, turning a panic into a logged error: every application
-// hook, and every goroutine gws does not guard, runs under it. session is
-// the id for the log ("" for none).
-func (srv *Server) guard(session, what string, f func()) (panicked bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			panicked = true
-			srv.opts.Logger.Error("wsauth: application hook panicked", "hook", what,
-				"session", session, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		}
-	}()
-	f()
-	return false
+	return closeConnectionLost, false
 }

@@ -28,10 +28,10 @@ type Backoff struct {
 
 // Defaults of Backoff fields.
 const (
-	DefaultBackoffInitial    = 250 * time.Millisecond
-	DefaultBackoffMax        = 10 * time.Second
-	DefaultBackoffMultiplier = 2
-	DefaultBackoffJitter     = 0.2
+	defaultBackoffInitial    = 250 * time.Millisecond
+	defaultBackoffMax        = 10 * time.Second
+	defaultBackoffMultiplier = 2
+	defaultBackoffJitter     = 0.2
 )
 
 func (b Backoff) withDefaults() (Backoff, error) {
@@ -44,20 +44,20 @@ func (b Backoff) withDefaults() (Backoff, error) {
 		return b, errors.New("client: Backoff.Jitter must be at most 1")
 	}
 	if b.Initial == 0 {
-		b.Initial = DefaultBackoffInitial
+		b.Initial = defaultBackoffInitial
 	}
 	if b.Max == 0 {
-		b.Max = max(DefaultBackoffMax, b.Initial)
+		b.Max = max(defaultBackoffMax, b.Initial)
 	}
 	if b.Max < b.Initial {
 		return b, errors.New("client: Backoff.Max must not be less than Initial")
 	}
 	if b.Multiplier == 0 {
-		b.Multiplier = DefaultBackoffMultiplier
+		b.Multiplier = defaultBackoffMultiplier
 	}
 	switch {
 	case b.Jitter == 0:
-		b.Jitter = DefaultBackoffJitter
+		b.Jitter = defaultBackoffJitter
 	case b.Jitter < 0:
 		b.Jitter = 0
 	}

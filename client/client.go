@@ -17,15 +17,6 @@ import (
 	"github.com/wsauth/wsauth/protocol"
 )
 
-// errorCodeReauthRequired is the code of the error frame that refuses a
-// message sent while the session's token was expired: it was not processed
-// and is resent after the next auth_ok.
-const errorCodeReauthRequired = 4401
-
-// errorCodeTooManyRequests refuses an auth frame sent less than
-// reauthInterval after the session's previous one.
-const errorCodeTooManyRequests = 4429
-
 // reauthInterval is the server's least time between two verified auth
 // frames of a session (docs/protocol.md).
 const reauthInterval = time.Second
@@ -304,7 +295,7 @@ func (c *Client) onErrorFrame(f protocol.ServerFrame) {
 	ef := ErrorFrame{Code: f.Code, Message: f.Message, Ref: f.Ref}
 	c.mu.Lock()
 	if f.Ref != "" {
-		if f.Code == errorCodeReauthRequired {
+		if f.Code == protocol.ErrorReauthRequired {
 			if it, ok := c.sent.take(f.Ref); ok {
 				c.resend = append(c.resend, it)
 				c.mu.Unlock()

@@ -39,7 +39,6 @@ func TestDialAuthenticatesAndExchangesMessages(t *testing.T) {
 	sessions := e.server().Sessions(e.p("alice"))
 	require.Len(t, sessions, 1)
 	assert.Equal(t, sessions[0].ID(), c.Session())
-	assert.Equal(t, protocol.Subprotocol, sessions[0].Subprotocol())
 	assert.Equal(t, "alice", c.Subject())
 	assert.Equal(t, epoch.Add(time.Hour).Unix(), c.Expiry().Unix())
 	assert.Equal(t, client.Active, c.State())
@@ -349,7 +348,7 @@ func TestReceiveDrainsBeforeTheError(t *testing.T) {
 	receive(t, c, `1`)
 	receive(t, c, `2`)
 	_, err = c.Receive(context.Background())
-	assert.ErrorIs(t, err, protocol.NewCloseError(protocol.CloseForbidden, ""))
+	assert.ErrorIs(t, err, &protocol.CloseError{Code: protocol.CloseForbidden, Reason: ""})
 }
 
 func TestDialTLS(t *testing.T) {

@@ -111,7 +111,7 @@ func (cn *conn) endErr() error {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
 	if cn.err == nil { // gws always reports a close; this is a backstop
-		return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost")
+		return &protocol.CloseError{Code: protocol.CloseAbnormal, Reason: "connection lost"}
 	}
 	return cn.err
 }
@@ -221,7 +221,7 @@ func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	case protocol.TypeMessage:
 		cn.c.deliver(cn, f.Data)
 	case protocol.TypeError:
-		if f.Ref == "" && (f.Code == errorCodeReauthRequired || f.Code == errorCodeTooManyRequests) {
+		if f.Ref == "" && (f.Code == protocol.ErrorReauthRequired || f.Code == protocol.ErrorTooManyRequests) {
 			cn.push(event{kind: evRefused, frame: f})
 			return
 		}

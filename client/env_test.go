@@ -18,6 +18,7 @@ import (
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/client"
 	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -78,14 +79,14 @@ func (e *env) newServer() *wsauth.Server {
 		Clock:    e.clock,
 		Logger:   slog.New(slog.DiscardHandler),
 		OnAuthenticated: func(_ context.Context, s *wsauth.Session) error {
-			e.events <- "auth:" + s.Subject()
+			e.events <- "auth:" + s.Principal().Subject
 			return nil
 		},
 		OnMessage: func(_ context.Context, _ *wsauth.Session, m wsauth.Message) error {
 			e.events <- fmt.Sprintf("msg:%s:%s", m.ID, m.Data)
 			return nil
 		},
-		OnClose: func(_ *wsauth.Session, ce *wsauth.CloseError) {
+		OnClose: func(_ *wsauth.Session, ce *protocol.CloseError) {
 			e.events <- fmt.Sprintf("close:%d", ce.Code)
 		},
 	}

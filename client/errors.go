@@ -96,14 +96,14 @@ func closeErrorFrom(err error) *protocol.CloseError {
 		if code == 0 {
 			code = 1005 // RFC 6455: a close frame without a status code
 		}
-		return protocol.NewCloseError(code, string(ce.Reason))
+		return &protocol.CloseError{Code: code, Reason: string(ce.Reason)}
 	}
 	// gws closed the connection itself (protocol error, frame too large) and
 	// reports the code it sent as its internal StatusCode type.
 	var sc interface{ Uint16() uint16 }
 	if errors.As(err, &sc) && sc.Uint16() >= 1000 {
 		code := protocol.CloseCode(sc.Uint16())
-		return protocol.NewCloseError(code, code.String())
+		return &protocol.CloseError{Code: code, Reason: code.String()}
 	}
-	return protocol.NewCloseError(protocol.CloseAbnormal, "connection lost")
+	return &protocol.CloseError{Code: protocol.CloseAbnormal, Reason: "connection lost"}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/reauth"
 )
 
@@ -48,7 +49,7 @@ var _ TokenSource = TokenFunc(nil)
 type ErrorFrame struct {
 	// Code is the server's error code: 4405 (the server takes no messages),
 	// 4500 (its handler failed), or an application's own code.
-	Code int
+	Code protocol.ErrorCode
 	// Message is the server's short explanation.
 	Message string
 	// Ref is the id the client gave the refused message (see Client.Send).
@@ -130,10 +131,10 @@ type Options struct {
 
 // Defaults of Options fields.
 const (
-	DefaultQueueSize        = 256
-	DefaultRefreshBefore    = 30 * time.Second
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultWriteTimeout     = 10 * time.Second
+	defaultQueueSize        = 256
+	defaultRefreshBefore    = 30 * time.Second
+	defaultHandshakeTimeout = 10 * time.Second
+	defaultWriteTimeout     = 10 * time.Second
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -145,16 +146,16 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("client: Options.QueueSize must not be negative")
 	}
 	if o.QueueSize == 0 {
-		o.QueueSize = DefaultQueueSize
+		o.QueueSize = defaultQueueSize
 	}
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
 		def  time.Duration
 	}{
-		{"RefreshBefore", &o.RefreshBefore, DefaultRefreshBefore},
-		{"HandshakeTimeout", &o.HandshakeTimeout, DefaultHandshakeTimeout},
-		{"WriteTimeout", &o.WriteTimeout, DefaultWriteTimeout},
+		{"RefreshBefore", &o.RefreshBefore, defaultRefreshBefore},
+		{"HandshakeTimeout", &o.HandshakeTimeout, defaultHandshakeTimeout},
+		{"WriteTimeout", &o.WriteTimeout, defaultWriteTimeout},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("client: Options.%s must not be negative", d.name)

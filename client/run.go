@@ -53,7 +53,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 	c.setState(Authenticating)
 	go cn.readLoop()
-	_ = cn.write(protocol.AppendAuth(nil, tok)) // a failed write ends the read loop
+	_ = cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) // a failed write ends the read loop
 	for {
 		select {
 		case <-hctx.Done():
@@ -172,7 +172,7 @@ func (c *Client) handle(cn *conn, ev event) error {
 		if c.State() != Reauthenticating {
 			break
 		}
-		if ev.frame.Code == errorCodeTooManyRequests {
+		if ev.frame.Code == protocol.ErrorTooManyRequests {
 			// Refreshed too soon after the last auth: the session keeps
 			// its token; try again once the server's interval has passed.
 			c.setState(Active)
@@ -182,7 +182,7 @@ func (c *Client) handle(cn *conn, ev event) error {
 		// The server refused the fresh token (the session would live on
 		// until its current token runs out): as at connect, a token the
 		// server refuses is terminal.
-		return protocol.NewCloseError(protocol.CloseUnauthorized, ev.frame.Message)
+		return &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: ev.frame.Message}
 	}
 	return nil
 }
@@ -201,7 +201,7 @@ func (c *Client) reauth(cn *conn, why string) error {
 		}
 		return err
 	}
-	_ = cn.write(protocol.AppendAuth(nil, tok)) // a failed write ends the connection
+	_ = cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) // a failed write ends the connection
 	return nil
 }
 
@@ -246,7 +246,7 @@ func (c *Client) flush(cn *conn) {
 		c.sent.push(it)
 		c.mu.Unlock()
 
-		c.buf = protocol.AppendClientMessage(c.buf[:0], it.id, it.data)
+		c.buf = protocol.AppendClient(c.buf[:0], protocol.ClientFrame{Type: protocol.TypeMessage, ID: it.id, Data: it.data})
 		if err := cn.write(c.buf); err != nil {
 			// Not written in full: the server cannot have processed it.
 			c.mu.Lock()

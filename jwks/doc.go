@@ -90,7 +90,7 @@
 //
 //	id, err := v.Verify(authCtx, token)
 //	if err != nil {
-//		return protocol.NewCloseError(protocol.CloseUnauthorized, jwks.Reason(err))
+//		return err // its CloseReason method names the failed check: "token expired"
 //	}
 //	log.Printf("authenticated %s", id.Subject)
 package jwks

@@ -11,7 +11,10 @@ import (
 // Sentinel errors of Verify. A Verify error wraps one or more of these, the
 // jwt/v5 sentinels that apply (jwt.ErrTokenExpired, jwt.ErrTokenMalformed,
 // ...) and, when the caller's context ended, its ctx.Err(): test them with
-// errors.Is. Reason turns any of them into a close reason for the wire.
+// errors.Is. The error Verify returns also has a method CloseReason() string,
+// which names the failed check in a short, fixed text that is safe to send
+// to the client ("token expired", "unknown key"); wsauth uses it as the
+// close reason.
 var (
 	// ErrMissingKID: the token has no "kid" header, or it is not a non-empty
 	// string. Such a token would have to be tried against every key.
@@ -63,11 +66,11 @@ var reasons = []struct {
 	{jwt.ErrTokenInvalidAudience, "wrong audience"},
 }
 
-// Reason maps an error returned by Verify to a short, fixed close reason
+// reason maps an error returned by Verify to a short, fixed close reason
 // that is safe to send to the client, e.g. "token expired", "unknown key",
-// "missing sub" or "wrong audience". Any other non-nil error gives "invalid token"; nil
-// gives "".
-func Reason(err error) string {
+// "missing sub" or "wrong audience". Any other non-nil error gives
+// "invalid token"; nil gives "".
+func reason(err error) string {
 	if err == nil {
 		return ""
 	}
@@ -122,6 +125,11 @@ func (e *verifyError) Error() string {
 }
 
 func (e *verifyError) Unwrap() []error { return e.errs }
+
+// CloseReason names the failed check for the client, e.g. "token expired":
+// wsauth finds it with errors.As and sends it as the close reason (or as the
+// message of the error frame that refuses a reauthentication).
+func (e *verifyError) CloseReason() string { return reason(e) }
 
 // fail builds a Verify error from the given sentinels plus every known
 // sentinel that cause (a jwt error, say) matches. cause itself is dropped.

@@ -2,6 +2,7 @@ package jwks_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -44,7 +45,12 @@ func ExampleNew() {
 	fmt.Println("subject:", id.Subject)
 
 	_, err = v.Verify(ctx, idp.Token("alice", -time.Minute))
-	fmt.Println("close reason:", jwks.Reason(err))
+	// The error names the failed check for the client: wsauth sends it as
+	// the close reason.
+	var r interface{ CloseReason() string }
+	if errors.As(err, &r) {
+		fmt.Println("close reason:", r.CloseReason())
+	}
 	// Output:
 	// subject: alice
 	// close reason: token expired

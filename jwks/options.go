@@ -123,10 +123,10 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultRefreshInterval = time.Hour
-	DefaultUnknownKIDRate  = 5 * time.Minute
-	DefaultHTTPTimeout     = 10 * time.Second
-	DefaultMaxJWKSBytes    = 1 << 20
+	defaultRefreshInterval = time.Hour
+	defaultUnknownKIDRate  = 5 * time.Minute
+	defaultHTTPTimeout     = 10 * time.Second
+	defaultMaxJWKSBytes    = 1 << 20
 )
 
 // defaultAlgorithms is the default of Options.Algorithms, and every algorithm
@@ -200,20 +200,20 @@ func newConfig(opts Options) (*config, error) {
 	case c.refreshInterval < 0:
 		return nil, fmt.Errorf("jwks: negative RefreshInterval %v", c.refreshInterval)
 	case c.refreshInterval == 0:
-		c.refreshInterval = DefaultRefreshInterval
+		c.refreshInterval = defaultRefreshInterval
 	}
 	switch {
 	case c.unknownKIDRate < 0:
 		return nil, fmt.Errorf("jwks: negative UnknownKIDRate %v", c.unknownKIDRate)
 	case c.unknownKIDRate == 0:
-		c.unknownKIDRate = DefaultUnknownKIDRate
+		c.unknownKIDRate = defaultUnknownKIDRate
 	}
 	maxBytes := opts.MaxJWKSBytes
 	switch {
 	case maxBytes < 0:
 		return nil, fmt.Errorf("jwks: negative MaxJWKSBytes %d", maxBytes)
 	case maxBytes == 0:
-		maxBytes = DefaultMaxJWKSBytes
+		maxBytes = defaultMaxJWKSBytes
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
@@ -223,7 +223,7 @@ func newConfig(opts Options) (*config, error) {
 	}
 	c.tokenCacheSize = opts.TokenCacheSize
 	c.client, c.ownTransport = capClient(opts.HTTPClient, maxBytes)
-	c.fetchTimeout = DefaultHTTPTimeout
+	c.fetchTimeout = defaultHTTPTimeout
 	if c.client.Timeout > 0 {
 		c.fetchTimeout = c.client.Timeout
 	}
@@ -273,7 +273,7 @@ func capClient(client *http.Client, maxBytes int64) (*http.Client, *http.Transpo
 		c = *client
 	} else {
 		own = http.DefaultTransport.(*http.Transport).Clone()
-		c = http.Client{Timeout: DefaultHTTPTimeout, Transport: own}
+		c = http.Client{Timeout: defaultHTTPTimeout, Transport: own}
 	}
 	base := c.Transport
 	if base == nil {

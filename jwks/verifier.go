@@ -235,8 +235,8 @@ func (v *Verifier) Close() {
 // still allow it; otherwise it is verified afresh (see TokenCacheSize).
 //
 // Errors wrap the package's sentinels and jwt's (see ErrMissingKID) and
-// never contain the token or any part of it. Reason maps them to a close
-// reason.
+// never contain the token or any part of it. Their CloseReason method names
+// the failed check for the client.
 func (v *Verifier) Verify(ctx context.Context, token string) (session.Identity, error) {
 	if len(token) > maxTokenBytes {
 		return session.Identity{}, fail(nil, jwt.ErrTokenMalformed)

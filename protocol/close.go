@@ -1,6 +1,9 @@
 package protocol
 
-import "strconv"
+import (
+	"errors"
+	"strconv"
+)
 
 // CloseCode is a WebSocket close status code from the wsauth vocabulary.
 // docs/protocol.md lists every code, its meaning and whether a client should
@@ -68,11 +71,6 @@ type CloseError struct {
 	Reason string
 }
 
-// NewCloseError returns a *CloseError with the given code and reason.
-func NewCloseError(code CloseCode, reason string) *CloseError {
-	return &CloseError{Code: code, Reason: reason}
-}
-
 // Error implements error: "wsauth: closed 4401 (unauthorized): token expired".
 func (e *CloseError) Error() string {
 	s := "wsauth: closed " + strconv.Itoa(int(e.Code)) + " (" + e.Code.String() + ")"
@@ -83,7 +81,7 @@ func (e *CloseError) Error() string {
 }
 
 // Is reports whether target is a *CloseError with the same code, so that
-// errors.Is(err, protocol.NewCloseError(protocol.CloseForbidden, "")) works.
+// errors.Is(err, &protocol.CloseError{Code: protocol.CloseForbidden}) works.
 func (e *CloseError) Is(target error) bool {
 	t, ok := target.(*CloseError)
 	return ok && t != nil && t.Code == e.Code
@@ -92,3 +90,18 @@ func (e *CloseError) Is(target error) bool {
 // MaxReasonLen is the longest close reason RFC 6455 allows (a control frame
 // payload is at most 125 bytes, two of which carry the code).
 const MaxReasonLen = 123
+
+// CloseStatus returns the code of the first *CloseError in err's chain, or
+// 0 if there is none. A client uses it on the error a closed connection
+// reported, a server on the error a hook returned:
+//
+//	if protocol.CloseStatus(err) == protocol.CloseUnauthorized {
+//		// sign in again
+//	}
+func CloseStatus(err error) CloseCode {
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}

@@ -59,8 +59,8 @@ func TestCloseErrorText(t *testing.T) {
 		err  *protocol.CloseError
 		want string
 	}{
-		{protocol.NewCloseError(protocol.CloseUnauthorized, "token expired"), "wsauth: closed 4401 (unauthorized): token expired"},
-		{protocol.NewCloseError(protocol.CloseNormal, ""), "wsauth: closed 1000 (normal closure)"},
+		{&protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "token expired"}, "wsauth: closed 4401 (unauthorized): token expired"},
+		{&protocol.CloseError{Code: protocol.CloseNormal, Reason: ""}, "wsauth: closed 1000 (normal closure)"},
 		{&protocol.CloseError{Code: 4000, Reason: "custom"}, "wsauth: closed 4000 (4000): custom"},
 		{&protocol.CloseError{}, "wsauth: closed 0 (0)"},
 	}
@@ -72,16 +72,9 @@ func TestCloseErrorText(t *testing.T) {
 	}
 }
 
-func TestNewCloseError(t *testing.T) {
-	t.Parallel()
-	e := protocol.NewCloseError(protocol.CloseForbidden, "subject changed")
-	assert.Equal(t, &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}, e)
-	assert.NotSame(t, e, protocol.NewCloseError(protocol.CloseForbidden, "subject changed"))
-}
-
 func TestCloseErrorIsAs(t *testing.T) {
 	t.Parallel()
-	forbidden := protocol.NewCloseError(protocol.CloseForbidden, "subject changed")
+	forbidden := &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}
 	wrapped := fmt.Errorf("session s1: %w", forbidden)
 	tests := []struct {
 		name   string
@@ -89,11 +82,11 @@ func TestCloseErrorIsAs(t *testing.T) {
 		target error
 		want   bool
 	}{
-		{"same code, other reason", forbidden, protocol.NewCloseError(protocol.CloseForbidden, ""), true},
+		{"same code, other reason", forbidden, &protocol.CloseError{Code: protocol.CloseForbidden, Reason: ""}, true},
 		{"itself", forbidden, forbidden, true},
-		{"wrapped", wrapped, protocol.NewCloseError(protocol.CloseForbidden, "x"), true},
-		{"other code", forbidden, protocol.NewCloseError(protocol.CloseUnauthorized, "subject changed"), false},
-		{"wrapped other code", wrapped, protocol.NewCloseError(protocol.CloseSessionExpired, ""), false},
+		{"wrapped", wrapped, &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "x"}, true},
+		{"other code", forbidden, &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "subject changed"}, false},
+		{"wrapped other code", wrapped, &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: ""}, false},
 		{"plain error", forbidden, errors.New("wsauth: closed 4403 (forbidden): subject changed"), false},
 		{"ErrMalformed", forbidden, protocol.ErrMalformed, false},
 		{"nil target", forbidden, nil, false},

@@ -71,20 +71,10 @@ const (
 
 // DecodeClient decodes one client-to-server frame. Any error wraps
 // ErrMalformed; see the package documentation for what is rejected. The
-// returned frame does not alias b.
+// returned frame's Data aliases b, so it is valid only as long as b is not
+// reused (a server hands it to its handler before it reads the next frame,
+// and saves a copy per message); its strings (Token, ID) are copies.
 func DecodeClient(b []byte) (ClientFrame, error) {
-	f, err := DecodeClientInPlace(b)
-	if f.Data != nil {
-		f.Data = bytes.Clone(f.Data)
-	}
-	return f, err
-}
-
-// DecodeClientInPlace is DecodeClient without copying Data: the returned
-// frame's Data aliases b, so it is only valid as long as b is not reused.
-// Its strings (Token, ID) are copies. A server that hands Data to a handler
-// before reusing its read buffer saves a copy per message with it.
-func DecodeClientInPlace(b []byte) (ClientFrame, error) {
 	var v [numClientFields][]byte
 	if err := parseObject(b, clientFields, v[:]); err != nil {
 		return ClientFrame{}, err
@@ -170,10 +160,10 @@ func DecodeServer(b []byte) (ServerFrame, error) {
 		if err != nil {
 			return ServerFrame{}, err
 		}
-		if int64(int(code)) != code { // int is 32 bits wide on some platforms
+		if int64(ErrorCode(code)) != code { // int is 32 bits wide on some platforms
 			return ServerFrame{}, errCodeNotInt
 		}
-		f.Code = int(code)
+		f.Code = ErrorCode(code)
 		if f.Message, err = stringField(v[sMessage], errMissingMessage, errMessageNotString); err != nil {
 			return ServerFrame{}, err
 		}

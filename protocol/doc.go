@@ -28,7 +28,7 @@
 // encoding/json. Error texts are fixed: they never contain input, so a token
 // cannot leak into a log through them.
 //
-// The encoders (Append*) append a frame to a caller's buffer, allocating
+// The encoders (AppendClient, AppendServer) append a frame to a caller's buffer, allocating
 // nothing when it has room, so a session can reuse one buffer for every
 // frame. They trust their data argument to be one JSON value; check untrusted
 // data with [ValidData] first. Strings are escaped so that every frame is
@@ -38,8 +38,8 @@
 // # Goroutines
 //
 // The package does no I/O and keeps no state: every function is safe for
-// concurrent use. Decoded frames never alias the input buffer, so callers may
-// reuse it at once.
+// concurrent use. DecodeServer's frames never alias the input buffer, so a
+// client may reuse it at once; DecodeClient's Data does (see DecodeClient).
 //
 // # Example
 //
@@ -48,6 +48,6 @@
 //		// close with protocol.CloseMalformed; never log payload
 //	}
 //	if f.Type == protocol.TypeMessage {
-//		out = protocol.AppendMessage(out[:0], f.Data)
+//		out = protocol.AppendServer(out[:0], protocol.ServerFrame{Type: protocol.TypeMessage, Data: f.Data})
 //	}
 package protocol

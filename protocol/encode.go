@@ -10,79 +10,83 @@ import (
 // caller's buffer and no allocation, and the field order is fixed, which
 // keeps frames byte-for-byte predictable in tests and captures.
 
-// AppendAuth appends {"type":"auth","token":...} to dst and returns it.
-func AppendAuth(dst []byte, token string) []byte {
-	dst = append(dst, `{"type":"auth","token":`...)
-	dst = appendString(dst, token)
-	return append(dst, '}')
-}
-
-// AppendClientMessage appends {"type":"message","id":...,"data":...} to dst
-// and returns it. The "id" member is omitted when id is empty; an id longer
-// than MaxMessageIDLen makes a frame the server rejects. data must be one JSON
-// value (see ValidData); empty data is encoded as null.
-func AppendClientMessage(dst []byte, id string, data json.RawMessage) []byte {
-	dst = append(dst, `{"type":"message",`...)
-	if id != "" {
-		dst = append(dst, `"id":`...)
-		dst = appendString(dst, id)
-		dst = append(dst, ',')
+// AppendClient appends the client-to-server frame f to dst and returns it:
+//
+//	{"type":"auth","token":...}
+//	{"type":"message","id":...,"data":...}
+//
+// The "id" member is omitted when f.ID is empty; an id longer than
+// MaxMessageIDLen makes a frame the server rejects. f.Data must be one JSON
+// value (see ValidData); empty data is encoded as null. Fields that f.Type
+// does not use are ignored. AppendClient panics if f.Type is not TypeAuth
+// or TypeMessage.
+func AppendClient(dst []byte, f ClientFrame) []byte {
+	switch f.Type {
+	case TypeAuth:
+		dst = append(dst, `{"type":"auth","token":`...)
+		dst = appendString(dst, f.Token)
+	case TypeMessage:
+		dst = append(dst, `{"type":"message",`...)
+		if f.ID != "" {
+			dst = append(dst, `"id":`...)
+			dst = appendString(dst, f.ID)
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"data":`...)
+		dst = appendData(dst, f.Data)
+	default:
+		panic("protocol: AppendClient of a frame of type " + strconv.Quote(f.Type))
 	}
-	dst = append(dst, `"data":`...)
-	dst = appendData(dst, data)
 	return append(dst, '}')
 }
 
-// AppendAuthOK appends {"type":"auth_ok","session":...,"sub":...,"exp":...}
-// to dst and returns it. exp is in unix seconds.
-func AppendAuthOK(dst []byte, session, subject string, exp int64) []byte {
-	dst = append(dst, `{"type":"auth_ok","session":`...)
-	dst = appendString(dst, session)
-	dst = append(dst, `,"sub":`...)
-	dst = appendString(dst, subject)
-	dst = append(dst, `,"exp":`...)
-	dst = strconv.AppendInt(dst, exp, 10)
-	return append(dst, '}')
-}
-
-// AppendReauthRequired appends
-// {"type":"reauth_required","exp":...,"deadline":...} to dst and returns it.
-// Both times are in unix seconds.
-func AppendReauthRequired(dst []byte, exp, deadline int64) []byte {
-	dst = append(dst, `{"type":"reauth_required","exp":`...)
-	dst = strconv.AppendInt(dst, exp, 10)
-	dst = append(dst, `,"deadline":`...)
-	dst = strconv.AppendInt(dst, deadline, 10)
-	return append(dst, '}')
-}
-
-// AppendMessage appends the server frame {"type":"message","data":...} to
-// dst and returns it. data must be one JSON value (see ValidData); empty data
-// is encoded as null.
-func AppendMessage(dst []byte, data json.RawMessage) []byte {
-	dst = append(dst, `{"type":"message","data":`...)
-	dst = appendData(dst, data)
-	return append(dst, '}')
-}
-
-// AppendError appends {"type":"error","code":...,"message":...,"ref":...} to
-// dst and returns it. The "ref" member is omitted when ref is empty. message
-// is fixed server text: never put a token or other client input in it.
-func AppendError(dst []byte, code int, message, ref string) []byte {
-	dst = append(dst, `{"type":"error","code":`...)
-	dst = strconv.AppendInt(dst, int64(code), 10)
-	dst = append(dst, `,"message":`...)
-	dst = appendString(dst, message)
-	if ref != "" {
-		dst = append(dst, `,"ref":`...)
-		dst = appendString(dst, ref)
+// AppendServer appends the server-to-client frame f to dst and returns it:
+//
+//	{"type":"auth_ok","session":...,"sub":...,"exp":...}
+//	{"type":"reauth_required","exp":...,"deadline":...}
+//	{"type":"message","data":...}
+//	{"type":"error","code":...,"message":...,"ref":...}
+//
+// Times are unix seconds. f.Data must be one JSON value (see ValidData);
+// empty data is encoded as null. The "ref" member is omitted when f.Ref is
+// empty. An error's message is fixed server text: never put a token or
+// other client input in it. Fields that f.Type does not use are ignored.
+// AppendServer panics if f.Type is not one of the four server types.
+func AppendServer(dst []byte, f ServerFrame) []byte {
+	switch f.Type {
+	case TypeMessage:
+		dst = append(dst, `{"type":"message","data":`...)
+		dst = appendData(dst, f.Data)
+	case TypeAuthOK:
+		dst = append(dst, `{"type":"auth_ok","session":`...)
+		dst = appendString(dst, f.Session)
+		dst = append(dst, `,"sub":`...)
+		dst = appendString(dst, f.Subject)
+		dst = append(dst, `,"exp":`...)
+		dst = strconv.AppendInt(dst, f.Exp, 10)
+	case TypeReauthRequired:
+		dst = append(dst, `{"type":"reauth_required","exp":`...)
+		dst = strconv.AppendInt(dst, f.Exp, 10)
+		dst = append(dst, `,"deadline":`...)
+		dst = strconv.AppendInt(dst, f.Deadline, 10)
+	case TypeError:
+		dst = append(dst, `{"type":"error","code":`...)
+		dst = strconv.AppendInt(dst, int64(f.Code), 10)
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, f.Message)
+		if f.Ref != "" {
+			dst = append(dst, `,"ref":`...)
+			dst = appendString(dst, f.Ref)
+		}
+	default:
+		panic("protocol: AppendServer of a frame of type " + strconv.Quote(f.Type))
 	}
 	return append(dst, '}')
 }
 
 // ValidData reports whether b is valid UTF-8 holding exactly one JSON value,
-// optionally surrounded by JSON whitespace: what AppendMessage and
-// AppendClientMessage expect. It is json.Valid plus the UTF-8 check (which
+// optionally surrounded by JSON whitespace: what the encoders expect of a
+// frame's data. It is json.Valid plus the UTF-8 check (which
 // json.Valid lacks), with nesting limited so that the value still fits a frame.
 func ValidData(b []byte) bool {
 	if !utf8.Valid(b) {

@@ -33,21 +33,21 @@ func TestAppendExact(t *testing.T) {
 		got  []byte
 		want string
 	}{
-		{"auth", protocol.AppendAuth(nil, "a.b.c"), `{"type":"auth","token":"a.b.c"}`},
-		{"client message", protocol.AppendClientMessage(nil, "7", json.RawMessage(`{"a":1}`)), `{"type":"message","id":"7","data":{"a":1}}`},
-		{"client message no id", protocol.AppendClientMessage(nil, "", json.RawMessage(`[1]`)), `{"type":"message","data":[1]}`},
-		{"client message nil data", protocol.AppendClientMessage(nil, "", nil), `{"type":"message","data":null}`},
-		{"auth_ok", protocol.AppendAuthOK(nil, "s1", "alice", 1700000000), `{"type":"auth_ok","session":"s1","sub":"alice","exp":1700000000}`},
-		{"auth_ok negative", protocol.AppendAuthOK(nil, "", "", -1<<63), `{"type":"auth_ok","session":"","sub":"","exp":-9223372036854775808}`},
-		{"reauth_required", protocol.AppendReauthRequired(nil, 100, 130), `{"type":"reauth_required","exp":100,"deadline":130}`},
-		{"message", protocol.AppendMessage(nil, json.RawMessage(`"hi"`)), `{"type":"message","data":"hi"}`},
-		{"message empty data", protocol.AppendMessage(nil, json.RawMessage{}), `{"type":"message","data":null}`},
-		{"error", protocol.AppendError(nil, 4429, "slow down", "m1"), `{"type":"error","code":4429,"message":"slow down","ref":"m1"}`},
-		{"error no ref", protocol.AppendError(nil, 4400, "bad", ""), `{"type":"error","code":4400,"message":"bad"}`},
-		{"appends to dst", protocol.AppendMessage([]byte("prefix"), json.RawMessage(`1`)), `prefix{"type":"message","data":1}`},
-		{"escapes", protocol.AppendAuth(nil, "\"\\\x00\x1f\n\u2028\u2029/<>&\x7f"), `{"type":"auth","token":"\"\\\u0000\u001f\u000a\u2028\u2029/<>&` + "\x7f" + `"}`},
-		{"invalid UTF-8", protocol.AppendAuth(nil, "a\xffb\xc3"), `{"type":"auth","token":"a\ufffdb\ufffd"}`},
-		{"non-ASCII raw", protocol.AppendAuth(nil, "é世\U0001F600"), `{"type":"auth","token":"é世` + "\U0001F600" + `"}`},
+		{"auth", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "a.b.c"}), `{"type":"auth","token":"a.b.c"}`},
+		{"client message", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, ID: "7", Data: json.RawMessage(`{"a":1}`)}), `{"type":"message","id":"7","data":{"a":1}}`},
+		{"client message no id", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, Data: json.RawMessage(`[1]`)}), `{"type":"message","data":[1]}`},
+		{"client message nil data", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, Data: nil}), `{"type":"message","data":null}`},
+		{"auth_ok", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "s1", Subject: "alice", Exp: 1700000000}), `{"type":"auth_ok","session":"s1","sub":"alice","exp":1700000000}`},
+		{"auth_ok negative", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "", Subject: "", Exp: -1 << 63}), `{"type":"auth_ok","session":"","sub":"","exp":-9223372036854775808}`},
+		{"reauth_required", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeReauthRequired, Exp: 100, Deadline: 130}), `{"type":"reauth_required","exp":100,"deadline":130}`},
+		{"message", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage(`"hi"`)}), `{"type":"message","data":"hi"}`},
+		{"message empty data", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage{}}), `{"type":"message","data":null}`},
+		{"error", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: 4429, Message: "slow down", Ref: "m1"}), `{"type":"error","code":4429,"message":"slow down","ref":"m1"}`},
+		{"error no ref", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: 4400, Message: "bad"}), `{"type":"error","code":4400,"message":"bad"}`},
+		{"appends to dst", protocol.AppendServer([]byte("prefix"), protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage(`1`)}), `prefix{"type":"message","data":1}`},
+		{"escapes", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "\"\\\x00\x1f\n\u2028\u2029/<>&\x7f"}), `{"type":"auth","token":"\"\\\u0000\u001f\u000a\u2028\u2029/<>&` + "\x7f" + `"}`},
+		{"invalid UTF-8", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "a\xffb\xc3"}), `{"type":"auth","token":"a\ufffdb\ufffd"}`},
+		{"non-ASCII raw", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "é世\U0001F600"}), `{"type":"auth","token":"é世` + "\U0001F600" + `"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestAppendExact(t *testing.T) {
 func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 	t.Parallel()
 	for _, s := range trickyStrings {
-		out := protocol.AppendAuth(nil, s)
+		out := protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: s})
 		require.True(t, utf8.Valid(out))
 		var v struct{ Token string }
 		require.NoError(t, json.Unmarshal(out, &v), "%q", s)
@@ -107,7 +107,7 @@ func TestRoundTripServer(t *testing.T) {
 		{Type: protocol.TypeReauthRequired, Exp: 1<<63 - 1, Deadline: -1 << 63},
 		{Type: protocol.TypeReauthRequired},
 		{Type: protocol.TypeMessage, Data: json.RawMessage(`[true,false,null,-1.5e+10,"x"]`)},
-		{Type: protocol.TypeError, Code: int(protocol.CloseTooManyRequests), Message: "too many", Ref: ""},
+		{Type: protocol.TypeError, Code: protocol.ErrorTooManyRequests, Message: "too many", Ref: ""},
 	}
 	for _, s := range trickyStrings {
 		frames = append(frames,
@@ -155,10 +155,10 @@ func TestValidDataFitsFrame(t *testing.T) {
 	t.Parallel()
 	for _, d := range []string{`1`, ` {"x" : [ ] } `, nest(9999), `"\u2028"`} {
 		require.True(t, protocol.ValidData([]byte(d)))
-		f, err := protocol.DecodeClient(protocol.AppendClientMessage(nil, "", json.RawMessage(d)))
+		f, err := protocol.DecodeClient(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, Data: json.RawMessage(d)}))
 		require.NoError(t, err)
 		assert.Equal(t, strings.TrimSpace(d), string(f.Data))
-		s, err := protocol.DecodeServer(protocol.AppendMessage(nil, json.RawMessage(d)))
+		s, err := protocol.DecodeServer(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage(d)}))
 		require.NoError(t, err)
 		assert.Equal(t, strings.TrimSpace(d), string(s.Data))
 	}
@@ -170,12 +170,24 @@ func TestAppendAllocs(t *testing.T) {
 	data := json.RawMessage(`{"text":"hi"}`)
 	tricky := strings.Join(trickyStrings, "")[:200]
 	fns := map[string]func(){
-		"AppendAuth":           func() { buf = protocol.AppendAuth(buf[:0], tricky) },
-		"AppendClientMessage":  func() { buf = protocol.AppendClientMessage(buf[:0], "id\n", data) },
-		"AppendAuthOK":         func() { buf = protocol.AppendAuthOK(buf[:0], "sess", tricky, 1<<40) },
-		"AppendReauthRequired": func() { buf = protocol.AppendReauthRequired(buf[:0], 1, 2) },
-		"AppendMessage":        func() { buf = protocol.AppendMessage(buf[:0], data) },
-		"AppendError":          func() { buf = protocol.AppendError(buf[:0], 4400, tricky, "ref") },
+		"AppendAuth": func() {
+			buf = protocol.AppendClient(buf[:0], protocol.ClientFrame{Type: protocol.TypeAuth, Token: tricky})
+		},
+		"AppendClientMessage": func() {
+			buf = protocol.AppendClient(buf[:0], protocol.ClientFrame{Type: protocol.TypeMessage, ID: "id\n", Data: data})
+		},
+		"AppendAuthOK": func() {
+			buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "sess", Subject: tricky, Exp: 1 << 40})
+		},
+		"AppendReauthRequired": func() {
+			buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeReauthRequired, Exp: 1, Deadline: 2})
+		},
+		"AppendMessage": func() {
+			buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
+		},
+		"AppendError": func() {
+			buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeError, Code: 4400, Message: tricky, Ref: "ref"})
+		},
 	}
 	for name, fn := range fns {
 		assert.Zero(t, testing.AllocsPerRun(100, fn), name)
@@ -187,7 +199,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = protocol.AppendMessage(buf[:0], data)
+		buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
 	}
 }
 
@@ -195,6 +207,18 @@ func BenchmarkAppendError(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = protocol.AppendError(buf[:0], 4429, "rate limit exceeded", "req-42")
+		buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeError, Code: 4429, Message: "rate limit exceeded", Ref: "req-42"})
+	}
+}
+
+// An encoder asked for a frame type of the other direction, or none, is a
+// programming error: it panics rather than write a frame no peer accepts.
+func TestAppendUnknownTypePanics(t *testing.T) {
+	t.Parallel()
+	for _, typ := range []string{"", "auth_ok", "bogus"} {
+		assert.Panics(t, func() { protocol.AppendClient(nil, protocol.ClientFrame{Type: typ}) }, "client %q", typ)
+	}
+	for _, typ := range []string{"", "auth", "bogus"} {
+		assert.Panics(t, func() { protocol.AppendServer(nil, protocol.ServerFrame{Type: typ}) }, "server %q", typ)
 	}
 }

@@ -23,17 +23,27 @@ func ExampleDecodeClient() {
 	// true protocol: malformed frame: duplicate key
 }
 
-func ExampleAppendMessage() {
+func ExampleAppendServer() {
 	data := json.RawMessage(`{"text":"hi"}`)
 	if !protocol.ValidData(data) {
 		return
 	}
 	buf := make([]byte, 0, 64) // reused for every frame: no allocation per message
-	buf = protocol.AppendMessage(buf[:0], data)
+	buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
 	fmt.Println(string(buf))
-	buf = protocol.AppendError(buf[:0], 4429, "slow down", "m1")
+	buf = protocol.AppendServer(buf[:0], protocol.ServerFrame{Type: protocol.TypeError, Code: 4429, Message: "slow down", Ref: "m1"})
 	fmt.Println(string(buf))
 	// Output:
 	// {"type":"message","data":{"text":"hi"}}
 	// {"type":"error","code":4429,"message":"slow down","ref":"m1"}
+}
+
+func ExampleCloseStatus() {
+	// What a hook returns, or what a client's connection ended with.
+	err := fmt.Errorf("refusing alice: %w", &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "banned"})
+	fmt.Println(protocol.CloseStatus(err), int(protocol.CloseStatus(err)), protocol.CloseStatus(err).Retryable())
+	fmt.Println(protocol.CloseStatus(errors.New("not a close")) == 0)
+	// Output:
+	// forbidden 4403 false
+	// true
 }

@@ -32,7 +32,7 @@ type ClientFrame struct {
 	Type  string          // TypeAuth or TypeMessage
 	Token string          // auth: the token
 	ID    string          // message: optional client id, echoed as "ref" in error frames
-	Data  json.RawMessage // message: the data value (a copy)
+	Data  json.RawMessage // message: the data value (DecodeClient: aliases its input)
 }
 
 // ServerFrame is a decoded server-to-client frame (used by clients).
@@ -43,7 +43,34 @@ type ServerFrame struct {
 	Exp      int64           // auth_ok, reauth_required: token expiry, unix seconds
 	Deadline int64           // reauth_required: unix seconds by which a fresh token must arrive
 	Data     json.RawMessage // message (a copy)
-	Code     int             // error
+	Code     ErrorCode       // error
 	Message  string          // error
 	Ref      string          // error: the id of the refused client message, if it had one
 }
+
+// ErrorCode is the code of an error frame: the refusal of one client frame,
+// after which the connection stays open. Applications choose their own codes
+// (preferably 4000-4399) for the messages they refuse; the server itself
+// uses the ones below. Error codes and close codes are separate vocabularies
+// that share numbers where the meaning is alike.
+type ErrorCode int
+
+// The error codes the server itself sends. docs/protocol.md, section 2,
+// says what a client should do after each.
+const (
+	// ErrorReauthRequired refuses a message sent while the session's token
+	// is expired (ref names it: reauthenticate, then send it again), and a
+	// reauthentication whose token failed verification (no ref; the message
+	// names the failed check): the session keeps its current token until
+	// exp and grace run out.
+	ErrorReauthRequired ErrorCode = 4401
+	// ErrorNotAccepted refuses every message of a server without a message
+	// handler.
+	ErrorNotAccepted ErrorCode = 4405
+	// ErrorTooManyRequests refuses an auth frame sent less than a second
+	// after the session's previous one (other than the answer to a
+	// reauth_required): it was not verified.
+	ErrorTooManyRequests ErrorCode = 4429
+	// ErrorInternal refuses a message whose handler failed.
+	ErrorInternal ErrorCode = 4500
+)

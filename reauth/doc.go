@@ -1,55 +1,24 @@
-// Package reauth schedules the deadlines of authenticated sessions: the auth
-// timeout of a new connection, the moment to ask for a fresh token, the
-// token's expiry and the grace period after it.
+// Package reauth is the timeline of an authenticated session's token and the
+// time source that drives it.
 //
-// A server may hold a million sessions, each with a deadline that moves on
-// every reauthentication. A time.AfterFunc per session would cost a timer and
-// a closure per session, and a goroutine for each one that fires. A Scheduler
-// instead keeps all deadlines in one heap of Entry values, which callers
-// embed in their own session structs, and arms a single Clock.AfterFunc
-// timer for the earliest one. Schedule and Cancel are O(log n) and allocate
-// nothing, re-arming that timer aside. Moving a deadline later, as every
-// reauthentication does, is O(1): the heap catches up on the timer's
-// goroutine when the old deadline comes, instead of running the callback.
+// A wsauth session authenticated with a token that expires at exp is asked
+// for a fresh token at exp minus the server's lead (capped at half the
+// token's remaining life), is expired from exp until a fresh token arrives
+// (its outbound messages are buffered, bounded), and is closed with 4440 at
+// exp plus the grace period if none came. Plan computes those instants;
+// docs/protocol.md, section 4, describes them on the wire.
+//
+// Every deadline of a wsauth server (auth timeouts, reauth, expiry, grace)
+// is read from and armed on one Clock. SystemClock is the real one; tests
+// use a fake (wsauthtest.Clock) and move time by hand.
 //
 // # Goroutines
 //
-// Callbacks run in the goroutine of the Scheduler's timer (with SystemClock,
-// the goroutine time.AfterFunc starts; with a fake clock such as
-// wsauthtest.Clock, the goroutine that advances it). They run one at a time
-// and in deadline order, so a callback must not block: it should signal the
-// session's own goroutine (cancel a context, close a channel), not close the
-// connection or do other I/O that may wait.
-// A callback may call Schedule, Cancel and Stop, including for its own Entry.
-// Schedule never runs a callback itself, even for a past deadline, so callers
-// may hold their own locks while calling it.
-//
-// A callback may still run just after a Cancel from another goroutine
-// returned false: false means it was already running or about to. Callers
-// whose callback must not act after a cancellation check their own state in
-// the callback.
+// Plan is a pure function. A Clock's AfterFunc calls f on a goroutine of
+// the clock's choosing (the system clock: the one time.AfterFunc starts).
 //
 // # Example
 //
-// The session's goroutine owns the connection; the callback only tells it
-// to end, through a context.CancelCauseFunc, which never blocks.
-//
-//	type session struct {
-//		expiry reauth.Entry
-//		cancel context.CancelCauseFunc
-//	}
-//
-//	s := reauth.New(nil) // SystemClock
-//	defer s.Stop()
-//
-//	expire := func() {
-//		sess.cancel(protocol.NewCloseError(protocol.CloseSessionExpired, "token expired"))
-//	}
-//	s.Schedule(&sess.expiry, id.ExpiresAt, expire)
-//	// On reauthentication, move the deadline:
-//	s.Schedule(&sess.expiry, newID.ExpiresAt, expire)
-//	// When the session ends first:
-//	s.Cancel(&sess.expiry)
-//
-// See the package examples for a runnable version with a fake clock.
+//	tl := reauth.Plan(time.Now(), ident.ExpiresAt, 30*time.Second, 10*time.Second)
+//	// tl.Ask: reauth_required; tl.Expiry: buffering; tl.Deadline: close 4440
 package reauth

@@ -1,19 +1,16 @@
-// Package session holds the building blocks of a wsauth session that do no
-// I/O: the session State, the bounded Outbox that queues (and, while a
-// session's token is expired, buffers) outbound frames, and the Registry that
-// finds sessions by id and by subject.
+// Package session names who a wsauth session is and where it is in its
+// life: the verified Identity bound to it, the Principal (issuer and
+// subject) that names its user, and its State. It does no I/O and starts no
+// goroutines; its types are plain values, safe to copy and to share.
 //
-// # Goroutines
-//
-// Registry is safe for concurrent use. Outbox is not: its owner (a wsauth
-// session) guards it with the session's own mutex, because every change to the
-// outbox goes together with a change of the session's state.
+// Package wsauth re-exports these types (wsauth.Identity, wsauth.Principal,
+// wsauth.State), so most programs never import this package.
 //
 // # Example
 //
-//	ob := session.NewOutbox(256, 1<<20)
-//	if err := ob.Push(frame, data); errors.Is(err, session.ErrOverflow) {
-//		// close the session with protocol.CloseBufferOverflow
+//	p := s.Principal() // s is a *wsauth.Session
+//	if s.State() == session.Expired {
+//		// the session waits for a fresh token; what is sent to it is buffered
 //	}
-//	item, ok := ob.Pop()
+//	n := srv.Revoke(p)
 package session

@@ -36,6 +36,3 @@ type Principal struct {
 func (id Identity) Principal() Principal {
 	return Principal{Issuer: id.Issuer, Subject: id.Subject}
 }
-
-// String returns the principal as "subject (issuer)", for logs and errors.
-func (p Principal) String() string { return p.Subject + " (" + p.Issuer + ")" }

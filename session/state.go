@@ -27,16 +27,3 @@ func (s State) String() string {
 	}
 	return "invalid"
 }
-
-// CanTransition reports whether a session may move from s to next.
-func (s State) CanTransition(next State) bool {
-	switch s {
-	case Pending:
-		return next == Active || next == Closed
-	case Active:
-		return next == Active || next == Expired || next == Closed
-	case Expired:
-		return next == Active || next == Closed
-	}
-	return false
-}

@@ -27,11 +27,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Paths at which an IdP's Handler serves its JWK Set.
-const (
-	JWKSPath = "/.well-known/jwks.json"
-	KeysPath = "/keys"
-)
+// JWKSPath is where an IdP's Handler serves its JWK Set.
+const JWKSPath = "/.well-known/jwks.json"
 
 // DefaultAudience is the "aud" of the tokens an IdP mints by default.
 const DefaultAudience = "wsauth-test"
@@ -76,7 +73,7 @@ type idpKey struct {
 }
 
 // NewIdP starts an IdP on an httptest.Server, serving its JWK Set at
-// JWKSPath and KeysPath, and closes the server when the test ends. It fails
+// JWKSPath, and closes the server when the test ends. It fails
 // the test if opts are invalid.
 func NewIdP(t testing.TB, opts IdPOptions) *IdP {
 	t.Helper()
@@ -193,10 +190,6 @@ func (p *IdP) Issuer() string { return p.issuer }
 
 // Audience returns the "aud" of the tokens Token mints.
 func (p *IdP) Audience() string { return p.audience }
-
-// URL returns the IdP's base URL: the test server's, or the issuer of
-// NewDevIdP without its trailing slash.
-func (p *IdP) URL() string { return p.url }
 
 // JWKSURL returns the URL of the IdP's JWK Set.
 func (p *IdP) JWKSURL() string { return p.jwksURL }
@@ -353,11 +346,10 @@ func (p *IdP) SetBody(b []byte) {
 // failed and delayed ones included.
 func (p *IdP) Fetches() int { return int(p.fetches.Load()) }
 
-// Handler serves the JWK Set at JWKSPath and KeysPath.
+// Handler serves the JWK Set at JWKSPath.
 func (p *IdP) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+JWKSPath, p.serveJWKS)
-	mux.HandleFunc("GET "+KeysPath, p.serveJWKS)
 	return mux
 }
 

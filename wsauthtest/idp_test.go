@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,16 +71,14 @@ func TestIdPTokens(t *testing.T) {
 			p := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Algorithm: alg})
 			now := time.Unix(1_700_000_000, 0)
 			p.SetNow(func() time.Time { return now })
-			assert.Equal(t, p.URL(), p.Issuer(), "default issuer")
+			assert.True(t, strings.HasPrefix(p.Issuer(), "http://127.0.0.1:"), "default issuer: the test server's URL, got %q", p.Issuer())
 			assert.Equal(t, wsauthtest.DefaultAudience, p.Audience())
-			assert.Equal(t, p.URL()+wsauthtest.JWKSPath, p.JWKSURL())
+			assert.Equal(t, p.Issuer()+wsauthtest.JWKSPath, p.JWKSURL())
 
-			for _, path := range []string{wsauthtest.JWKSPath, wsauthtest.KeysPath} {
-				status, body := get(t, t.Context(), p.URL()+path)
-				require.Equal(t, http.StatusOK, status, path)
-				assert.JSONEq(t, string(p.JWKS()), string(body), path)
-			}
-			assert.Equal(t, 2, p.Fetches())
+			status, body := get(t, t.Context(), p.JWKSURL())
+			require.Equal(t, http.StatusOK, status)
+			assert.JSONEq(t, string(p.JWKS()), string(body))
+			assert.Equal(t, 1, p.Fetches())
 			assert.Equal(t, []string{p.KID()}, kids(t, p.JWKS()))
 
 			tok, err := parse(t, p.JWKS(), p.Token("alice", time.Hour),
@@ -104,7 +103,7 @@ func TestIdPOptions(t *testing.T) {
 	p := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Issuer: "https://issuer.example/", Audience: "my-api"})
 	assert.Equal(t, "https://issuer.example/", p.Issuer())
 	assert.Equal(t, "my-api", p.Audience())
-	assert.NotEqual(t, p.Issuer(), p.URL())
+	assert.True(t, strings.HasPrefix(p.JWKSURL(), "http://127.0.0.1:"), "the JWKS is served by the test server, not at the issuer: %q", p.JWKSURL())
 
 	tok, err := parse(t, p.JWKS(), p.Token("bob", time.Minute))
 	require.NoError(t, err)
@@ -247,13 +246,12 @@ func TestNewDevIdP(t *testing.T) {
 	p, err := wsauthtest.NewDevIdP("https://id.example.com/", "", "")
 	require.NoError(t, err)
 	assert.Equal(t, "https://id.example.com/", p.Issuer())
-	assert.Equal(t, "https://id.example.com", p.URL())
 	assert.Equal(t, "https://id.example.com/.well-known/jwks.json", p.JWKSURL())
 	assert.Equal(t, wsauthtest.DefaultAudience, p.Audience())
 
 	srv := httptest.NewServer(p.Handler())
 	t.Cleanup(srv.Close)
-	_, body := get(t, t.Context(), srv.URL+wsauthtest.KeysPath)
+	_, body := get(t, t.Context(), srv.URL+wsauthtest.JWKSPath)
 	assert.Equal(t, []string{p.KID()}, kids(t, body))
 	tok, err := parse(t, body, p.Token("carol", time.Hour))
 	require.NoError(t, err)

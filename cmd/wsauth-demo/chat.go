@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/protocol"
 )
 
 // chat is the demo application: it broadcasts every client message to every
@@ -58,7 +59,7 @@ func (c *chat) onAuthenticated(_ context.Context, s *wsauth.Session) error {
 		c.logger.Debug("session reauthenticated", "session", s.ID(), "sub", id.Subject, "exp", id.ExpiresAt)
 	} else {
 		c.logger.Info("session authenticated", "session", s.ID(), "sub", id.Subject,
-			"remote", s.RemoteAddr(), "subprotocol", s.Subprotocol(), "exp", id.ExpiresAt)
+			"remote", s.RemoteAddr(), "exp", id.ExpiresAt)
 	}
 	return nil
 }
@@ -74,7 +75,7 @@ type chatMessage struct {
 // behind, which slows the sender's reading instead of dropping anything; a
 // receiver that stopped reading is skipped (ErrBufferFull).
 func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
-	b, err := json.Marshal(chatMessage{From: s.Subject(), Data: m.Data})
+	b, err := json.Marshal(chatMessage{From: s.Principal().Subject, Data: m.Data})
 	if err != nil {
 		return err
 	}
@@ -84,17 +85,17 @@ func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Messag
 	} else if err != nil {
 		return err
 	}
-	c.logger.Debug("message broadcast", "session", s.ID(), "sub", s.Subject(), "id", m.ID, "recipients", n)
+	c.logger.Debug("message broadcast", "session", s.ID(), "sub", s.Principal().Subject, "id", m.ID, "recipients", n)
 	return nil
 }
 
-func (c *chat) onClose(s *wsauth.Session, ce *wsauth.CloseError) {
+func (c *chat) onClose(s *wsauth.Session, ce *protocol.CloseError) {
 	c.mu.Lock()
 	_, known := c.members[s.ID()]
 	delete(c.members, s.ID())
 	c.mu.Unlock()
 	if known {
-		c.logger.Info("session closed", "session", s.ID(), "sub", s.Subject(), "code", int(ce.Code), "reason", ce.Reason)
+		c.logger.Info("session closed", "session", s.ID(), "sub", s.Principal().Subject, "code", int(ce.Code), "reason", ce.Reason)
 	}
 }
 

@@ -111,7 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	origins := fs.String("origins", "", "comma-separated host `patterns` of other origins allowed to open sockets, e.g. \"localhost:*\"")
 	fs.DurationVar(&o.ReauthLead, "reauth-lead", 0, "send reauth_required this long before a token expires (0: wsauth default 30s)")
 	fs.DurationVar(&o.ReauthGrace, "reauth-grace", 0, "time after expiry a session may still reauthenticate (0: wsauth default 10s)")
-	expiry := fs.String("expiry", "reauth", "expiry `policy`: reauth, close or ignore (insecure)")
+	fs.TextVar(&o.Expiry, "expiry", wsauth.ExpiryReauth, "expiry `policy`: reauth, close or ignore (insecure)")
 	fs.IntVar(&o.BufferMessages, "buffer-messages", 0, "undelivered messages kept per session (0: wsauth default 256)")
 	fs.IntVar(&o.BufferBytes, "buffer-bytes", 0, "undelivered bytes kept per session (0: wsauth default 1 MiB)")
 	fs.DurationVar(&o.ResumeFor, "resume-for", 0, "keep a closed session's undelivered messages this long for the subject's next connection (0: off)")
@@ -129,10 +129,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments: %q", fs.Args())
-	}
-	var err error
-	if o.Expiry, err = wsauth.ParseExpiryPolicy(*expiry); err != nil {
-		return fail("-expiry: %v", err)
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fail("-log-level: %v", err)

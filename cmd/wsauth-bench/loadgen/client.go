@@ -275,7 +275,7 @@ func (p *Pool) dial(ctx context.Context, i int) (*Conn, error) {
 			c.Close()
 			return nil, err
 		}
-		_ = ws.WriteMessage(gws.OpcodeText, protocol.AppendAuth(nil, tok))
+		_ = ws.WriteMessage(gws.OpcodeText, protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}))
 	}
 	timer := time.NewTimer(p.opts.Timeout)
 	defer timer.Stop()
@@ -370,7 +370,7 @@ func (c *Conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 		// connection's reads.
 		tok, err := c.pool.refresh(context.Background(), c.Subject)
 		if err == nil {
-			err = socket.WriteMessage(gws.OpcodeText, protocol.AppendAuth(nil, tok))
+			err = socket.WriteMessage(gws.OpcodeText, protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}))
 		}
 		if err != nil {
 			c.ErrorFrames.Add(1)

@@ -18,6 +18,7 @@ import (
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/reauth"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -48,7 +49,7 @@ type ServerOptions struct {
 	Algorithm string
 	// Clock drives the wsauth server, its verifier and the IdP's token
 	// times. Default: the system clock.
-	Clock wsauth.Clock
+	Clock reauth.Clock
 	// TokenCacheSize is the verifier's jwks.Options.TokenCacheSize
 	// (default 0: no cache of verified tokens).
 	TokenCacheSize int
@@ -104,7 +105,7 @@ func StartWsauth(opts ServerOptions) (*Server, error) {
 		Clock:    opts.Clock,
 		Logger:   slog.New(slog.DiscardHandler),
 		// Every load generator connection comes from 127.0.0.1.
-		MaxPendingPerIP: wsauth.DefaultMaxPending,
+		MaxPendingPerIP: 1024, // Options.MaxPending's default
 		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
 			return s.Reply(m.Data)
 		},
@@ -152,7 +153,7 @@ func StartGws(opts GwsOptions) (*Server, error) {
 	base := "http://" + ln.Addr().String()
 	raw := &rawServer{conns: make(map[string]*gws.Conn), opts: opts}
 	raw.upgrader = gws.NewUpgrader(raw, &gws.ServerOption{
-		ReadMaxPayloadSize: wsauth.DefaultMaxFrame,
+		ReadMaxPayloadSize: 1 << 20, // wsauth.Options.MaxFrame's default
 		CheckUtf8Enabled:   false,
 		ParallelEnabled:    false,
 	})
@@ -294,7 +295,7 @@ func (r *rawServer) OnOpen(socket *gws.Conn) {
 		_ = socket.WriteClose(1001, []byte("server shutting down"))
 		return
 	}
-	_ = socket.WriteMessage(gws.OpcodeText, protocol.AppendAuthOK(nil, id, "", 0))
+	_ = socket.WriteMessage(gws.OpcodeText, protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: id, Subject: "", Exp: 0}))
 }
 
 func (r *rawServer) OnClose(socket *gws.Conn, _ error) {
@@ -327,7 +328,7 @@ func (r *rawServer) push(id string, data json.RawMessage) error {
 	if socket == nil {
 		return errNoConn
 	}
-	frame := protocol.AppendMessage(make([]byte, 0, len(data)+32), data)
+	frame := protocol.AppendServer(make([]byte, 0, len(data)+32), protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
 	socket.WriteAsync(gws.OpcodeText, frame, nil)
 	return nil
 }

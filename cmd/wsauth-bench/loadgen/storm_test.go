@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -57,7 +56,7 @@ func TestStormChecksTicks(t *testing.T) {
 	_, err = s.Reauth(ctx, 1)
 	require.NoError(t, err)
 	t0 := StormNow()
-	clock.Set(exp0.Add(-wsauth.DefaultReauthLead))
+	clock.Set(exp0.Add(-30 * time.Second)) // wsauth.Options.ReauthLead's default
 	r, err := s.WaitReauth(ctx, 1)
 	require.NoError(t, err)
 	require.NoError(t, r.Check())

@@ -1,4 +1,4 @@
-package reauth_test
+package deadline_test
 
 import (
 	"sync/atomic"

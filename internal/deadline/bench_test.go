@@ -1,4 +1,4 @@
-package reauth_test
+package deadline_test
 
 import (
 	"math/rand/v2"
@@ -7,7 +7,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/wsauth/wsauth/reauth"
+	"github.com/wsauth/wsauth/internal/deadline"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -21,8 +21,8 @@ func benchNop() {}
 // benchSession stands for a server's per-session struct: 64 bytes, with the
 // Entry embedded.
 type benchSession struct {
-	expiry reauth.Entry
-	_      [64 - unsafe.Sizeof(reauth.Entry{})]byte
+	expiry deadline.Entry
+	_      [64 - unsafe.Sizeof(deadline.Entry{})]byte
 }
 
 // benchTable is the size of the precomputed random operands, a power of two.
@@ -32,7 +32,7 @@ const benchTable = 1 << 20
 // the next hour, and random operands (a session index, a deadline within
 // the hour) precomputed so that generating them is not measured.
 type benchHeap struct {
-	s        *reauth.Scheduler
+	s        *deadline.Scheduler
 	sessions []benchSession
 	idx      [benchTable]int
 	ats      [benchTable]time.Time
@@ -41,7 +41,7 @@ type benchHeap struct {
 func newBenchHeap(b *testing.B) *benchHeap {
 	b.Helper()
 	h := &benchHeap{
-		s:        reauth.New(wsauthtest.NewClock(epoch)),
+		s:        deadline.New(wsauthtest.NewClock(epoch)),
 		sessions: make([]benchSession, benchSessions),
 	}
 	b.Cleanup(h.s.Stop)
@@ -125,7 +125,7 @@ func BenchmarkReschedule(b *testing.B) {
 // across versions of the Scheduler, not with the other benchmarks.
 func BenchmarkReauth(b *testing.B) {
 	clock := wsauthtest.NewClock(epoch)
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 	sessions := make([]benchSession, benchSessions)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -170,7 +170,7 @@ func BenchmarkCancel(b *testing.B) {
 // its share of the fake clock's timer.
 func BenchmarkFire(b *testing.B) {
 	clock := wsauthtest.NewClock(epoch)
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 	sessions := make([]benchSession, benchSessions)
 	fired := 0
@@ -205,7 +205,7 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		s := reauth.New(wsauthtest.NewClock(epoch))
+		s := deadline.New(wsauthtest.NewClock(epoch))
 		for i := range sessions {
 			s.Schedule(&sessions[i].expiry, epoch.Add(time.Duration(rng.Int64N(int64(time.Hour)))), benchNop)
 		}
@@ -216,6 +216,6 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 		s.Stop()
 	}
 	b.ReportMetric(perSession, "B/session")
-	b.ReportMetric(float64(unsafe.Sizeof(reauth.Entry{})), "Entry-B")
+	b.ReportMetric(float64(unsafe.Sizeof(deadline.Entry{})), "Entry-B")
 	b.ReportMetric(float64(unsafe.Sizeof(benchSession{})), "session-B")
 }

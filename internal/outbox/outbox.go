@@ -1,14 +1,16 @@
-package session
+// Package outbox is a session's bounded queue of outbound application
+// messages.
+package outbox
 
 import (
 	"encoding/json"
 	"errors"
 )
 
-// ErrOverflow is returned by Outbox.Push when the message would take a
+// ErrOverflow is returned by Queue.Push when the message would take a
 // non-empty outbox past its message or byte bound. The outbox is left
 // unchanged.
-var ErrOverflow = errors.New("session: outbound buffer full")
+var ErrOverflow = errors.New("outbox: full")
 
 // Item is one queued outbound application message: the encoded frame as it
 // goes on the wire, and the application data inside it (a sub-slice of Frame
@@ -22,13 +24,13 @@ type Item struct {
 	Seq uint64
 }
 
-// Outbox is a bounded FIFO of outbound application messages. It counts
+// Queue is a bounded FIFO of outbound application messages. It counts
 // messages and frame bytes and refuses a Push past either bound, so a client
 // that stops reading, or a session waiting for a fresh token, cannot grow the
-// server's memory without limit. The zero Outbox is not usable: use NewOutbox.
+// server's memory without limit. The zero Queue is not usable: use New.
 //
-// Outbox is not safe for concurrent use: its owner serialises access.
-type Outbox struct {
+// Queue is not safe for concurrent use: its owner serialises access.
+type Queue struct {
 	items    []Item // ring buffer, len(items) is the capacity in use
 	head     int
 	n        int
@@ -37,20 +39,20 @@ type Outbox struct {
 	maxBytes int
 }
 
-// NewOutbox returns an empty outbox holding at most maxMsgs messages and
+// New returns an empty outbox holding at most maxMsgs messages and
 // maxBytes bytes of frames. Both bounds must be positive.
-func NewOutbox(maxMsgs, maxBytes int) *Outbox {
+func New(maxMsgs, maxBytes int) *Queue {
 	if maxMsgs <= 0 || maxBytes <= 0 {
-		panic("session: NewOutbox bounds must be positive")
+		panic("outbox: New bounds must be positive")
 	}
-	return &Outbox{maxMsgs: maxMsgs, maxBytes: maxBytes}
+	return &Queue{maxMsgs: maxMsgs, maxBytes: maxBytes}
 }
 
 // Push appends an item. It returns ErrOverflow, and keeps nothing, when the
 // item would take the outbox past its message or byte bound. An empty
 // outbox takes any one item, whatever its size: a message larger than the
 // byte bound can still be delivered to a client that keeps up.
-func (o *Outbox) Push(it Item) error {
+func (o *Queue) Push(it Item) error {
 	if o.n > 0 && !o.fits(1, len(it.Frame)) {
 		return ErrOverflow
 	}
@@ -59,16 +61,16 @@ func (o *Outbox) Push(it Item) error {
 }
 
 // Full reports whether the outbox is at or past one of its bounds.
-func (o *Outbox) Full() bool { return o.n >= o.maxMsgs || o.bytes >= o.maxBytes }
+func (o *Queue) Full() bool { return o.n >= o.maxMsgs || o.bytes >= o.maxBytes }
 
-func (o *Outbox) fits(msgs, bytes int) bool {
+func (o *Queue) fits(msgs, bytes int) bool {
 	return o.n+msgs <= o.maxMsgs && o.bytes+bytes <= o.maxBytes
 }
 
 // PushFront puts items before everything already queued, in their order. It
 // is how messages kept for a resumed subject go ahead of newer traffic. Items
 // that do not fit are returned, in order, and not queued.
-func (o *Outbox) PushFront(items []Item) (rejected []Item) {
+func (o *Queue) PushFront(items []Item) (rejected []Item) {
 	keep, total := 0, 0
 	for keep < len(items) && o.fits(keep+1, total+len(items[keep].Frame)) {
 		total += len(items[keep].Frame)
@@ -85,7 +87,7 @@ func (o *Outbox) PushFront(items []Item) (rejected []Item) {
 }
 
 // push appends an item the caller checked fits.
-func (o *Outbox) push(it Item) {
+func (o *Queue) push(it Item) {
 	if o.n == len(o.items) {
 		o.grow()
 	}
@@ -94,7 +96,7 @@ func (o *Outbox) push(it Item) {
 	o.bytes += len(it.Frame)
 }
 
-func (o *Outbox) grow() {
+func (o *Queue) grow() {
 	size := 2 * len(o.items)
 	if size == 0 {
 		size = 4
@@ -110,7 +112,7 @@ func (o *Outbox) grow() {
 }
 
 // Pop removes and returns the oldest item.
-func (o *Outbox) Pop() (Item, bool) {
+func (o *Queue) Pop() (Item, bool) {
 	if o.n == 0 {
 		return Item{}, false
 	}
@@ -128,7 +130,7 @@ func (o *Outbox) Pop() (Item, bool) {
 // Peek copies the oldest items, up to len(dst) of them, into dst without
 // removing them, and returns how many it copied. A writer that peeks, writes
 // and then Discards keeps what it is writing counted against the bounds.
-func (o *Outbox) Peek(dst []Item) int {
+func (o *Queue) Peek(dst []Item) int {
 	n := min(len(dst), o.n)
 	for i := range n {
 		dst[i] = o.items[(o.head+i)%len(o.items)]
@@ -137,9 +139,9 @@ func (o *Outbox) Peek(dst []Item) int {
 }
 
 // Discard removes the n oldest items; n must not exceed Len.
-func (o *Outbox) Discard(n int) {
+func (o *Queue) Discard(n int) {
 	if n > o.n {
-		panic("session: Discard past the end of the outbox")
+		panic("outbox: Discard past the end of the outbox")
 	}
 	for range n {
 		o.Pop()
@@ -147,7 +149,7 @@ func (o *Outbox) Discard(n int) {
 }
 
 // Drain removes and returns every item, oldest first.
-func (o *Outbox) Drain() []Item {
+func (o *Queue) Drain() []Item {
 	if o.n == 0 {
 		return nil
 	}
@@ -162,7 +164,7 @@ func (o *Outbox) Drain() []Item {
 }
 
 // Len returns the number of queued items.
-func (o *Outbox) Len() int { return o.n }
+func (o *Queue) Len() int { return o.n }
 
 // Bytes returns the total size of the queued frames.
-func (o *Outbox) Bytes() int { return o.bytes }
+func (o *Queue) Bytes() int { return o.bytes }

@@ -1,10 +1,10 @@
-package reauth_test
+package deadline_test
 
 import (
 	"fmt"
 	"time"
 
-	"github.com/wsauth/wsauth/reauth"
+	"github.com/wsauth/wsauth/internal/deadline"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -13,12 +13,12 @@ import (
 func Example() {
 	start := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	clock := wsauthtest.NewClock(start)
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 
 	type session struct {
 		id     string
-		expiry reauth.Entry
+		expiry deadline.Entry
 	}
 	alice := &session{id: "alice"}
 	bob := &session{id: "bob"}

@@ -1,17 +1,19 @@
-package reauth
+package deadline
 
 import (
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsauth/wsauth/reauth"
 )
 
 // Entry is one scheduled callback. Embed it by value in the per-session
 // struct that owns the deadline, so scheduling allocates nothing:
 //
 //	type conn struct {
-//		expiry reauth.Entry
+//		expiry deadline.Entry
 //		// ...
 //	}
 //
@@ -50,7 +52,7 @@ type Entry struct {
 //
 // A Scheduler is safe for concurrent use.
 type Scheduler struct {
-	clock Clock
+	clock reauth.Clock
 	base  time.Time // wall-clock origin of the heap's deadlines
 	id    uint32    // marks the Entries in heap, see Entry.owner
 
@@ -65,7 +67,7 @@ type Scheduler struct {
 	// Only the timer armed with the current gen may fire callbacks: a
 	// replaced or stopped timer that races its Stop finds gen changed and
 	// does nothing.
-	timer   Timer
+	timer   reauth.Timer
 	armedAt int64
 	gen     uint64
 	// firing is set while a timer goroutine runs due callbacks. No timer is
@@ -80,9 +82,9 @@ type Scheduler struct {
 var lastID atomic.Uint32
 
 // New returns a Scheduler on clock; a nil clock means SystemClock.
-func New(clock Clock) *Scheduler {
+func New(clock reauth.Clock) *Scheduler {
 	if clock == nil {
-		clock = SystemClock
+		clock = reauth.SystemClock
 	}
 	id := lastID.Add(1)
 	for id == 0 { // 0 marks unscheduled Entries

@@ -1,4 +1,4 @@
-package reauth
+package deadline
 
 // The scheduler's entries live in a 4-ary min-heap, as the Go runtime keeps
 // its timers: half the depth of a binary heap, so a push or a decrease

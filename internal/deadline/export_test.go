@@ -1,4 +1,4 @@
-package reauth
+package deadline
 
 import "fmt"
 

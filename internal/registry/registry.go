@@ -1,8 +1,11 @@
-package session
+// Package registry finds a server's live sessions by id and by principal.
+package registry
 
 import (
 	"hash/maphash"
 	"sync"
+
+	"github.com/wsauth/wsauth/session"
 )
 
 const registryShards = 32
@@ -24,7 +27,7 @@ type idShard[T comparable] struct {
 
 type subShard[T comparable] struct {
 	mu sync.RWMutex
-	m  map[Principal]map[string]T // principal -> id -> session
+	m  map[session.Principal]map[string]T // principal -> id -> session
 }
 
 func (r *Registry[T]) shard(key string) int {
@@ -34,7 +37,7 @@ func (r *Registry[T]) shard(key string) int {
 
 // Add registers v under id and principal. A second Add with the same id
 // replaces the first.
-func (r *Registry[T]) Add(id string, principal Principal, v T) {
+func (r *Registry[T]) Add(id string, principal session.Principal, v T) {
 	is := &r.ids[r.shard(id)]
 	is.mu.Lock()
 	if is.m == nil {
@@ -46,7 +49,7 @@ func (r *Registry[T]) Add(id string, principal Principal, v T) {
 	ss := &r.subs[r.shard(principal.Subject)]
 	ss.mu.Lock()
 	if ss.m == nil {
-		ss.m = make(map[Principal]map[string]T)
+		ss.m = make(map[session.Principal]map[string]T)
 	}
 	set := ss.m[principal]
 	if set == nil {
@@ -59,7 +62,7 @@ func (r *Registry[T]) Add(id string, principal Principal, v T) {
 
 // Remove unregisters id from the registry and from principal's set. It is
 // a no-op for an id that is not registered.
-func (r *Registry[T]) Remove(id string, principal Principal) {
+func (r *Registry[T]) Remove(id string, principal session.Principal) {
 	is := &r.ids[r.shard(id)]
 	is.mu.Lock()
 	delete(is.m, id)
@@ -86,7 +89,7 @@ func (r *Registry[T]) Get(id string) (T, bool) {
 }
 
 // ByPrincipal appends every session of principal to dst and returns it.
-func (r *Registry[T]) ByPrincipal(principal Principal, dst []T) []T {
+func (r *Registry[T]) ByPrincipal(principal session.Principal, dst []T) []T {
 	ss := &r.subs[r.shard(principal.Subject)]
 	ss.mu.RLock()
 	for _, v := range ss.m[principal] {

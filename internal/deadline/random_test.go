@@ -1,4 +1,4 @@
-package reauth_test
+package deadline_test
 
 import (
 	"cmp"
@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wsauth/wsauth/reauth"
+	"github.com/wsauth/wsauth/internal/deadline"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -27,7 +27,7 @@ func TestRandomDeadlinesFireInOrder(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 0))
 		rec := &recorder{clock: clock}
 		const n = 2000
-		entries := make([]reauth.Entry, n)
+		entries := make([]deadline.Entry, n)
 		deadlines := make([]time.Duration, n)
 		for i := range entries {
 			// Whole milliseconds over 10s: plenty of ties.
@@ -35,7 +35,7 @@ func TestRandomDeadlinesFireInOrder(t *testing.T) {
 			s.Schedule(&entries[i], epoch.Add(deadlines[i]), rec.fn(i))
 		}
 		require.Equal(t, n, s.Len())
-		require.NoError(t, reauth.CheckInvariants(s))
+		require.NoError(t, deadline.CheckInvariants(s))
 
 		want := make([]int, n)
 		for i := range want {
@@ -46,7 +46,7 @@ func TestRandomDeadlinesFireInOrder(t *testing.T) {
 
 		for clock.Now().Sub(epoch) <= 10*time.Second {
 			clock.Advance(time.Duration(rng.IntN(500)) * time.Millisecond)
-			require.NoError(t, reauth.CheckInvariants(s))
+			require.NoError(t, deadline.CheckInvariants(s))
 		}
 		assert.Equal(t, want, rec.ids(), "seed %d", seed)
 		for _, f := range rec.firings() {
@@ -115,7 +115,7 @@ func randomOps(t *testing.T, seed uint64, n, steps int, unit time.Duration, span
 		seq int
 		act action
 	}
-	entries := make([]reauth.Entry, n)
+	entries := make([]deadline.Entry, n)
 	model := map[int]want{}
 	seq := 0
 	now := time.Duration(0)
@@ -175,10 +175,10 @@ func randomOps(t *testing.T, seed uint64, n, steps int, unit time.Duration, span
 				delete(model, w.act.id)
 			}
 		}
-		before := reauth.Stale(s)
+		before := deadline.Stale(s)
 		clock.Advance(d)
 		now = target
-		if reauth.Stale(s) < before {
+		if deadline.Stale(s) < before {
 			refreshed++
 		}
 		if got := rec.firings(); !slices.Equal(fired, got) {
@@ -223,7 +223,7 @@ func randomOps(t *testing.T, seed uint64, n, steps int, unit time.Duration, span
 			}
 			advance(now + time.Duration(d)*unit)
 		}
-		if err := reauth.CheckInvariants(s); err != nil {
+		if err := deadline.CheckInvariants(s); err != nil {
 			t.Fatal(err)
 		}
 		if s.Len() != len(model) {
@@ -232,7 +232,7 @@ func randomOps(t *testing.T, seed uint64, n, steps int, unit time.Duration, span
 		if _, ok := model[id]; s.Scheduled(&entries[id]) != ok {
 			t.Fatalf("Scheduled(entry %d) = %v, want %v", id, !ok, ok)
 		}
-		if reauth.Stale(s) > 0 {
+		if deadline.Stale(s) > 0 {
 			stale++
 		}
 	}
@@ -260,7 +260,7 @@ func TestConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for w := range 4 {
-		entries := make([]reauth.Entry, 100)
+		entries := make([]deadline.Entry, 100)
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for range 5000 {
@@ -301,27 +301,27 @@ func TestShrink(t *testing.T) {
 	const n = 100_000
 	tests := []struct {
 		name  string
-		empty func(s *reauth.Scheduler, clock *wsauthtest.Clock, entries []reauth.Entry)
+		empty func(s *deadline.Scheduler, clock *wsauthtest.Clock, entries []deadline.Entry)
 	}{
-		{"cancel in order", func(s *reauth.Scheduler, _ *wsauthtest.Clock, entries []reauth.Entry) {
+		{"cancel in order", func(s *deadline.Scheduler, _ *wsauthtest.Clock, entries []deadline.Entry) {
 			for i := range entries {
 				s.Cancel(&entries[i])
 			}
 		}},
-		{"cancel in reverse", func(s *reauth.Scheduler, _ *wsauthtest.Clock, entries []reauth.Entry) {
+		{"cancel in reverse", func(s *deadline.Scheduler, _ *wsauthtest.Clock, entries []deadline.Entry) {
 			for i := len(entries) - 1; i >= 0; i-- {
 				s.Cancel(&entries[i])
 			}
 		}},
-		{"cancel at random", func(s *reauth.Scheduler, _ *wsauthtest.Clock, entries []reauth.Entry) {
+		{"cancel at random", func(s *deadline.Scheduler, _ *wsauthtest.Clock, entries []deadline.Entry) {
 			for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(len(entries)) {
 				s.Cancel(&entries[i])
 			}
 		}},
-		{"fire", func(_ *reauth.Scheduler, clock *wsauthtest.Clock, _ []reauth.Entry) {
+		{"fire", func(_ *deadline.Scheduler, clock *wsauthtest.Clock, _ []deadline.Entry) {
 			clock.Advance(time.Hour)
 		}},
-		{"stop", func(s *reauth.Scheduler, _ *wsauthtest.Clock, _ []reauth.Entry) {
+		{"stop", func(s *deadline.Scheduler, _ *wsauthtest.Clock, _ []deadline.Entry) {
 			s.Stop()
 		}},
 	}
@@ -329,17 +329,17 @@ func TestShrink(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
-			entries := make([]reauth.Entry, n)
+			entries := make([]deadline.Entry, n)
 			nop := func() {}
 			for i := range entries {
 				s.Schedule(&entries[i], epoch.Add(time.Duration(i%977)*time.Second), nop)
 			}
 			require.Equal(t, n, s.Len())
-			require.GreaterOrEqual(t, reauth.HeapCap(s), n)
+			require.GreaterOrEqual(t, deadline.HeapCap(s), n)
 
 			tt.empty(s, clock, entries)
 			assert.Zero(t, s.Len())
-			assert.LessOrEqual(t, reauth.HeapCap(s), 2048)
+			assert.LessOrEqual(t, deadline.HeapCap(s), 2048)
 			for i := range entries {
 				if s.Scheduled(&entries[i]) {
 					t.Fatalf("entry %d still scheduled", i)

@@ -62,8 +62,8 @@ func TestReadLoopPanicClosesOneSession(t *testing.T) {
 	require.NoError(t, err)
 	defer v.Close()
 	logger, logs := testlog.New()
-	closes := make(chan *CloseError, 4)
-	srv, err := New(Options{Verifier: v, Logger: logger, OnClose: func(_ *Session, ce *CloseError) { closes <- ce }})
+	closes := make(chan *protocol.CloseError, 4)
+	srv, err := New(Options{Verifier: v, Logger: logger, OnClose: func(_ *Session, ce *protocol.CloseError) { closes <- ce }})
 	require.NoError(t, err)
 	var armed atomic.Bool
 	hs := httptest.NewUnstartedServer(srv)

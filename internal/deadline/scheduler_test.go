@@ -1,4 +1,4 @@
-package reauth_test
+package deadline_test
 
 import (
 	"slices"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/wsauth/wsauth/internal/deadline"
 	"github.com/wsauth/wsauth/reauth"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
@@ -22,12 +23,12 @@ var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // newScheduler returns a Scheduler on a fake clock set to epoch, stopped
 // and checked when the test ends.
-func newScheduler(t *testing.T) (*reauth.Scheduler, *wsauthtest.Clock) {
+func newScheduler(t *testing.T) (*deadline.Scheduler, *wsauthtest.Clock) {
 	t.Helper()
 	clock := wsauthtest.NewClock(epoch)
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	t.Cleanup(func() {
-		assert.NoError(t, reauth.CheckInvariants(s))
+		assert.NoError(t, deadline.CheckInvariants(s))
 		s.Stop()
 		assert.Zero(t, clock.Pending(), "timer left armed after Stop")
 	})
@@ -75,7 +76,7 @@ func TestTiesFireInScheduleOrder(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var entries [5]reauth.Entry
+	var entries [5]deadline.Entry
 	at := epoch.Add(time.Second)
 	for i := range entries {
 		s.Schedule(&entries[i], at, rec.fn(i))
@@ -103,7 +104,7 @@ func TestReschedule(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
 			rec := &recorder{clock: clock}
-			var e, other reauth.Entry
+			var e, other deadline.Entry
 			s.Schedule(&other, epoch.Add(6*time.Second), rec.fn(2))
 			s.Schedule(&e, epoch.Add(tt.first), rec.fn(0))
 			s.Schedule(&e, epoch.Add(tt.second), rec.fn(1))
@@ -126,20 +127,20 @@ func TestRescheduleLaterIsLazy(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var a, b reauth.Entry
+	var a, b deadline.Entry
 	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
 	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
 	s.Schedule(&a, epoch.Add(3*time.Second), rec.fn(2))
-	assert.Equal(t, 1, reauth.Stale(s))
+	assert.Equal(t, 1, deadline.Stale(s))
 	assert.Equal(t, 2, s.Len())
 	assert.True(t, s.Scheduled(&a))
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 
 	clock.Advance(time.Second) // the timer armed for a's old deadline
 	assert.Empty(t, rec.ids(), "a ran at its old deadline")
-	assert.Zero(t, reauth.Stale(s))
+	assert.Zero(t, deadline.Stale(s))
 	assert.Equal(t, 1, clock.Pending())
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 
 	clock.Advance(time.Hour)
 	assert.Equal(t, []firing{{1, 2 * time.Second}, {2, 3 * time.Second}}, rec.firings())
@@ -151,7 +152,7 @@ func TestLazyMoveTies(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var a, b, c, d reauth.Entry
+	var a, b, c, d deadline.Entry
 	at := epoch.Add(5 * time.Second)
 	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
 	s.Schedule(&b, at, rec.fn(1))
@@ -160,7 +161,7 @@ func TestLazyMoveTies(t *testing.T) {
 	s.Schedule(&b, at, rec.fn(1)) // same deadline, now after a: lazy
 	s.Schedule(&d, at, rec.fn(3)) // a new entry, after both
 	s.Schedule(&c, at, rec.fn(2)) // later again, after d
-	assert.Equal(t, 3, reauth.Stale(s))
+	assert.Equal(t, 3, deadline.Stale(s))
 	clock.Advance(time.Hour)
 	assert.Equal(t, []firing{{0, 5 * time.Second}, {1, 5 * time.Second}, {3, 5 * time.Second}, {2, 5 * time.Second}}, rec.firings())
 }
@@ -190,13 +191,13 @@ func TestRescheduleSequences(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
 			rec := &recorder{clock: clock}
-			var e, other reauth.Entry
+			var e, other deadline.Entry
 			s.Schedule(&other, epoch.Add(fixed), rec.fn(0))
 			for i, at := range tt.moves {
 				s.Schedule(&e, epoch.Add(at), rec.fn(i+1))
-				require.NoError(t, reauth.CheckInvariants(s))
+				require.NoError(t, deadline.CheckInvariants(s))
 			}
-			assert.Equal(t, tt.stale, reauth.Stale(s))
+			assert.Equal(t, tt.stale, deadline.Stale(s))
 			last := tt.moves[len(tt.moves)-1]
 			want := []firing{{len(tt.moves), max(last, 0)}, {0, fixed}}
 			if last >= fixed { // ties after other, scheduled first
@@ -204,7 +205,7 @@ func TestRescheduleSequences(t *testing.T) {
 			}
 			for clock.Now().Sub(epoch) < time.Minute {
 				clock.Advance(500 * time.Millisecond)
-				require.NoError(t, reauth.CheckInvariants(s))
+				require.NoError(t, deadline.CheckInvariants(s))
 			}
 			assert.Equal(t, want, rec.firings())
 		})
@@ -216,17 +217,17 @@ func TestCancelAndStopStale(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var a, b, c reauth.Entry
+	var a, b, c deadline.Entry
 	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
 	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
 	s.Schedule(&c, epoch.Add(3*time.Second), rec.fn(2))
 	s.Schedule(&a, epoch.Add(time.Hour), rec.fn(0))
 	s.Schedule(&b, epoch.Add(time.Hour), rec.fn(1))
-	require.Equal(t, 2, reauth.Stale(s))
+	require.Equal(t, 2, deadline.Stale(s))
 	assert.True(t, s.Cancel(&a))
 	assert.False(t, s.Scheduled(&a))
 	assert.Equal(t, 2, s.Len())
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 	clock.Advance(10 * time.Second)
 	assert.Equal(t, []firing{{2, 3 * time.Second}}, rec.firings())
 	s.Stop()
@@ -240,10 +241,10 @@ func TestCancelAndStopStale(t *testing.T) {
 func TestManyStaleDue(t *testing.T) {
 	t.Parallel()
 	clock := &capturingClock{Clock: wsauthtest.NewClock(epoch)}
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 	rec := &recorder{clock: clock}
-	entries := make([]reauth.Entry, 500)
+	entries := make([]deadline.Entry, 500)
 	for i := range entries {
 		s.Schedule(&entries[i], epoch.Add(time.Second), rec.fn(i))
 	}
@@ -251,7 +252,7 @@ func TestManyStaleDue(t *testing.T) {
 	for i := len(entries) - 1; i >= 0; i-- {
 		s.Schedule(&entries[i], epoch.Add(time.Minute), rec.fn(i))
 	}
-	require.Equal(t, len(entries), reauth.Stale(s))
+	require.Equal(t, len(entries), deadline.Stale(s))
 	clock.Set(epoch.Add(time.Hour))
 	got := rec.firings()
 	require.Len(t, got, len(entries))
@@ -269,10 +270,10 @@ func TestSeqWrapKeepsStale(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var e reauth.Entry
-	reauth.SetSeq(s, 7)
+	var e deadline.Entry
+	deadline.SetSeq(s, 7)
 	s.Schedule(&e, epoch.Add(time.Second), rec.fn(0))
-	reauth.SetSeq(s, 7) // as after 2^32 more Schedule calls
+	deadline.SetSeq(s, 7) // as after 2^32 more Schedule calls
 	s.Schedule(&e, epoch.Add(time.Hour), rec.fn(1))
 	clock.Advance(time.Minute)
 	assert.Empty(t, rec.ids(), "ran at the deadline it was moved away from")
@@ -286,11 +287,11 @@ func TestSeqWrapKeepsStale(t *testing.T) {
 func TestStaleWakeups(t *testing.T) {
 	t.Parallel()
 	clock := &capturingClock{Clock: wsauthtest.NewClock(epoch)}
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 	rec := &recorder{clock: clock}
 	const n = 100
-	entries := make([]reauth.Entry, n)
+	entries := make([]deadline.Entry, n)
 	for i := range entries {
 		s.Schedule(&entries[i], epoch.Add(time.Duration(i+1)*time.Second), rec.fn(i))
 	}
@@ -300,19 +301,19 @@ func TestStaleWakeups(t *testing.T) {
 	clock.Advance(time.Second)
 	// A firing refreshes a few slots ahead, not every stale one: they
 	// may move again before their old deadline.
-	assert.Greater(t, reauth.Stale(s), n/2)
+	assert.Greater(t, deadline.Stale(s), n/2)
 	clock.Advance((n - 1) * time.Second)
 	assert.Empty(t, rec.ids())
-	assert.Zero(t, reauth.Stale(s))
+	assert.Zero(t, deadline.Stale(s))
 	assert.LessOrEqual(t, len(clock.fns), n/5, "timer wakeups for %d stale entries", n)
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 }
 
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var a, b, never reauth.Entry
+	var a, b, never deadline.Entry
 	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
 	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
 
@@ -349,7 +350,7 @@ func TestCancelFromCallback(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
 			rec := &recorder{clock: clock}
-			var killer, victim reauth.Entry
+			var killer, victim deadline.Entry
 			var cancelled bool
 			s.Schedule(&killer, epoch.Add(time.Second), func() {
 				cancelled = s.Cancel(&victim)
@@ -381,7 +382,7 @@ func TestScheduleFromCallback(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
 			rec := &recorder{clock: clock}
-			var outer, nested reauth.Entry
+			var outer, nested deadline.Entry
 			s.Schedule(&outer, epoch.Add(time.Second), func() {
 				rec.fn(0)()
 				s.Schedule(&nested, clock.Now().Add(tt.after), rec.fn(1))
@@ -397,7 +398,7 @@ func TestPeriodicSelfReschedule(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var e reauth.Entry
+	var e deadline.Entry
 	var tick func()
 	tick = func() {
 		rec.fn(0)()
@@ -424,7 +425,7 @@ func TestPastDeadlinesFireOnNextFiring(t *testing.T) {
 			t.Parallel()
 			s, clock := newScheduler(t)
 			rec := &recorder{clock: clock}
-			var e reauth.Entry
+			var e deadline.Entry
 			s.Schedule(&e, tt.at, rec.fn(0))
 			assert.Empty(t, rec.ids(), "Schedule must not run fn itself")
 			clock.Advance(0)
@@ -437,7 +438,7 @@ func TestFarFutureNeverFires(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var e reauth.Entry
+	var e deadline.Entry
 	// Beyond what a Duration from the Scheduler's origin can hold.
 	s.Schedule(&e, epoch.AddDate(1000, 0, 0), rec.fn(0))
 	clock.Advance(100 * 365 * 24 * time.Hour)
@@ -449,7 +450,7 @@ func TestStop(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var a, b, c reauth.Entry
+	var a, b, c deadline.Entry
 	s.Schedule(&a, epoch.Add(time.Second), rec.fn(0))
 	s.Schedule(&b, epoch.Add(2*time.Second), rec.fn(1))
 	s.Stop()
@@ -476,7 +477,7 @@ func TestStopFromCallback(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var stopper, sameBatch, later reauth.Entry
+	var stopper, sameBatch, later deadline.Entry
 	s.Schedule(&stopper, epoch.Add(time.Second), func() {
 		rec.fn(0)()
 		s.Stop()
@@ -493,10 +494,10 @@ func TestStopFromCallback(t *testing.T) {
 func TestStaleTimerIsHarmless(t *testing.T) {
 	t.Parallel()
 	clock := &capturingClock{Clock: wsauthtest.NewClock(epoch)}
-	s := reauth.New(clock)
+	s := deadline.New(clock)
 	defer s.Stop()
 	rec := &recorder{clock: clock}
-	var a, b reauth.Entry
+	var a, b deadline.Entry
 	s.Schedule(&a, epoch.Add(2*time.Second), rec.fn(0))
 	s.Schedule(&b, epoch.Add(time.Second), rec.fn(1)) // new earliest: re-arms
 	require.Len(t, clock.fns, 2)
@@ -504,13 +505,13 @@ func TestStaleTimerIsHarmless(t *testing.T) {
 	clock.Set(epoch.Add(3 * time.Second))
 	require.Equal(t, []int{1, 0}, rec.ids())
 	// Both timers' funcs, run again as if they had raced their Stop.
-	var c reauth.Entry
+	var c deadline.Entry
 	s.Schedule(&c, epoch, rec.fn(2)) // due, timer armed but not yet fired
 	for _, fn := range clock.fns[:2] {
 		fn()
 	}
 	assert.Equal(t, []int{1, 0}, rec.ids(), "stale timer ran a callback")
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 
 	s.Stop()
 	for _, fn := range clock.fns {
@@ -535,7 +536,7 @@ func TestOneTimerArmed(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	entries := make([]reauth.Entry, 100)
+	entries := make([]deadline.Entry, 100)
 	for i := range entries {
 		// Each one earlier than the last: every Schedule re-arms.
 		s.Schedule(&entries[i], epoch.Add(time.Duration(len(entries)-i)*time.Second), rec.fn(i))
@@ -553,7 +554,7 @@ func TestOneTimerArmed(t *testing.T) {
 func TestLen(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
-	var e [3]reauth.Entry
+	var e [3]deadline.Entry
 	nop := func() {}
 	steps := []struct {
 		name string
@@ -581,8 +582,8 @@ func TestMisusePanics(t *testing.T) {
 	t.Parallel()
 	s1, _ := newScheduler(t)
 	s2, _ := newScheduler(t)
-	var e reauth.Entry
-	var other reauth.Entry
+	var e deadline.Entry
+	var other deadline.Entry
 	s1.Schedule(&e, epoch.Add(time.Second), func() {})
 	// With an entry of its own, s2's heap has a slot at e's position.
 	s2.Schedule(&other, epoch.Add(time.Second), func() {})
@@ -605,11 +606,11 @@ func TestCallbackPanic(t *testing.T) {
 	t.Parallel()
 	s, clock := newScheduler(t)
 	rec := &recorder{clock: clock}
-	var bad, good reauth.Entry
+	var bad, good deadline.Entry
 	s.Schedule(&bad, epoch.Add(time.Second), func() { panic("boom") })
 	s.Schedule(&good, epoch.Add(time.Second), rec.fn(1))
 	assert.PanicsWithValue(t, "boom", func() { clock.Advance(time.Second) })
-	require.NoError(t, reauth.CheckInvariants(s))
+	require.NoError(t, deadline.CheckInvariants(s))
 	clock.Advance(0)
 	assert.Equal(t, []int{1}, rec.ids())
 }
@@ -618,7 +619,7 @@ func TestCallbackPanic(t *testing.T) {
 // millisecond deadlines.
 func TestSystemClock(t *testing.T) {
 	t.Parallel()
-	s := reauth.New(nil)
+	s := deadline.New(nil)
 	defer s.Stop()
 
 	type result struct {
@@ -627,7 +628,7 @@ func TestSystemClock(t *testing.T) {
 	}
 	results := make(chan result, 4)
 	start := time.Now()
-	var entries [5]reauth.Entry
+	var entries [5]deadline.Entry
 	offsets := []time.Duration{3 * time.Millisecond, time.Millisecond, -time.Second, 2 * time.Millisecond}
 	for i, off := range offsets {
 		deadline := start.Add(off)

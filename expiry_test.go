@@ -182,7 +182,7 @@ func TestReauthFailures(t *testing.T) {
 	cases := []struct {
 		name   string
 		token  func() string
-		code   wsauth.CloseCode // 0: not closed
+		code   protocol.CloseCode // 0: not closed
 		reason string
 	}{
 		{"other subject", func() string { return e.idp.Token("someone-else", time.Hour) }, protocol.CloseForbidden, "subject changed"},
@@ -203,7 +203,7 @@ func TestReauthFailures(t *testing.T) {
 				return
 			}
 			ef := readType(t, c, "error")
-			assert.Equal(t, float64(wsauth.ErrorCodeReauthRequired), ef["code"])
+			assert.Equal(t, float64(protocol.ErrorReauthRequired), ef["code"])
 			assert.Equal(t, tc.reason, ef["message"])
 			assert.NotContains(t, ef, "ref")
 			// Still the same session, still active.
@@ -242,14 +242,14 @@ func TestReauthBudget(t *testing.T) {
 	for range 3 {
 		require.NoError(t, c.Auth(tok))
 		ef := readType(t, c, "error")
-		assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), ef["code"])
+		assert.Equal(t, float64(protocol.ErrorTooManyRequests), ef["code"])
 		assert.Equal(t, "too many auth frames", ef["message"])
 	}
 	e.clock.Advance(time.Second)
 	require.NoError(t, c.Auth(tok))
 	readType(t, c, "auth_ok")
 	require.NoError(t, c.Auth(tok))
-	assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), readType(t, c, "error")["code"])
+	assert.Equal(t, float64(protocol.ErrorTooManyRequests), readType(t, c, "error")["code"])
 
 	// The answer to reauth_required is always verified, however soon.
 	e.clock.Advance(2*time.Hour - 31*time.Second) // past exp - lead
@@ -258,7 +258,7 @@ func TestReauthBudget(t *testing.T) {
 	readType(t, c, "auth_ok")
 	// And only the answer: the next frame within the second is refused.
 	require.NoError(t, c.Auth(e.idp.Token("hugo", 3*time.Hour)))
-	assert.Equal(t, float64(wsauth.ErrorCodeTooManyRequests), readType(t, c, "error")["code"])
+	assert.Equal(t, float64(protocol.ErrorTooManyRequests), readType(t, c, "error")["code"])
 }
 
 // TestReauthSameExpKeepsSchedule: a reauthentication whose token expires no
@@ -291,7 +291,7 @@ func TestExpiryPolicies(t *testing.T) {
 		e.clock.Advance(time.Minute - time.Millisecond)
 		quiet(t, c) // no reauth_required with ExpiryClose
 		e.clock.Advance(time.Millisecond)
-		e.expectClose(c, protocol.CloseSessionExpired, "token expired")
+		e.expectClose(c, protocol.CloseSessionExpired, "session expired")
 	})
 	t.Run("ignore", func(t *testing.T) {
 		t.Parallel()

@@ -1,0 +1,210 @@
+package wsauth
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsauth/wsauth/internal/outbox"
+	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/session"
+)
+
+// Accepting a connection: the checks before the upgrade, which refuse with
+// plain HTTP statuses, the upgrade itself, and the session it starts.
+
+// ServeHTTP checks the request, upgrades it and runs the connection until it
+// closes. Refusals happen before the upgrade, as plain HTTP responses: 405
+// for a method other than GET, 426 for a request that is not a WebSocket
+// upgrade or asks for a WebSocket version other than 13, 400 for a missing
+// or malformed Sec-WebSocket-Key, 403 for a disallowed Origin, 503 with
+// Retry-After when the server is shutting down or a pending-connection cap
+// is full.
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
+		r.Header.Get("Sec-WebSocket-Version") != "13" || len(r.Header.Values("Sec-WebSocket-Version")) != 1 {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	if !validKey(r.Header.Values("Sec-WebSocket-Key")) {
+		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
+		return
+	}
+	if !srv.opts.originAllowed(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if srv.isClosing() {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ip := srv.opts.ClientIP(r)
+	if !srv.pending.acquire(ip) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many pending connections", http.StatusServiceUnavailable)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		srv.pending.release(ip)
+		http.Error(w, "websocket not supported on this connection", http.StatusInternalServerError)
+		return
+	}
+	netConn, brw, err := hj.Hijack()
+	if err != nil {
+		srv.pending.release(ip)
+		return
+	}
+	gc := &gateConn{Conn: netConn, writeTimeout: srv.opts.WriteTimeout, gate: frameGate{
+		maxMessage: uint64(srv.opts.MaxPreAuthFrame),
+		maxTotal:   2 * uint64(srv.opts.MaxPreAuthFrame),
+	}}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		gc.prefix = append([]byte(nil), b...)
+	}
+	upgrader := srv.plain
+	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
+		upgrader = srv.versioned
+	}
+	// Backstop only: the auth deadline is the scheduler's. This read deadline
+	// is cleared on authentication. gateConn keeps gws from moving it.
+	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
+	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), forGWS(r))
+	if err != nil {
+		// gws wrote a 400 and called gc.Close, which only shuts the write
+		// side: the socket itself is ours to close.
+		_ = netConn.Close()
+		srv.pending.release(ip)
+		return
+	}
+	s := srv.newSession(socket, gc, ip, r.RemoteAddr)
+	if !srv.track(s) {
+		s.close(closeShutdown)
+		s.finish(nil)
+		return
+	}
+	// Run the read loop on a goroutine of its own and return: net/http then
+	// releases the request's buffered reader and writer, about 10 KiB per
+	// connection that a hijacked connection no longer uses.
+	go func() {
+		defer srv.wg.Done()
+		defer s.recoverReadLoop()
+		socket.ReadLoop() // returns after OnClose, that is after finish
+	}()
+}
+
+// validKey reports whether the request carries exactly one
+// Sec-WebSocket-Key that is the base64 encoding of 16 bytes (RFC 6455
+// section 4.1).
+func validKey(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(values[0])
+	return err == nil && len(b) == 16
+}
+
+// forGWS returns r with the headers gws reads in the form it reads them.
+// gws looks only at the first value of each header and matches Upgrade
+// exactly, where ServeHTTP accepted a token in any value: a request with
+// two Connection headers, or wsauth.v1 in a second Sec-WebSocket-Protocol
+// header, would pass wsauth's checks and then fail inside gws, after the
+// hijack. ServeHTTP has checked these headers already.
+func forGWS(r *http.Request) *http.Request {
+	protos := r.Header.Values("Sec-WebSocket-Protocol")
+	if len(protos) <= 1 && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") {
+		return r // as gws reads it already: the common case costs no copy
+	}
+	h := r.Header.Clone()
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", "websocket")
+	if len(protos) > 1 {
+		h.Set("Sec-WebSocket-Protocol", strings.Join(protos, ","))
+	}
+	r2 := *r
+	r2.Header = h
+	return &r2
+}
+
+func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string) *Session {
+	s := &Session{
+		srv:         srv,
+		id:          newSessionID(),
+		ip:          ip,
+		remoteAddr:  remote,
+		socket:      socket,
+		conn:        gc,
+		state:       session.Pending,
+		pendingSlot: true,
+		paused:      true,
+		outbox:      outbox.New(srv.opts.BufferMessages, srv.opts.BufferBytes),
+	}
+	s.drained.L = &s.mu
+	s.drainFn, s.timerFn = s.drain, s.onTimer
+	s.ctx, s.cancel = context.WithCancel(srv.ctx)
+	gc.sess = s
+	gc.onViolation = s.onGateViolation
+	s.mu.Lock()
+	s.authDeadline = srv.opts.Clock.Now().Add(srv.opts.AuthTimeout)
+	s.setPhaseLocked(phaseAuth, s.authDeadline)
+	s.mu.Unlock()
+	return s
+}
+
+// track adds s to the running connections unless the server is closing.
+func (srv *Server) track(s *Session) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.conns[s] = struct{}{}
+	srv.wg.Add(1)
+	return true
+}
+
+func (srv *Server) forget(s *Session) {
+	srv.mu.Lock()
+	delete(srv.conns, s)
+	srv.mu.Unlock()
+}
+
+func (srv *Server) isClosing() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closing
+}
+
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// headerHasToken reports whether a comma-separated header contains token,
+// case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
