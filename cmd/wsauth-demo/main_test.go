@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,9 @@ func TestStaticFiles(t *testing.T) {
 
 func TestBroadcastBetweenClients(t *testing.T) {
 	t.Parallel()
-	d := startDemo(t)
+	// -tick 0: ticks are on by default, and a tick could come before the
+	// broadcast this test reads.
+	d := startDemo(t, "-tick", "0")
 	alice, ok := d.login(t, d.token(t, "alice", time.Minute))
 	assert.Equal(t, "alice", ok["sub"])
 	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
@@ -265,6 +268,41 @@ func TestShutdownClosesSessionsWith1001(t *testing.T) {
 	}
 	_, err = httpClient.Get(d.base + "/")
 	require.Error(t, err, "still serving after run returned")
+}
+
+// TestDefaultsShowTheWholeCycle holds the demo to what README promises a
+// first-time user who runs it without flags: ticks arrive, and the page's
+// preselected token TTL brings a reauthentication within the first minute
+// (the server asks at exp - min(30s, TTL/2)).
+func TestDefaultsShowTheWholeCycle(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, cfg.tick, "default -tick")
+	cfg, err = parseFlags([]string{"-tick", "0"}, io.Discard)
+	require.NoError(t, err)
+	assert.Zero(t, cfg.tick, "-tick 0 turns ticks off")
+
+	var help bytes.Buffer
+	_, err = parseFlags([]string{"-h"}, &help)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	assert.Contains(t, help.String(), "e.g. 1s", "-tick help gives an example")
+	assert.Contains(t, help.String(), "(0: off) (default 1s)")
+
+	page, err := static.ReadFile("static/index.html")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`<option value="([^"]+)" selected>`).FindAllSubmatch(page, -1)
+	require.Len(t, m, 1, "one preselected token TTL")
+	ttl, err := time.ParseDuration(string(m[0][1]))
+	require.NoError(t, err)
+	assert.LessOrEqual(t, ttl/2, 30*time.Second, "the first reauth_required comes within 30s")
+	assert.GreaterOrEqual(t, ttl, 10*time.Second, "long enough to watch a token live")
+
+	// No flag: ticks arrive.
+	d := startDemo(t)
+	c, _ := d.login(t, d.token(t, "erin", time.Minute))
+	c.Timeout = 3 * time.Second
+	assert.Equal(t, 1, tickOf(readType(t, c, "message")))
 }
 
 func TestCommandLineErrors(t *testing.T) {
