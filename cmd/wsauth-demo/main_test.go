@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -79,12 +81,39 @@ func TestTokenEndpoint(t *testing.T) {
 		}
 	})
 
+	// What docs/protocol.md's appendix says of the token.
+	t.Run("token claims", func(t *testing.T) {
+		t.Parallel()
+		status, m := d.post(t, `{"sub":"alice","ttl":"30s"}`)
+		require.Equal(t, http.StatusOK, status)
+		parts := strings.Split(m["token"].(string), ".")
+		require.Len(t, parts, 3, "a compact JWS")
+		var header, claims map[string]any
+		for i, v := range []*map[string]any{&header, &claims} {
+			b, err := base64.RawURLEncoding.DecodeString(parts[i])
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, v))
+		}
+		assert.Equal(t, "RS256", header["alg"])
+		assert.NotEmpty(t, header["kid"])
+		assert.Equal(t, d.base, claims["iss"])
+		assert.Equal(t, "wsauth-demo", claims["aud"])
+		assert.Equal(t, "alice", claims["sub"])
+		assert.Equal(t, m["exp"], claims["exp"])
+		assert.Equal(t, claims["iat"], claims["nbf"])
+		assert.InDelta(t, 30, claims["exp"].(float64)-claims["iat"].(float64), 1)
+	})
+
 	t.Run("GET", func(t *testing.T) {
 		t.Parallel()
 		resp, err := httpClient.Get(d.base + "/token")
 		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		require.NoError(t, err)
 		assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+		assert.Equal(t, http.MethodPost, resp.Header.Get("Allow"))
+		assert.JSONEq(t, `{"error":"use POST"}`, string(body))
 	})
 }
 
