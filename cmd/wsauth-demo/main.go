@@ -1,7 +1,8 @@
 // Command wsauth-demo is a chat server built on wsauth, with a browser page
 // and, by default, an embedded development identity provider.
 //
-//	go run ./cmd/wsauth-demo -addr 127.0.0.1:8080 -tick 1s
+//	go run ./cmd/wsauth-demo                # http://127.0.0.1:8080, ticks every 1s
+//	go run ./cmd/wsauth-demo -tick 0        # no ticks
 //
 // It serves:
 //
@@ -12,9 +13,10 @@
 //	GET  /.well-known/jwks.json   dev IdP: its JWK Set
 //
 // Every message a client sends is broadcast to every session as
-// {"from":<sub>,"data":<data>}. With -tick D every session is also sent
-// {"tick":N} every D, N counting 1, 2, 3… per session, which makes gaps and
-// duplicates across reauthentications visible.
+// {"from":<sub>,"data":<data>}. Every session is also sent {"tick":N} every
+// -tick interval (default 1s; -tick 0 turns ticks off), N counting 1, 2, 3…
+// per session, which makes gaps and duplicates across reauthentications
+// visible.
 //
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
@@ -92,6 +94,10 @@ type config struct {
 // defaultAudience is the "aud" of the development IdP's tokens.
 const defaultAudience = "wsauth-demo"
 
+// defaultTick is on, so that the page shows the tick counter running
+// across reauthentications without any flag.
+const defaultTick = time.Second
+
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("wsauth-demo", flag.ContinueOnError)
@@ -101,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.issuer, "issuer", "", "\"iss\" of the external identity provider's tokens (with -jwks)")
 	fs.StringVar(&cfg.audience, "audience", "", "accepted \"aud\" (required with -jwks; default "+defaultAudience+")")
 	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "default lifetime of the development IdP's tokens (at most 24h)")
-	fs.DurationVar(&cfg.tick, "tick", 0, "send every session {\"tick\":N} every `interval` (0: off)")
+	fs.DurationVar(&cfg.tick, "tick", defaultTick, "send every session {\"tick\":N} every `interval`, e.g. 1s or 250ms (0: off)")
 	fs.DurationVar(&cfg.idle, "idle-timeout", time.Minute, "close idle keep-alive HTTP connections after this long")
 	o := &cfg.opts
 	fs.DurationVar(&o.AuthTimeout, "auth-timeout", 0, "time a connection has to authenticate (0: wsauth default 5s)")

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -78,12 +81,39 @@ func TestTokenEndpoint(t *testing.T) {
 		}
 	})
 
+	// What docs/protocol.md's appendix says of the token.
+	t.Run("token claims", func(t *testing.T) {
+		t.Parallel()
+		status, m := d.post(t, `{"sub":"alice","ttl":"30s"}`)
+		require.Equal(t, http.StatusOK, status)
+		parts := strings.Split(m["token"].(string), ".")
+		require.Len(t, parts, 3, "a compact JWS")
+		var header, claims map[string]any
+		for i, v := range []*map[string]any{&header, &claims} {
+			b, err := base64.RawURLEncoding.DecodeString(parts[i])
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, v))
+		}
+		assert.Equal(t, "RS256", header["alg"])
+		assert.NotEmpty(t, header["kid"])
+		assert.Equal(t, d.base, claims["iss"])
+		assert.Equal(t, "wsauth-demo", claims["aud"])
+		assert.Equal(t, "alice", claims["sub"])
+		assert.Equal(t, m["exp"], claims["exp"])
+		assert.Equal(t, claims["iat"], claims["nbf"])
+		assert.InDelta(t, 30, claims["exp"].(float64)-claims["iat"].(float64), 1)
+	})
+
 	t.Run("GET", func(t *testing.T) {
 		t.Parallel()
 		resp, err := httpClient.Get(d.base + "/token")
 		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		require.NoError(t, err)
 		assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+		assert.Equal(t, http.MethodPost, resp.Header.Get("Allow"))
+		assert.JSONEq(t, `{"error":"use POST"}`, string(body))
 	})
 }
 
@@ -114,7 +144,9 @@ func TestStaticFiles(t *testing.T) {
 
 func TestBroadcastBetweenClients(t *testing.T) {
 	t.Parallel()
-	d := startDemo(t)
+	// -tick 0: ticks are on by default, and a tick could come before the
+	// broadcast this test reads.
+	d := startDemo(t, "-tick", "0")
 	alice, ok := d.login(t, d.token(t, "alice", time.Minute))
 	assert.Equal(t, "alice", ok["sub"])
 	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
@@ -265,6 +297,41 @@ func TestShutdownClosesSessionsWith1001(t *testing.T) {
 	}
 	_, err = httpClient.Get(d.base + "/")
 	require.Error(t, err, "still serving after run returned")
+}
+
+// TestDefaultsShowTheWholeCycle holds the demo to what README promises a
+// first-time user who runs it without flags: ticks arrive, and the page's
+// preselected token TTL brings a reauthentication within the first minute
+// (the server asks at exp - min(30s, TTL/2)).
+func TestDefaultsShowTheWholeCycle(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, cfg.tick, "default -tick")
+	cfg, err = parseFlags([]string{"-tick", "0"}, io.Discard)
+	require.NoError(t, err)
+	assert.Zero(t, cfg.tick, "-tick 0 turns ticks off")
+
+	var help bytes.Buffer
+	_, err = parseFlags([]string{"-h"}, &help)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	assert.Contains(t, help.String(), "e.g. 1s", "-tick help gives an example")
+	assert.Contains(t, help.String(), "(0: off) (default 1s)")
+
+	page, err := static.ReadFile("static/index.html")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`<option value="([^"]+)" selected>`).FindAllSubmatch(page, -1)
+	require.Len(t, m, 1, "one preselected token TTL")
+	ttl, err := time.ParseDuration(string(m[0][1]))
+	require.NoError(t, err)
+	assert.LessOrEqual(t, ttl/2, 30*time.Second, "the first reauth_required comes within 30s")
+	assert.GreaterOrEqual(t, ttl, 10*time.Second, "long enough to watch a token live")
+
+	// No flag: ticks arrive.
+	d := startDemo(t)
+	c, _ := d.login(t, d.token(t, "erin", time.Minute))
+	c.Timeout = 3 * time.Second
+	assert.Equal(t, 1, tickOf(readType(t, c, "message")))
 }
 
 func TestCommandLineErrors(t *testing.T) {
