@@ -1,7 +1,6 @@
 package wsauth_test
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -117,13 +116,7 @@ func TestMalformedFrameWhileExpiredCloses4400(t *testing.T) {
 // Sec-WebSocket-Protocol answer, and then speaks wsauth.v1 like any other.
 func TestUnknownSubprotocolsOnly(t *testing.T) {
 	t.Parallel()
-	subprotocols := make(chan string, 1)
-	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
-		o.OnAuthenticated = func(_ context.Context, s *wsauth.Session) error {
-			subprotocols <- s.Subprotocol()
-			return nil
-		}
-	}})
+	h := newHostileEnv(t, hostileOptions{})
 	c, err := wstest.Dial(h.url, http.Header{"Sec-WebSocket-Protocol": {"chat, wsauth.v2"}})
 	require.NoError(t, err, "the upgrade was refused")
 	defer c.Close()
@@ -131,7 +124,6 @@ func TestUnknownSubprotocolsOnly(t *testing.T) {
 
 	require.NoError(t, c.Auth(h.idp.Token("dave", time.Hour)))
 	readType(t, c, "auth_ok")
-	assert.Equal(t, "", <-subprotocols)
 	require.NoError(t, c.WriteText(`{"type":"message","id":"m","data":"hi"}`))
 	m := h.nextMessageT(t)
 	assert.Equal(t, "m", m.id)
@@ -140,18 +132,18 @@ func TestUnknownSubprotocolsOnly(t *testing.T) {
 
 // TestKeepaliveAfterAuth: an authenticated socket has no idle timeout and
 // the server sends no pings of its own; it answers the client's pings. The
-// pre-auth read deadline (AuthTimeout + WriteTimeout, in real time: 2 s
+// pre-auth read deadline (AuthTimeout + WriteTimeout, in real time: 1 s
 // here) is gone once the session is authenticated.
 func TestKeepaliveAfterAuth(t *testing.T) {
 	t.Parallel()
 	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
-		o.AuthTimeout, o.WriteTimeout = time.Second, time.Second
+		o.AuthTimeout, o.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond
 	}})
 	c, _ := h.loginT(t, h.idp.Token("erin", time.Hour))
 
 	// Idle past the pre-auth read deadline: not a frame, not a ping, not a
 	// close arrives.
-	c.Timeout = 3 * time.Second
+	c.Timeout = 1500 * time.Millisecond
 	op, p, err := c.ReadFrame()
 	var ne net.Error
 	require.True(t, errors.As(err, &ne) && ne.Timeout(), "want silence, got opcode %d %q, err %v", op, p, err)
