@@ -88,10 +88,10 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 			// is the client's 4408, not a verdict on its token.
 			return Identity{}, closeAuthTimeout
 		}
-		reason := refusalReason(err)
+		ce := refusal(err)
 		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
-			"reauth", !first, "reason", reason)
-		return Identity{}, &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: reason}
+			"reauth", !first, "code", int(ce.Code), "reason", ce.Reason)
+		return Identity{}, ce
 	}
 	if srv.opts.Expiry != ExpiryIgnore {
 		if ident.ExpiresAt.IsZero() {

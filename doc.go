@@ -21,7 +21,6 @@
 // jwks provides the Verifier (jwks.New with your IdP's issuer, JWKS URL and
 // audience); the package Example runs this code against a test IdP.
 //
-//	var srv *wsauth.Server
 //	srv, err := wsauth.New(wsauth.Options{
 //		Verifier: verifier,
 //		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
@@ -34,7 +33,7 @@
 //			to := wsauth.Principal{Issuer: from.Issuer, Subject: in.To}
 //			// With the handler's ctx, a receiver that is behind slows
 //			// this sender down instead of losing the message.
-//			_, err := srv.SendToPrincipal(ctx, to, out)
+//			_, err := s.Server().SendToPrincipals(ctx, out, to)
 //			return err
 //		},
 //	})

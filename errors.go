@@ -30,8 +30,8 @@ func (e *MessageError) Error() string { return "wsauth: message refused: " + e.M
 
 // The fixed close reasons of the server. A reason never carries client
 // input or a token, and names one code only: docs/protocol.md lists them.
-// (4401 also carries the name of the check a token failed, which the
-// Verifier gives: see Verifier.)
+// (4401 and 1013 also carry the name of the check a token failed, which
+// the Verifier gives: see Verifier.)
 var (
 	// Before authentication.
 	closeAuthRequired = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "auth required"}
@@ -42,6 +42,7 @@ var (
 	closeMalformed = &protocol.CloseError{Code: protocol.CloseMalformed, Reason: "malformed frame"}
 	closeTooLarge  = &protocol.CloseError{Code: protocol.CloseTooLarge, Reason: "frame too large"}
 	// Tokens the Verifier accepted that the server refuses.
+	closeInvalidToken = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "invalid token"}
 	closeMissingExp   = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "missing exp"}
 	closeMissingSub   = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "missing sub"}
 	closeTokenExpired = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "token expired"}

@@ -54,7 +54,6 @@ func Example() {
 	idp, verifier := exampleIdP(ctx, mux, hs.URL)
 	defer verifier.Close()
 
-	var srv *wsauth.Server
 	srv, err := wsauth.New(wsauth.Options{
 		Verifier: verifier,
 		OnMessage: func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
@@ -67,7 +66,7 @@ func Example() {
 			to := wsauth.Principal{Issuer: from.Issuer, Subject: in.To}
 			// With the handler's ctx, a receiver that is behind slows
 			// this sender down instead of losing the message.
-			_, err := srv.SendToPrincipal(ctx, to, out)
+			_, err := s.Server().SendToPrincipals(ctx, out, to)
 			return err
 		},
 	})

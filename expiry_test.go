@@ -27,7 +27,7 @@ func quiet(t *testing.T, c *wstest.Conn) {
 
 func send(t *testing.T, e *env, sub string, data string) {
 	t.Helper()
-	n, err := e.srv.SendToPrincipal(context.Background(), e.p(sub), json.RawMessage(data))
+	n, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(data), e.p(sub))
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 }
@@ -153,7 +153,7 @@ func TestGraceDeadlineCloses4440AndHandsOverUndelivered(t *testing.T) {
 	_, _, err := c.ReadFrame()
 	assert.Error(t, err)
 	assert.Equal(t, 0, e.srv.Len())
-	_, err = e.srv.SendToPrincipal(context.Background(), e.p("eve"), json.RawMessage(`"c"`))
+	_, err = e.srv.SendToPrincipals(context.Background(), json.RawMessage(`"c"`), e.p("eve"))
 	require.NoError(t, err)
 }
 

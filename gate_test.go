@@ -3,6 +3,7 @@ package wsauth
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -195,5 +196,33 @@ func TestGateConnWriteDeadline(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		_ = stalled.Close()
 		t.Fatal("a write to a peer that does not read was not bounded")
+	}
+}
+
+// BenchmarkFrameGate measures what the per-frame header check costs an
+// authenticated connection (red team item 1): the stream of masked client
+// frames is fed to the gate in 4 KiB reads, as gws's reader asks for them.
+// ns/op is per frame; the echo benchmarks (bench/) put it beside the whole
+// cost of a message.
+func BenchmarkFrameGate(b *testing.B) {
+	for _, size := range []int{64, 1024, 16 << 10} {
+		b.Run(fmt.Sprintf("payload=%d", size), func(b *testing.B) {
+			f := frame(true, 1, size)
+			stream := repeatFrames(max(1, 64<<10/len(f)), f)
+			frames := len(stream) / len(f)
+			var g frameGate
+			g.authenticated(1 << 20)
+			b.SetBytes(int64(len(f)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i += frames {
+				for p := stream; len(p) > 0; {
+					n := min(len(p), 4096)
+					if err := g.feed(p[:n]); err != nil {
+						b.Fatal(err)
+					}
+					p = p[n:]
+				}
+			}
+		})
 	}
 }

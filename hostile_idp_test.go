@@ -2,6 +2,12 @@ package wsauth_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,16 +15,26 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/client"
+	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/wsauthtest"
 )
 
 // authFails opens a socket, sends token and expects 4401 with reason.
 func (h *hostileEnv) authFails(t *testing.T, token, reason string) {
 	t.Helper()
+	h.authClosed(t, token, protocol.CloseUnauthorized, reason)
+}
+
+// authClosed opens a connection, authenticates with token and requires
+// the server to close it with code and reason.
+func (h *hostileEnv) authClosed(t *testing.T, token string, code protocol.CloseCode, reason string) {
+	t.Helper()
 	c := h.open(t, nil)
 	require.NoError(t, c.Auth(token))
-	h.refused(t, c, protocol.CloseUnauthorized, reason)
+	h.refused(t, c, code, reason)
 }
 
 // TestHostileIdentityProvider: a flaky identity provider, seen from the
@@ -34,16 +50,18 @@ func TestHostileIdentityProvider(t *testing.T) {
 		idp := h.idp
 		tok := idp.Token("ursula", time.Hour)
 		fetches := idp.Fetches()
-		// The first token may trigger one refetch, which fails too.
-		h.authFails(t, tok, "keys unavailable")
-		assert.LessOrEqual(t, idp.Fetches()-fetches, 1)
+		// No keys is the provider's fault, not the token's: 1013, which
+		// clients retry. The first token triggers one refetch, which
+		// fails too; the next backs off.
+		h.authClosed(t, tok, protocol.CloseTryAgainLater, "keys unavailable")
+		assert.Equal(t, 1, idp.Fetches()-fetches)
 		fetches = idp.Fetches()
-		h.authFails(t, tok, "keys unavailable")
 		idp.SetDown(false)
-		// Up again, but no refetch is allowed before UnknownKIDRate passes.
-		h.authFails(t, tok, "keys unavailable")
-		assert.Equal(t, fetches, idp.Fetches(), "refetches inside the rate window")
-		h.clock.Advance(rate)
+		h.authClosed(t, tok, protocol.CloseTryAgainLater, "keys unavailable")
+		assert.Equal(t, fetches, idp.Fetches(), "refetches inside the backoff")
+		// Up again: the next login after the backoff (at most 5 s, not
+		// UnknownKIDRate) gets in.
+		h.clock.Advance(5 * time.Second)
 		_, ok := h.loginT(t, idp.Token("ursula", time.Hour))
 		assert.Equal(t, "ursula", ok["sub"])
 		assert.Equal(t, fetches+1, idp.Fetches())
@@ -182,4 +200,91 @@ func TestHostileIdentityProvider(t *testing.T) {
 		h.clock.Advance(rate)
 		h.authFails(t, idp.SignWith(nil, nil, map[string]any{"kid": retired}, h.claimsFor(idp, "zoe")), "unknown key")
 	})
+}
+
+// TestIdPDownAtRestart is the whole story of issue 19's first-use item 8: a
+// server restarts while its identity provider is unreachable. Its clients,
+// reconnecting after the 1001 of the shutdown, are refused with 1013 "keys
+// unavailable", which they retry, instead of 4401, which logged them out
+// for good; once the provider is back, everyone is in within one backoff
+// of the verifier (5 s on its clock) and one of the client's.
+func TestIdPDownAtRestart(t *testing.T) {
+	t.Parallel()
+	const users = 3
+	clock := wsauthtest.NewClock(epoch)
+	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})
+	idp.SetNow(clock.Now)
+	logger, _ := testlog.New()
+	var current atomic.Pointer[wsauth.Server]
+	closes := make(chan *protocol.CloseError, 1000) // what the servers closed with
+	start := func() (*wsauth.Server, *jwks.Verifier) {
+		v, err := jwks.New(t.Context(), jwks.Options{Now: clock.Now, Logger: logger, Issuers: []jwks.Issuer{{
+			Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{idp.Audience()},
+		}}})
+		require.NoError(t, err)
+		srv, err := wsauth.New(wsauth.Options{Verifier: v, Clock: clock, Logger: logger,
+			OnClose: func(_ *wsauth.Session, ce *protocol.CloseError) {
+				select {
+				case closes <- ce:
+				default:
+				}
+			}})
+		require.NoError(t, err)
+		current.Store(srv)
+		return srv, v
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) }))
+	defer hs.Close()
+	first, firstV := start()
+
+	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+	var clients []*client.Client
+	for i := range users {
+		sub := fmt.Sprintf("user%d", i)
+		c, err := client.Dial(t.Context(), url, client.Options{
+			Token:   client.TokenFunc(func(context.Context) (string, error) { return idp.Token(sub, time.Hour), nil }),
+			Backoff: client.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond},
+			Logger:  logger,
+		})
+		require.NoError(t, err)
+		defer c.Close()
+		clients = append(clients, c)
+	}
+
+	// The provider goes down; the server restarts with a verifier that
+	// could fetch no key.
+	idp.SetDown(true)
+	second, secondV := start()
+	defer func() {
+		require.NoError(t, second.Shutdown(context.Background()))
+		secondV.Close()
+	}()
+	require.NoError(t, first.Shutdown(context.Background()))
+	firstV.Close()
+
+	// The clients are refused with 1013, and keep trying.
+	seen := map[protocol.CloseError]int{}
+	deadline := time.After(10 * time.Second)
+	for seen[protocol.CloseError{Code: protocol.CloseTryAgainLater, Reason: "keys unavailable"}] < 2*users {
+		select {
+		case ce := <-closes:
+			seen[*ce]++
+		case <-deadline:
+			t.Fatalf("closes seen: %v", seen)
+		}
+	}
+	assert.Equal(t, users, seen[protocol.CloseError{Code: protocol.CloseGoingAway, Reason: "server shutting down"}])
+	assert.Len(t, seen, 2, "closes seen: %v", seen)
+	for _, c := range clients {
+		assert.NoError(t, c.Err(), "a client gave up")
+	}
+
+	idp.SetDown(false)
+	clock.Advance(5 * time.Second) // the verifier's longest backoff
+	require.Eventually(t, func() bool { return second.Len() == users }, 10*time.Second, 10*time.Millisecond,
+		"not everyone got back in")
+	for _, c := range clients {
+		assert.Equal(t, client.Active, c.State())
+		assert.NoError(t, c.Err())
+	}
 }

@@ -51,13 +51,13 @@ func TestPipeliningClientIsNotDisconnected(t *testing.T) {
 	reply := func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error { return s.Reply(m.Data) }
 	var srv *wsauth.Server
 	toSelf := func(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
-		_, err := srv.SendToPrincipal(ctx, s.Principal(), m.Data)
+		_, err := srv.SendToPrincipals(ctx, m.Data, s.Principal())
 		return err
 	}
 	for _, handler := range []struct {
 		name string
 		h    func(context.Context, *wsauth.Session, wsauth.Message) error
-	}{{"Reply", reply}, {"SendToPrincipal", toSelf}} {
+	}{{"Reply", reply}, {"SendToPrincipals", toSelf}} {
 		h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
 			o.BufferMessages = buffer
 			o.OnMessage = handler.h

@@ -25,7 +25,7 @@ func missWhileExpired(t *testing.T, e *env, p wsauth.Principal, conns []*wstest.
 		readType(t, c, "reauth_required")
 	}
 	for _, d := range data {
-		n, err := e.srv.SendToPrincipal(context.Background(), p, json.RawMessage(d))
+		n, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(d), p)
 		require.NoError(t, err)
 		require.Equal(t, len(conns), n)
 	}
@@ -74,7 +74,7 @@ func TestResumeIsPerPrincipal(t *testing.T) {
 	quiet(t, cB) // nothing of A's alice
 	assert.Len(t, h.srv.Sessions(aliceB), 1)
 	assert.Empty(t, h.srv.Sessions(aliceA))
-	n, err := h.srv.SendToPrincipal(context.Background(), aliceA, json.RawMessage(`"not for B"`))
+	n, err := h.srv.SendToPrincipals(context.Background(), json.RawMessage(`"not for B"`), aliceA)
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	quiet(t, cB)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,22 +120,32 @@ func (srv *Server) Send(ctx context.Context, sessionID string, data json.RawMess
 	return s.enqueue(ctx, it, causeOf(ctx), false)
 }
 
-// SendToPrincipal queues data for every authenticated session of principal
-// and returns how many took it. The frame is encoded once. ctx says who is
-// sending, as for Send; sessions whose outbox was full do not count, and
-// then the error wraps ErrBufferFull. A principal with no session takes
-// nothing: (0, nil), and the message is gone unless Options.ResumeFor keeps
-// it (it does not: only what a session failed to deliver is kept).
-func (srv *Server) SendToPrincipal(ctx context.Context, principal Principal, data json.RawMessage) (int, error) {
+// SendToPrincipals queues data for every authenticated session of the
+// given users (each user once, however often listed: "the owner and every
+// admin") and returns how many sessions took it. The frame is encoded once
+// for all of them. ctx says who is sending, as for Send; sessions whose
+// outbox was full do not count, and then the error wraps ErrBufferFull.
+//
+// A user with no session on this server takes nothing, and the message is
+// not kept for later: Options.ResumeFor keeps only what a session failed to
+// write. (0, nil) says so; store such messages in the application if the
+// user must get them.
+func (srv *Server) SendToPrincipals(ctx context.Context, data json.RawMessage, principals ...Principal) (int, error) {
 	it, err := srv.newItem(data)
 	if err != nil {
 		return 0, err
 	}
-	return srv.sendAll(ctx, srv.registry.ByPrincipal(principal, nil), it)
+	var sessions []*Session
+	for i, p := range principals {
+		if !slices.Contains(principals[:i], p) {
+			sessions = srv.registry.ByPrincipal(p, sessions)
+		}
+	}
+	return srv.sendAll(ctx, sessions, it)
 }
 
 // Broadcast queues data for every authenticated session and returns how
-// many took it, like SendToPrincipal.
+// many took it, like SendToPrincipals.
 func (srv *Server) Broadcast(ctx context.Context, data json.RawMessage) (int, error) {
 	it, err := srv.newItem(data)
 	if err != nil {
@@ -162,11 +173,21 @@ func (srv *Server) Revoke(principal Principal) int {
 
 // Shutdown refuses new connections (503), closes every session with 1001
 // "server shutting down" and waits until all of them have finished and their
-// OnClose hooks have returned. If ctx ends first, Shutdown closes the
-// sockets still open without a close frame, releases the server's timers and
-// hands what is kept for resume to OnUndelivered, then returns ctx's error;
-// sessions whose hooks are still running finish on their own. Messages still
-// queued go to OnUndelivered. Shutdown does not close the Verifier.
+// OnClose hooks have returned. Messages still queued are not flushed first
+// (a client that is behind would hold the shutdown up): they go to
+// OnUndelivered, as does what Options.ResumeFor kept (resume keeps nothing
+// once Shutdown has begun). If ctx ends first,
+// Shutdown closes the sockets still open without a close frame, releases
+// the server's timers and hands what is kept for resume to OnUndelivered,
+// then returns ctx's error; sessions whose hooks are still running finish
+// on their own. Shutdown does not close the Verifier.
+//
+// Order: call Shutdown before http.Server.Shutdown. The http.Server does
+// not track upgraded connections, so its Shutdown neither closes nor waits
+// for sessions; shutting wsauth down first sends every client its 1001
+// while the HTTP server still answers (with 503 here, so a load balancer
+// sends the reconnects elsewhere), and then the HTTP server drains the
+// rest. Close the Verifier last.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.closing = true

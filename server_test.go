@@ -36,7 +36,7 @@ func TestAuthenticateAndExchangeMessages(t *testing.T) {
 	got := readType(t, c, "message")
 	assert.Equal(t, map[string]any{"reply": float64(1)}, got["data"])
 
-	n, err := e.srv.SendToPrincipal(context.Background(), e.p("alice"), json.RawMessage(`"to-alice"`))
+	n, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(`"to-alice"`), e.p("alice"))
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	assert.Equal(t, "to-alice", readType(t, c, "message")["data"])
@@ -251,7 +251,7 @@ func TestPendingCaps(t *testing.T) {
 	e.dial(ip("c"))
 
 	// The authenticated session was unaffected throughout.
-	_, err = e.srv.SendToPrincipal(context.Background(), e.p("erin"), json.RawMessage(`"still here"`))
+	_, err = e.srv.SendToPrincipals(context.Background(), json.RawMessage(`"still here"`), e.p("erin"))
 	require.NoError(t, err)
 	assert.Equal(t, "still here", readType(t, authed, "message")["data"])
 }
@@ -403,7 +403,7 @@ func TestRevoke(t *testing.T) {
 		assert.Equal(t, 4403, cl.Code)
 		assert.Equal(t, "session revoked", cl.Reason)
 	}
-	_, err := e.srv.SendToPrincipal(context.Background(), e.p("ken"), json.RawMessage(`1`))
+	_, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(`1`), e.p("ken"))
 	require.NoError(t, err)
 	readType(t, b, "message")
 	assert.Equal(t, 0, e.srv.Revoke(e.p("nobody")))
@@ -508,4 +508,32 @@ func TestShutdownTimeoutStillReleasesEverything(t *testing.T) {
 	assert.Equal(t, 1001, cl.Code)
 	close(release)
 	assert.Equal(t, protocol.CloseGoingAway, e.nextClose().code)
+}
+
+// TestSendToPrincipals: one call reaches every session of every user it
+// names, each session once however often its user is listed; a user
+// without a session takes nothing and is not an error; the count is of
+// sessions.
+func TestSendToPrincipals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	alice1, _ := e.login("alice", time.Hour)
+	alice2, _ := e.login("alice", time.Hour)
+	bob, _ := e.login("bob", time.Hour)
+	dave, _ := e.login("dave", time.Hour)
+	n, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(`{"n":1}`),
+		e.p("alice"), e.p("bob"), e.p("alice"), e.p("carol"))
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	for _, c := range []*wstest.Conn{alice1, alice2, bob} {
+		assert.Equal(t, map[string]any{"n": float64(1)}, readType(t, c, "message")["data"])
+		quiet(t, c) // exactly one copy
+	}
+	quiet(t, dave)
+
+	n, err = e.srv.SendToPrincipals(context.Background(), json.RawMessage(`1`))
+	require.NoError(t, err)
+	assert.Zero(t, n, "nobody named")
+	_, err = e.srv.SendToPrincipals(context.Background(), json.RawMessage(`{`), e.p("alice"))
+	assert.ErrorIs(t, err, wsauth.ErrInvalidData)
 }

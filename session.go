@@ -84,6 +84,10 @@ const (
 // ID returns the session's opaque id (as sent in auth_ok).
 func (s *Session) ID() string { return s.id }
 
+// Server returns the server the session belongs to: hooks reach the other
+// sessions through it (s.Server().SendToPrincipals, Broadcast).
+func (s *Session) Server() *Server { return s.srv }
+
 // RemoteAddr returns the client's network address.
 func (s *Session) RemoteAddr() string { return s.remoteAddr }
 

@@ -14,27 +14,31 @@ import (
 // this method will do.
 //
 // The error is never shown to the client, but the client is told which
-// check failed: if the error, or one it wraps, has a method
-//
-//	CloseReason() string
-//
-// (found with errors.As), its result is the close reason of a refused first
-// auth frame and the message of the error frame that refuses a
-// reauthentication, e.g. "token expired" or "unknown key"; otherwise the
-// client reads "invalid token". A reason goes on the wire: keep it short
-// (at most 123 bytes), fixed, and free of the token. jwks errors have such
-// a method.
+// check failed: if the error wraps a *protocol.CloseError (found with
+// errors.As), a refused first auth frame closes with it, and a refused
+// reauthentication gets an error frame 4401 with its reason as message;
+// otherwise the close is 4401 "invalid token". A Verifier may choose 4401
+// (the token is bad: clients do not retry), 1013 (try again later: the
+// Verifier cannot decide now, e.g. its keys are unavailable) or a code of
+// 4000-4999; any other becomes 4401. The reason goes on the wire: keep it
+// short (at most 123 bytes), fixed, and free of the token. jwks errors
+// wrap such a close ("token expired", "unknown key"; 1013 "keys
+// unavailable").
 type Verifier interface {
 	Verify(ctx context.Context, token string) (Identity, error)
 }
 
-// refusalReason is what the client is told of a token Verify refused.
-func refusalReason(err error) string {
-	var r interface{ CloseReason() string }
-	if errors.As(err, &r) {
-		if reason := r.CloseReason(); reason != "" && len(reason) <= protocol.MaxReasonLen && utf8.ValidString(reason) {
-			return reason
-		}
+// refusal is what the client is told of a token Verify refused.
+func refusal(err error) *protocol.CloseError {
+	var ce *protocol.CloseError
+	if !errors.As(err, &ce) || ce.Reason == "" || len(ce.Reason) > protocol.MaxReasonLen || !utf8.ValidString(ce.Reason) {
+		return closeInvalidToken
 	}
-	return "invalid token"
+	if ce.Code == protocol.CloseUnauthorized || ce.Code == protocol.CloseTryAgainLater {
+		return ce
+	}
+	if ce.Code < 4000 || ce.Code > 4999 {
+		return &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: ce.Reason}
+	}
+	return ce
 }

@@ -19,31 +19,35 @@ import (
 
 var _ wsauth.Verifier = (*jwks.Verifier)(nil)
 
-// namedError is a custom Verifier's error that names its close reason.
-type namedError struct{ reason string }
-
-func (e namedError) Error() string       { return "custom verifier: " + e.reason }
-func (e namedError) CloseReason() string { return e.reason }
+// closing is a custom Verifier's refusal: the close the client is told.
+func closing(code protocol.CloseCode, reason string) error {
+	return fmt.Errorf("custom verifier: %w", &protocol.CloseError{Code: code, Reason: reason})
+}
 
 // TestVerifierCloseReason: the root package knows no verifier, so a custom
-// Verifier names the failed check for the client through a CloseReason
-// method anywhere in its error's chain; a reason that could not go on the
-// wire, and an error without one, give "invalid token".
+// Verifier tells the client why through a *protocol.CloseError anywhere in
+// its error's chain; a reason that could not go on the wire, and an error
+// without one, give 4401 "invalid token"; a code a Verifier may not choose
+// becomes 4401.
 func TestVerifierCloseReason(t *testing.T) {
 	t.Parallel()
+	const unauthorized, later = protocol.CloseUnauthorized, protocol.CloseTryAgainLater
 	cases := []struct {
 		name string
 		err  error
-		want string
+		want wstest.Close
 	}{
-		{"named", namedError{"account locked"}, "account locked"},
-		{"wrapped", fmt.Errorf("lookup: %w", namedError{"unknown tenant"}), "unknown tenant"},
-		{"joined", errors.Join(errors.New("first"), namedError{"second named"}), "second named"},
-		{"plain error", errors.New("db down: user alice"), "invalid token"},
-		{"empty reason", namedError{""}, "invalid token"},
-		{"reason too long for a close frame", namedError{strings.Repeat("x", protocol.MaxReasonLen+1)}, "invalid token"},
-		{"reason longest allowed", namedError{strings.Repeat("y", protocol.MaxReasonLen)}, strings.Repeat("y", protocol.MaxReasonLen)},
-		{"reason not UTF-8", namedError{"bad \xff"}, "invalid token"},
+		{"named", closing(unauthorized, "account locked"), wstest.Close{Code: 4401, Reason: "account locked"}},
+		{"wrapped twice", fmt.Errorf("lookup: %w", closing(unauthorized, "unknown tenant")), wstest.Close{Code: 4401, Reason: "unknown tenant"}},
+		{"joined", errors.Join(errors.New("first"), closing(unauthorized, "second named")), wstest.Close{Code: 4401, Reason: "second named"}},
+		{"try again later", closing(later, "directory down"), wstest.Close{Code: 1013, Reason: "directory down"}},
+		{"an application code", closing(4321, "upgrade your app"), wstest.Close{Code: 4321, Reason: "upgrade your app"}},
+		{"a code a Verifier may not choose", closing(protocol.CloseGoingAway, "bye"), wstest.Close{Code: 4401, Reason: "bye"}},
+		{"plain error", errors.New("db down: user alice"), wstest.Close{Code: 4401, Reason: "invalid token"}},
+		{"empty reason", closing(unauthorized, ""), wstest.Close{Code: 4401, Reason: "invalid token"}},
+		{"reason too long for a close frame", closing(unauthorized, strings.Repeat("x", protocol.MaxReasonLen+1)), wstest.Close{Code: 4401, Reason: "invalid token"}},
+		{"reason longest allowed", closing(unauthorized, strings.Repeat("y", protocol.MaxReasonLen)), wstest.Close{Code: 4401, Reason: strings.Repeat("y", protocol.MaxReasonLen)}},
+		{"reason not UTF-8", closing(unauthorized, "bad \xff"), wstest.Close{Code: 4401, Reason: "invalid token"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -61,8 +65,9 @@ func TestVerifierCloseReason(t *testing.T) {
 			require.NoError(t, conn.Auth("some.token.here"))
 			cl, _, err := conn.ReadClose()
 			require.NoError(t, err)
-			assert.Equal(t, wstest.Close{Code: int(protocol.CloseUnauthorized), Reason: c.want}, cl)
-			assert.Equal(t, c.want, (<-closed).Reason)
+			assert.Equal(t, c.want, cl)
+			ce := <-closed
+			assert.Equal(t, c.want, wstest.Close{Code: int(ce.Code), Reason: ce.Reason}, "OnClose")
 		})
 	}
 }

@@ -120,7 +120,7 @@ func (e *env) p(sub string) wsauth.Principal {
 // send queues data for every session of sub and requires exactly one.
 func (e *env) send(sub, data string) {
 	e.t.Helper()
-	n, err := e.server().SendToPrincipal(context.Background(), e.p(sub), json.RawMessage(data))
+	n, err := e.server().SendToPrincipals(context.Background(), json.RawMessage(data), e.p(sub))
 	require.NoError(e.t, err)
 	require.Equal(e.t, 1, n)
 }

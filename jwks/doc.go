@@ -90,7 +90,7 @@
 //
 //	id, err := v.Verify(authCtx, token)
 //	if err != nil {
-//		return err // its CloseReason method names the failed check: "token expired"
+//		return err // wraps the close for the client: 4401 "token expired"
 //	}
 //	log.Printf("authenticated %s", id.Subject)
 package jwks

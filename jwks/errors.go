@@ -6,15 +6,18 @@ import (
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsauth/wsauth/protocol"
 )
 
 // Sentinel errors of Verify. A Verify error wraps one or more of these, the
 // jwt/v5 sentinels that apply (jwt.ErrTokenExpired, jwt.ErrTokenMalformed,
 // ...) and, when the caller's context ended, its ctx.Err(): test them with
-// errors.Is. The error Verify returns also has a method CloseReason() string,
-// which names the failed check in a short, fixed text that is safe to send
-// to the client ("token expired", "unknown key"); wsauth uses it as the
-// close reason.
+// errors.Is. The error Verify returns also wraps a *protocol.CloseError
+// (errors.As) that says how the client is told: 4401 with a short, fixed
+// reason naming the failed check ("token expired", "unknown key"), or, while
+// the issuer's keys are unavailable (a fault of the provider, not the
+// token), 1013 "keys unavailable", which clients retry.
 var (
 	// ErrMissingKID: the token has no "kid" header, or it is not a non-empty
 	// string. Such a token would have to be tried against every key.
@@ -41,7 +44,8 @@ var (
 	ErrMissingSubject = errors.New("jwks: token has no sub")
 	// ErrKeysUnavailable: the issuer's key set is empty, because no fetch of
 	// it has succeeded yet (a fetch that brings no usable key fails), or
-	// the Verifier is closed.
+	// the Verifier is closed. Its close code is 1013 (try again later):
+	// the token may be fine.
 	ErrKeysUnavailable = errors.New("jwks: issuer keys unavailable")
 )
 
@@ -109,7 +113,9 @@ var knownErrors = []error{
 // errors of jwt, keyfunc or jwkset themselves: those quote header values
 // such as the kid, and an error must not carry any part of a token.
 type verifyError struct {
-	errs []error
+	errs  []error              // the sentinels, as Error lists them
+	close *protocol.CloseError // what the client is told
+	all   []error              // errs and close, for Unwrap
 }
 
 func (e *verifyError) Error() string {
@@ -124,12 +130,16 @@ func (e *verifyError) Error() string {
 	return b.String()
 }
 
-func (e *verifyError) Unwrap() []error { return e.errs }
+func (e *verifyError) Unwrap() []error { return e.all }
 
-// CloseReason names the failed check for the client, e.g. "token expired":
-// wsauth finds it with errors.As and sends it as the close reason (or as the
-// message of the error frame that refuses a reauthentication).
-func (e *verifyError) CloseReason() string { return reason(e) }
+// closeFor is what a client whose token failed with err is told.
+func closeFor(err error) *protocol.CloseError {
+	code := protocol.CloseUnauthorized
+	if errors.Is(err, ErrKeysUnavailable) {
+		code = protocol.CloseTryAgainLater
+	}
+	return &protocol.CloseError{Code: code, Reason: reason(err)}
+}
 
 // fail builds a Verify error from the given sentinels plus every known
 // sentinel that cause (a jwt error, say) matches. cause itself is dropped.
@@ -156,5 +166,8 @@ func fail(cause error, sentinels ...error) error {
 	if len(errs) == 0 {
 		errs = append(errs, jwt.ErrTokenUnverifiable)
 	}
-	return &verifyError{errs: errs}
+	e := &verifyError{errs: errs, all: errs}
+	e.close = closeFor(e)
+	e.all = append(errs[:len(errs):len(errs)], e.close)
+	return e
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -45,13 +46,12 @@ func ExampleNew() {
 	fmt.Println("subject:", id.Subject)
 
 	_, err = v.Verify(ctx, idp.Token("alice", -time.Minute))
-	// The error names the failed check for the client: wsauth sends it as
-	// the close reason.
-	var r interface{ CloseReason() string }
-	if errors.As(err, &r) {
-		fmt.Println("close reason:", r.CloseReason())
+	// The error carries what the client is told: wsauth closes with it.
+	var ce *protocol.CloseError
+	if errors.As(err, &ce) {
+		fmt.Println("close:", int(ce.Code), ce.Reason)
 	}
 	// Output:
 	// subject: alice
-	// close reason: token expired
+	// close: 4401 token expired
 }

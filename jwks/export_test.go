@@ -1,6 +1,10 @@
 package jwks
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/wsauth/wsauth/protocol"
+)
 
 // SignatureChecks returns how many token signatures v has checked: a
 // verification that the token cache answered does not count.
@@ -14,11 +18,11 @@ func CacheLen(v *Verifier) int {
 	return v.cache.len()
 }
 
-// Reason is what a Verify error's CloseReason method says, "" for nil.
+// Reason is the reason of the close error a Verify error wraps, "" for nil.
 func Reason(err error) string {
-	var r interface{ CloseReason() string }
-	if errors.As(err, &r) {
-		return r.CloseReason()
+	var ce *protocol.CloseError
+	if errors.As(err, &ce) {
+		return ce.Reason
 	}
 	return reason(err)
 }

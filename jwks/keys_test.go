@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -121,6 +122,10 @@ func TestPeriodicRefresh(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond, "the refresh goroutine drops the retired key")
 }
 
+// TestJWKSDownAtStart: while an issuer holds no key, its tokens fail with
+// ErrKeysUnavailable, which tells clients to retry (1013), and refetches
+// back off from 1 s to 5 s instead of waiting out UnknownKIDRate: once the
+// provider is back, the next login after the backoff gets in.
 func TestJWKSDownAtStart(t *testing.T) {
 	t.Parallel()
 	now := wsauthtest.NewClock(t0)
@@ -136,16 +141,42 @@ func TestJWKSDownAtStart(t *testing.T) {
 
 	_, err := v.Verify(t.Context(), token)
 	require.ErrorIs(t, err, jwks.ErrKeysUnavailable)
-	assert.Equal(t, "keys unavailable", jwks.Reason(err))
+	var ce *protocol.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, protocol.CloseError{Code: protocol.CloseTryAgainLater, Reason: "keys unavailable"}, *ce)
+	assert.True(t, ce.Code.Retryable())
 	assert.Equal(t, 2, p.Fetches(), "New, then the refetch")
 	_, err = v.Verify(t.Context(), token)
 	require.ErrorIs(t, err, jwks.ErrKeysUnavailable)
-	assert.Equal(t, 2, p.Fetches(), "rate-limited")
+	assert.Equal(t, 2, p.Fetches(), "backing off: 1 s")
 
+	// Still down: the backoff doubles, up to 5 s.
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
+		now.Advance(wait - time.Millisecond)
+		_, err = v.Verify(t.Context(), token)
+		require.ErrorIs(t, err, jwks.ErrKeysUnavailable)
+		require.Equal(t, 2+i, p.Fetches(), "before the backoff of %v", wait)
+		now.Advance(time.Millisecond)
+		_, err = v.Verify(t.Context(), token)
+		require.ErrorIs(t, err, jwks.ErrKeysUnavailable)
+		require.Equal(t, 3+i, p.Fetches(), "after the backoff of %v", wait)
+	}
+
+	// Back: the next login after the backoff gets in, long before
+	// UnknownKIDRate (5 min).
 	p.SetDown(false)
-	now.Advance(jwks.DefaultUnknownKIDRate)
+	now.Advance(5 * time.Second)
 	_, err = v.Verify(t.Context(), token)
 	require.NoError(t, err)
+	assert.Equal(t, 8, p.Fetches())
+
+	// With keys held, an unknown kid is rate limited as usual again.
+	unknown := p.SignWith(nil, nil, map[string]any{"kid": "nobody"}, claimsAt(p, now.Now()))
+	_, err = v.Verify(t.Context(), unknown)
+	require.ErrorIs(t, err, jwks.ErrUnknownKID)
+	_, err = v.Verify(t.Context(), unknown)
+	require.ErrorIs(t, err, jwks.ErrUnknownKID)
+	assert.Equal(t, 9, p.Fetches(), "one refetch per UnknownKIDRate")
 
 	out := logs.String()
 	assert.Contains(t, out, `"level":"ERROR"`)

@@ -63,7 +63,11 @@ type Options struct {
 	// refetches that a token with an unknown kid may trigger. A token with
 	// an unknown kid arriving while a refetch is in flight waits for that
 	// refetch; one arriving sooner, with none in flight, fails at once,
-	// without waiting and without network. Default 5 minutes.
+	// without waiting and without network. Default 5 minutes. While an
+	// issuer holds no key at all (its provider was down when New ran, and
+	// since), its tokens fail with ErrKeysUnavailable and refetch with a
+	// backoff of 1 to 5 seconds instead, so users get in within seconds of
+	// the provider's return.
 	UnknownKIDRate time.Duration
 
 	// HTTPClient fetches the JWK Sets. Default: a client of its own with a

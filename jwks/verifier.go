@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
@@ -57,7 +58,21 @@ type issuer struct {
 	// refetching is closed when the unknown-kid refetch in flight ends;
 	// nil when there is none. Guarded by Verifier.mu.
 	refetching chan struct{}
+	// While the issuer holds no key, refetches are not rate limited by
+	// unknown but retried with backoff: at most one per keylessBackoff
+	// after retryAt. Guarded by Verifier.mu.
+	keylessBackoff time.Duration
+	retryAt        time.Time
 }
+
+// Backoff of the refetches of an issuer that holds no key (its provider
+// was unreachable when New ran, or has served no usable key since): users
+// are in within seconds of the provider's return, and a provider that is
+// down gets at most one request per maxKeylessBackoff.
+const (
+	minKeylessBackoff = time.Second
+	maxKeylessBackoff = 5 * time.Second
+)
 
 // New returns a Verifier for opts.Issuers. It fetches every JWK Set once, in
 // parallel, each bounded by the fetch timeout (see Options.HTTPClient); a
@@ -235,8 +250,8 @@ func (v *Verifier) Close() {
 // still allow it; otherwise it is verified afresh (see TokenCacheSize).
 //
 // Errors wrap the package's sentinels and jwt's (see ErrMissingKID) and
-// never contain the token or any part of it. Their CloseReason method names
-// the failed check for the client.
+// never contain the token or any part of it. They wrap the
+// *protocol.CloseError the client is told (see ErrMissingKID).
 func (v *Verifier) Verify(ctx context.Context, token string) (session.Identity, error) {
 	if len(token) > maxTokenBytes {
 		return session.Identity{}, fail(nil, jwt.ErrTokenMalformed)
@@ -408,7 +423,7 @@ func (v *Verifier) startRefetch(is *issuer, kid string) <-chan struct{} {
 	}
 	// The refetch that just ended (it replaced the set before taking
 	// v.mu to clear is.refetching) may have brought kid.
-	if is.keys.lookup(kid) != nil || v.closed || v.ctx.Err() != nil || !is.unknown.AllowN(v.cfg.now(), 1) {
+	if is.keys.lookup(kid) != nil || v.closed || v.ctx.Err() != nil || !v.mayRefetchLocked(is) {
 		return nil
 	}
 	done := make(chan struct{})
@@ -428,6 +443,26 @@ func (v *Verifier) startRefetch(is *issuer, kid string) <-chan struct{} {
 		close(done)
 	}()
 	return done
+}
+
+// mayRefetchLocked reports whether an unknown-kid refetch of is's set may
+// start now, and counts it if so. An issuer that holds keys gets one per
+// UnknownKIDRate. One without any key is not rate limited so: "no keys" is
+// the provider's fault, not the token's, and every login fails until a
+// fetch works, so it is retried with a backoff from minKeylessBackoff to
+// maxKeylessBackoff instead, which ends when a fetch brings keys.
+func (v *Verifier) mayRefetchLocked(is *issuer) bool {
+	now := v.cfg.now()
+	if !is.keys.empty() {
+		is.keylessBackoff = 0
+		return is.unknown.AllowN(now, 1)
+	}
+	if now.Before(is.retryAt) {
+		return false
+	}
+	is.keylessBackoff = min(max(2*is.keylessBackoff, minKeylessBackoff), maxKeylessBackoff)
+	is.retryAt = now.Add(is.keylessBackoff)
+	return true
 }
 
 // hit returns the identity of a cached token if it still holds: the

@@ -18,12 +18,13 @@ const (
 	CloseAbnormal        CloseCode = 1006 // no close frame received (client side only)
 	CloseTooLarge        CloseCode = 1009 // frame larger than allowed
 	CloseInternal        CloseCode = 1011 // internal error, e.g. a handler panicked
+	CloseTryAgainLater   CloseCode = 1013 // a transient fault of the server, e.g. no keys of the IdP yet
 	CloseMalformed       CloseCode = 4400 // malformed frame
 	CloseUnauthorized    CloseCode = 4401 // token invalid, or a non-auth frame before auth_ok
 	CloseForbidden       CloseCode = 4403 // subject changed on reauth, or session revoked
 	CloseAuthTimeout     CloseCode = 4408 // no valid auth within the auth timeout
 	CloseBufferOverflow  CloseCode = 4413 // outbound buffer full: client too slow or reauth too late
-	CloseTooManyRequests CloseCode = 4429 // too many frames or bytes
+	CloseTooManyRequests CloseCode = 4429 // too many bytes before authentication
 	CloseSessionExpired  CloseCode = 4440 // no fresh token by the reauth deadline
 )
 
@@ -33,6 +34,7 @@ var codeNames = map[CloseCode]string{
 	CloseAbnormal:        "abnormal closure",
 	CloseTooLarge:        "frame too large",
 	CloseInternal:        "internal error",
+	CloseTryAgainLater:   "try again later",
 	CloseMalformed:       "malformed frame",
 	CloseUnauthorized:    "unauthorized",
 	CloseForbidden:       "forbidden",
@@ -56,7 +58,7 @@ func (c CloseCode) String() string {
 // mean that reconnecting with the same input fails again.
 func (c CloseCode) Retryable() bool {
 	switch c {
-	case CloseGoingAway, CloseAbnormal, CloseInternal, CloseAuthTimeout,
+	case CloseGoingAway, CloseAbnormal, CloseInternal, CloseTryAgainLater, CloseAuthTimeout,
 		CloseBufferOverflow, CloseTooManyRequests, CloseSessionExpired:
 		return true
 	}

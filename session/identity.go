@@ -24,7 +24,7 @@ type Identity struct {
 // Principal names one user: the subject of one issuer. An OIDC "sub" is
 // unique only within its issuer, so two identity providers may both have an
 // "alice" who are different people; wsauth keys everything it does per
-// user (sessions by user, SendToPrincipal, Revoke, resume) by Principal,
+// user (sessions by user, SendToPrincipals, Revoke, resume) by Principal,
 // never by the subject alone. With a single trusted issuer, the Issuer is
 // that issuer's "iss" (the value of the verified token's claim).
 type Principal struct {

@@ -6,7 +6,8 @@
 //     Sign and SignWith for hand-made and hostile ones). Tests rotate and
 //     retire its keys, set its clock, and make its JWK Set endpoint fail,
 //     slow or lie (SetDown, SetDelay, SetBody), counting the fetches it
-//     received. NewDevIdP makes one without a server, whose Handler a
+//     received. Its Verifier is a jwks.Verifier that trusts it, on the
+//     IdP's clock. NewDevIdP makes one without a server, whose Handler a
 //     development server mounts itself.
 //   - Clock is a fake clock implementing reauth.Clock: tests advance time
 //     instead of sleeping.
@@ -14,12 +15,12 @@
 // Everything here is safe for concurrent use. An IdP made by NewIdP runs
 // its server's goroutines until the test's cleanup closes it.
 //
-// Example:
+// Example: a wsauth server under test, on fake time.
 //
-//	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Algorithm: "ES256"})
-//	v, err := jwks.New(t.Context(), jwks.Options{Issuers: []jwks.Issuer{{
-//		Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{idp.Audience()},
-//	}}})
+//	clock := wsauthtest.NewClock(time.Now())
+//	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Clock: clock})
+//	srv, err := wsauth.New(wsauth.Options{Verifier: idp.Verifier(t), Clock: clock})
 //	...
-//	id, err := v.Verify(ctx, idp.Token("alice", time.Hour))
+//	token := idp.Token("alice", time.Minute)
+//	clock.Advance(time.Minute - 30*time.Second) // the server sends reauth_required
 package wsauthtest

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/wsauth/wsauth/jwks"
+	"github.com/wsauth/wsauth/reauth"
 )
 
 // JWKSPath is where an IdP's Handler serves its JWK Set.
@@ -42,6 +45,13 @@ type IdPOptions struct {
 	// Algorithm signs the tokens: "RS256" (default), "PS256", "ES256" or
 	// "EdDSA". Rotate makes keys of the same kind.
 	Algorithm string
+	// Clock stamps minted tokens ("iat", "exp") and drives the Verifier
+	// the IdP makes: give the server and clients under test the same one.
+	// Default: the system clock.
+	Clock reauth.Clock
+	// Listener is where the IdP's test server listens. Default: a new
+	// loopback listener. NewIdP closes it when the test ends.
+	Listener net.Listener
 }
 
 // IdP is a test identity provider: it publishes a JWK Set over HTTP and
@@ -81,7 +91,15 @@ func NewIdP(t testing.TB, opts IdPOptions) *IdP {
 	if err != nil {
 		t.Fatalf("wsauthtest: NewIdP: %v", err)
 	}
-	srv := httptest.NewServer(p.Handler())
+	if opts.Clock != nil {
+		p.now = opts.Clock.Now
+	}
+	srv := httptest.NewUnstartedServer(p.Handler())
+	if opts.Listener != nil {
+		_ = srv.Listener.Close()
+		srv.Listener = opts.Listener
+	}
+	srv.Start()
 	t.Cleanup(func() {
 		close(p.stop)
 		srv.Close()
@@ -305,6 +323,35 @@ func (p *IdP) Retire(kid string) {
 	defer p.mu.Unlock()
 	p.published = slices.DeleteFunc(p.published, func(k idpKey) bool { return k.kid == kid })
 	p.jwks = p.encode()
+}
+
+// Verifier returns a jwks.Verifier that trusts the IdP (its issuer, JWK Set
+// and audience) and reads time from the IdP's clock (IdPOptions.Clock or
+// SetNow), for a wsauth server under test. It fails the test if it cannot
+// be made, and is closed when the test ends.
+func (p *IdP) Verifier(t testing.TB) *jwks.Verifier {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	v, err := jwks.New(ctx, jwks.Options{
+		Issuers: []jwks.Issuer{{Issuer: p.issuer, JWKSURL: p.jwksURL, Audience: []string{p.audience}}},
+		Now:     func() time.Time { return p.clock()() },
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("wsauthtest: IdP.Verifier: %v", err)
+	}
+	t.Cleanup(func() {
+		v.Close()
+		cancel()
+	})
+	return v
+}
+
+// clock returns the IdP's current time source.
+func (p *IdP) clock() func() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.now
 }
 
 // SetNow sets the clock of minted tokens; nil restores time.Now.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -257,4 +258,29 @@ func TestNewDevIdP(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "RS256", tok.Header["alg"])
 	assert.Equal(t, 1, p.Fetches())
+}
+
+// TestIdPClockAndVerifier: one Clock in IdPOptions stamps the tokens and
+// drives the Verifier the IdP makes, so a test sets its fake time in two
+// places (the IdP and the server), not four; the IdP can listen where the
+// test says.
+func TestIdPClockAndVerifier(t *testing.T) {
+	t.Parallel()
+	clock := wsauthtest.NewClock(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Clock: clock, Listener: l})
+	assert.Equal(t, "http://"+l.Addr().String(), p.Issuer(), "served on the given listener")
+	v := p.Verifier(t)
+
+	tok := p.Token("alice", time.Minute)
+	id, err := v.Verify(t.Context(), tok)
+	require.NoError(t, err)
+	assert.True(t, clock.Now().Add(time.Minute).Equal(id.ExpiresAt), "exp from the IdP's clock: %v", id.ExpiresAt)
+	assert.Equal(t, p.Issuer(), id.Issuer)
+	assert.Equal(t, []string{p.Audience()}, id.Audience)
+
+	clock.Advance(time.Minute)
+	_, err = v.Verify(t.Context(), tok)
+	assert.ErrorIs(t, err, jwt.ErrTokenExpired, "the Verifier reads the same clock")
 }
