@@ -1,4 +1,4 @@
-package wsauth_test
+package bench_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 )
 
 // The benchmarks compare wsauth with a plain gws server written for them

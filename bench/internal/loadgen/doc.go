@@ -1,5 +1,7 @@
-// Package loadgen is the load generator behind cmd/wsauth-bench and the
-// root package's benchmarks (bench_*_test.go). It is not a stable API.
+// Package loadgen is the load generator behind the wsauth-bench command
+// (bench/cmd/wsauth-bench) and the benchmarks in bench/*_test.go. It is
+// internal to the bench module, not an API: it uses only wsauth's public
+// API, and nothing outside bench/ can import it.
 //
 // It starts in-process targets, a wsauth Server (with an in-process
 // identity provider) or a plain gws echo/push server built with the same gws

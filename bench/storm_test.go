@@ -1,4 +1,4 @@
-package wsauth_test
+package bench_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/wsauth/wsauth"
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
@@ -74,6 +74,14 @@ func BenchmarkReauthStorm(b *testing.B) {
 
 const stormSubjects = 100
 
+// epoch is where the storm's fake clock starts.
+var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+// stormLead is the reauth lead the storm runs with: 30s,
+// Options.ReauthLead's default. The server gets it explicitly so that the
+// at=lead jump lands on the lead even if the default changes.
+const stormLead = 30 * time.Second
+
 func benchStorm(b *testing.B, n int, expire bool) {
 	ctx := benchCtx(b)
 	clock := wsauthtest.NewClock(epoch)
@@ -81,6 +89,7 @@ func benchStorm(b *testing.B, n int, expire bool) {
 	srv, err := loadgen.StartWsauth(loadgen.ServerOptions{
 		Clock: clock,
 		Configure: func(o *wsauth.Options) {
+			o.ReauthLead = stormLead
 			o.OnUndelivered = func(_ wsauth.Principal, data []json.RawMessage) { undelivered.Add(int64(len(data))) }
 			o.OnClose = func(*wsauth.Session, *protocol.CloseError) { closes.Add(1) }
 		},
@@ -144,7 +153,7 @@ func benchStorm(b *testing.B, n int, expire bool) {
 		tk = startTicker(srv.Wsauth, child.Sessions, sent, 100*time.Millisecond)
 		time.Sleep(200 * time.Millisecond) // ticks flowing before the storm
 
-		at := expiry(round - 1).Add(-wsauth.DefaultReauthLead)
+		at := expiry(round - 1).Add(-stormLead)
 		if expire {
 			at = expiry(round - 1)
 		}

@@ -1,10 +1,10 @@
-package wsauth_test
+package bench_test
 
 import (
 	"context"
 	"testing"
 
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 )
 
 // BenchmarkEcho measures authenticated echo round-trips: a client message,

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
@@ -22,7 +23,13 @@ func TestStormChecksTicks(t *testing.T) {
 	defer cancel()
 	epoch := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	clock := wsauthtest.NewClock(epoch)
-	srv, err := StartWsauth(ServerOptions{Clock: clock})
+	// 30s, Options.ReauthLead's default, set explicitly: the clock jumps
+	// to it below.
+	const lead = 30 * time.Second
+	srv, err := StartWsauth(ServerOptions{
+		Clock:     clock,
+		Configure: func(o *wsauth.Options) { o.ReauthLead = lead },
+	})
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, srv.Close()) }()
 	mint := func(exp time.Time) map[string]string {
@@ -56,7 +63,7 @@ func TestStormChecksTicks(t *testing.T) {
 	_, err = s.Reauth(ctx, 1)
 	require.NoError(t, err)
 	t0 := StormNow()
-	clock.Set(exp0.Add(-30 * time.Second)) // wsauth.Options.ReauthLead's default
+	clock.Set(exp0.Add(-lead))
 	r, err := s.WaitReauth(ctx, 1)
 	require.NoError(t, err)
 	require.NoError(t, r.Check())

@@ -4,6 +4,9 @@
 // demo's, and prints a table: connections, messages per second, p50/p99
 // latency and bytes per connection.
 //
+// It belongs to the bench module (github.com/wsauth/wsauth/bench), not to
+// the library's; run it from the bench/ directory:
+//
 //	go run ./cmd/wsauth-bench -target both -mode echo -conns 100 -payload 64 -duration 10s
 //	go run ./cmd/wsauth-bench -target wsauth -mode push -conns 1000 -cpuprofile cpu.out
 //	go run ./cmd/wsauth-bench -mode idle -conns 10000
@@ -36,7 +39,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-package wsauth_test
+package bench_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 )
 
 // BenchmarkHandshake measures connect + upgrade + auth + auth_ok with RS256

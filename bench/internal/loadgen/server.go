@@ -104,8 +104,10 @@ func StartWsauth(opts ServerOptions) (*Server, error) {
 		Verifier: v,
 		Clock:    opts.Clock,
 		Logger:   slog.New(slog.DiscardHandler),
-		// Every load generator connection comes from 127.0.0.1.
-		MaxPendingPerIP: 1024, // Options.MaxPending's default
+		// Every load generator connection comes from 127.0.0.1: the per-IP
+		// cap is raised to the server-wide one, 1024 (Options.MaxPending's
+		// default).
+		MaxPendingPerIP: 1024,
 		OnMessage: func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
 			return s.Reply(m.Data)
 		},
@@ -153,7 +155,7 @@ func StartGws(opts GwsOptions) (*Server, error) {
 	base := "http://" + ln.Addr().String()
 	raw := &rawServer{conns: make(map[string]*gws.Conn), opts: opts}
 	raw.upgrader = gws.NewUpgrader(raw, &gws.ServerOption{
-		ReadMaxPayloadSize: 1 << 20, // wsauth.Options.MaxFrame's default
+		ReadMaxPayloadSize: 1 << 20, // wsauth's frame cap: Options.MaxFrame's default, 1 MiB
 		CheckUtf8Enabled:   false,
 		ParallelEnabled:    false,
 	})

@@ -1,4 +1,4 @@
-package wsauth_test
+package bench_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/wsauth/wsauth/cmd/wsauth-bench/loadgen"
+	"github.com/wsauth/wsauth/bench/internal/loadgen"
 )
 
 // BenchmarkIdleMemory measures the server's memory per idle connection:

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// A reauth storm (the root package's BenchmarkReauthStorm) puts its clients
+// A reauth storm (the bench module's BenchmarkReauthStorm) puts its clients
 // in a child process: every process has its own RLIMIT_NOFILE, so the server
 // and the clients each need one descriptor per session instead of the
 // benchmark's process needing two.
