@@ -21,9 +21,10 @@ var firstFrameReasons = map[int][]string{
 	int(protocol.CloseMalformed): {"binary frame", "malformed frame"},
 	int(protocol.CloseUnauthorized): {"auth required",
 		"malformed token", "missing kid", "algorithm not allowed", "unknown issuer", "unknown key",
-		"invalid signature", "token expired", "token not valid yet", "missing exp", "wrong issuer",
-		"wrong audience", "keys unavailable", "invalid token"},
-	int(protocol.CloseTooLarge): {"frame too large"},
+		"invalid signature", "token expired", "token not valid yet", "missing exp", "missing sub", "wrong issuer",
+		"wrong audience", "invalid token"},
+	int(protocol.CloseTryAgainLater): {"keys unavailable"},
+	int(protocol.CloseTooLarge):      {"frame too large"},
 }
 
 // FuzzServerFirstFrame sends one message, text or binary, whole or in two

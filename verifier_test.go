@@ -53,21 +53,35 @@ func TestVerifierCloseReason(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			v := verifierFunc(func(context.Context, string) (wsauth.Identity, error) { return wsauth.Identity{}, c.err })
-			closed := make(chan *protocol.CloseError, 1)
-			srv, err := wsauth.New(wsauth.Options{Verifier: v, OnClose: func(_ *wsauth.Session, ce *protocol.CloseError) { closed <- ce }})
-			require.NoError(t, err)
-			hs := httptest.NewServer(srv)
-			defer hs.Close()
-			defer func() { require.NoError(t, srv.Shutdown(context.Background())) }()
-			conn, err := wstest.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-			require.NoError(t, err)
-			defer conn.Close()
-			require.NoError(t, conn.Auth("some.token.here"))
-			cl, _, err := conn.ReadClose()
-			require.NoError(t, err)
+			cl, texts, ce := firstAuthWith(t, v)
+			assert.Empty(t, texts)
 			assert.Equal(t, c.want, cl)
-			ce := <-closed
 			assert.Equal(t, c.want, wstest.Close{Code: int(ce.Code), Reason: ce.Reason}, "OnClose")
 		})
 	}
+}
+
+// firstAuthWith runs a server with Verifier v alone, sends it one auth
+// frame and returns the close the client got, the texts before it, and
+// what OnClose was told.
+func firstAuthWith(t *testing.T, v wsauth.Verifier) (wstest.Close, []string, *protocol.CloseError) {
+	t.Helper()
+	closed := make(chan *protocol.CloseError, 1)
+	srv, err := wsauth.New(wsauth.Options{Verifier: v, OnClose: func(_ *wsauth.Session, ce *protocol.CloseError) { closed <- ce }})
+	require.NoError(t, err)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer func() { require.NoError(t, srv.Shutdown(context.Background())) }()
+	conn, err := wstest.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.Auth("some.token.here"))
+	cl, texts, err := conn.ReadClose()
+	require.NoError(t, err)
+	var strs []string
+	for _, b := range texts {
+		strs = append(strs, string(b))
+	}
+	assert.Zero(t, srv.Len(), "a refused session is not registered")
+	return cl, strs, <-closed
 }
