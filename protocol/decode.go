@@ -40,12 +40,25 @@ var (
 	errMissingMessage   = fmt.Errorf("%w: missing message", ErrMalformed)
 	errMessageNotString = fmt.Errorf("%w: message not a string", ErrMalformed)
 	errRefNotString     = fmt.Errorf("%w: ref not a string", ErrMalformed)
+
+	errResumeNotObject = fmt.Errorf("%w: resume not an object", ErrMalformed)
+	errMissingEpoch    = fmt.Errorf("%w: missing epoch", ErrMalformed)
+	errEpochNotString  = fmt.Errorf("%w: epoch not a string", ErrMalformed)
+	errEpochTooLong    = fmt.Errorf("%w: epoch too long", ErrMalformed)
+	errMissingSeq      = fmt.Errorf("%w: missing seq", ErrMalformed)
+	errSeqNotInt       = fmt.Errorf("%w: seq not a non-negative integer", ErrMalformed)
+	errResumeNotString = fmt.Errorf("%w: resume not a string", ErrMalformed)
+	errUnknownResume   = fmt.Errorf("%w: unknown resume", ErrMalformed)
 )
+
+// maxEpochLen is the longest epoch, in bytes.
+const maxEpochLen = 64
 
 // Field names, in the order of the values parseObject returns.
 var (
-	clientFields = []string{"type", "token", "id", "data"}
-	serverFields = []string{"type", "session", "sub", "exp", "deadline", "data", "code", "message", "ref"}
+	clientFields   = []string{"type", "token", "id", "data", "resume"}
+	serverFields   = []string{"type", "session", "sub", "exp", "deadline", "data", "code", "message", "ref", "epoch", "resume", "seq"}
+	positionFields = []string{"epoch", "seq"}
 )
 
 const (
@@ -53,6 +66,7 @@ const (
 	cToken
 	cID
 	cData
+	cResume
 	numClientFields
 )
 
@@ -66,6 +80,9 @@ const (
 	sCode
 	sMessage
 	sRef
+	sEpoch
+	sResume
+	sSeq
 	numServerFields
 )
 
@@ -95,7 +112,15 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 		if len(tok) == 0 {
 			return ClientFrame{}, errEmptyToken
 		}
-		return ClientFrame{Type: TypeAuth, Token: string(tok)}, nil
+		f := ClientFrame{Type: TypeAuth, Token: string(tok)}
+		if v[cResume] != nil {
+			pos, err := position(v[cResume])
+			if err != nil {
+				return ClientFrame{}, err
+			}
+			f.Resume = &pos
+		}
+		return f, nil
 	case TypeMessage:
 		if v[cData] == nil {
 			return ClientFrame{}, errMissingData
@@ -143,6 +168,25 @@ func DecodeServer(b []byte) (ServerFrame, error) {
 		if f.Exp, err = intField(v[sExp], errMissingExp, errExpNotInt); err != nil {
 			return ServerFrame{}, err
 		}
+		if v[sEpoch] != nil {
+			if f.Epoch, err = epochField(v[sEpoch]); err != nil {
+				return ServerFrame{}, err
+			}
+		}
+		if v[sResume] != nil {
+			r, ok := stringContent(v[sResume])
+			if !ok {
+				return ServerFrame{}, errResumeNotString
+			}
+			switch string(r) {
+			case ResumeOK:
+				f.Resume = ResumeOK
+			case ResumeLost:
+				f.Resume = ResumeLost
+			default:
+				return ServerFrame{}, errUnknownResume
+			}
+		}
 	case TypeReauthRequired:
 		if f.Exp, err = intField(v[sExp], errMissingExp, errExpNotInt); err != nil {
 			return ServerFrame{}, err
@@ -155,6 +199,11 @@ func DecodeServer(b []byte) (ServerFrame, error) {
 			return ServerFrame{}, errMissingData
 		}
 		f.Data = bytes.Clone(v[sData])
+		if v[sSeq] != nil {
+			if f.Seq, err = seqField(v[sSeq]); err != nil {
+				return ServerFrame{}, err
+			}
+		}
 	case TypeError:
 		code, err := intField(v[sCode], errMissingCode, errCodeNotInt)
 		if err != nil {
@@ -203,6 +252,51 @@ func frameType(raw []byte) (string, error) {
 		return TypeError, nil
 	}
 	return "", errUnknownType
+}
+
+// position decodes a resume object: {"epoch":"...","seq":n}.
+func position(raw []byte) (Position, error) {
+	if raw[0] != '{' {
+		return Position{}, errResumeNotObject
+	}
+	var v [2][]byte
+	if err := parseObject(raw, positionFields, v[:]); err != nil {
+		return Position{}, err
+	}
+	if v[0] == nil {
+		return Position{}, errMissingEpoch
+	}
+	epoch, err := epochField(v[0])
+	if err != nil {
+		return Position{}, err
+	}
+	if v[1] == nil {
+		return Position{}, errMissingSeq
+	}
+	seq, err := seqField(v[1])
+	if err != nil {
+		return Position{}, err
+	}
+	return Position{Epoch: epoch, Seq: seq}, nil
+}
+
+func epochField(raw []byte) (string, error) {
+	e, ok := stringContent(raw)
+	if !ok {
+		return "", errEpochNotString
+	}
+	if len(e) > maxEpochLen {
+		return "", errEpochTooLong
+	}
+	return string(e), nil
+}
+
+func seqField(raw []byte) (uint64, error) {
+	n, ok := intValue(raw)
+	if !ok || n < 0 {
+		return 0, errSeqNotInt
+	}
+	return uint64(n), nil
 }
 
 func stringField(raw []byte, errMissing, errNotString error) (string, error) {

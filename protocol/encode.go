@@ -12,10 +12,10 @@ import (
 
 // AppendClient appends the client-to-server frame f to dst and returns it:
 //
-//	{"type":"auth","token":...}
+//	{"type":"auth","token":...,"resume":{"epoch":...,"seq":...}}
 //	{"type":"message","id":...,"data":...}
 //
-// The "id" member is omitted when f.ID is empty; an id longer than
+// "resume" is omitted when f.Resume is nil, "id" when f.ID is empty; an id longer than
 // MaxMessageIDLen makes a frame the server rejects. f.Data must be one JSON
 // value (see ValidData); empty data is encoded as null. Fields that f.Type
 // does not use are ignored. AppendClient panics if f.Type is not TypeAuth
@@ -25,6 +25,13 @@ func AppendClient(dst []byte, f ClientFrame) []byte {
 	case TypeAuth:
 		dst = append(dst, `{"type":"auth","token":`...)
 		dst = appendString(dst, f.Token)
+		if f.Resume != nil {
+			dst = append(dst, `,"resume":{"epoch":`...)
+			dst = appendString(dst, f.Resume.Epoch)
+			dst = append(dst, `,"seq":`...)
+			dst = strconv.AppendUint(dst, f.Resume.Seq, 10)
+			dst = append(dst, '}')
+		}
 	case TypeMessage:
 		dst = append(dst, `{"type":"message",`...)
 		if f.ID != "" {
@@ -42,20 +49,26 @@ func AppendClient(dst []byte, f ClientFrame) []byte {
 
 // AppendServer appends the server-to-client frame f to dst and returns it:
 //
-//	{"type":"auth_ok","session":...,"sub":...,"exp":...}
+//	{"type":"auth_ok","session":...,"sub":...,"exp":...,"epoch":...,"resume":...}
 //	{"type":"reauth_required","exp":...,"deadline":...}
-//	{"type":"message","data":...}
+//	{"type":"message","seq":...,"data":...}
 //	{"type":"error","code":...,"message":...,"ref":...}
 //
 // Times are unix seconds. f.Data must be one JSON value (see ValidData);
-// empty data is encoded as null. The "ref" member is omitted when f.Ref is
-// empty. An error's message is fixed server text: never put a token or
+// empty data is encoded as null. "epoch", "resume", "seq" and "ref" are
+// omitted when empty (zero). An error's message is fixed server text: never put a token or
 // other client input in it. Fields that f.Type does not use are ignored.
 // AppendServer panics if f.Type is not one of the four server types.
 func AppendServer(dst []byte, f ServerFrame) []byte {
 	switch f.Type {
 	case TypeMessage:
-		dst = append(dst, `{"type":"message","data":`...)
+		dst = append(dst, `{"type":"message",`...)
+		if f.Seq != 0 {
+			dst = append(dst, `"seq":`...)
+			dst = strconv.AppendUint(dst, f.Seq, 10)
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"data":`...)
 		dst = appendData(dst, f.Data)
 	case TypeAuthOK:
 		dst = append(dst, `{"type":"auth_ok","session":`...)
@@ -64,6 +77,14 @@ func AppendServer(dst []byte, f ServerFrame) []byte {
 		dst = appendString(dst, f.Subject)
 		dst = append(dst, `,"exp":`...)
 		dst = strconv.AppendInt(dst, f.Exp, 10)
+		if f.Epoch != "" {
+			dst = append(dst, `,"epoch":`...)
+			dst = appendString(dst, f.Epoch)
+		}
+		if f.Resume != "" {
+			dst = append(dst, `,"resume":`...)
+			dst = appendString(dst, f.Resume)
+		}
 	case TypeReauthRequired:
 		dst = append(dst, `{"type":"reauth_required","exp":`...)
 		dst = strconv.AppendInt(dst, f.Exp, 10)

@@ -29,8 +29,9 @@ var ErrMalformed = errors.New("protocol: malformed frame")
 
 // ClientFrame is a decoded client-to-server frame.
 type ClientFrame struct {
-	Type  string          // TypeAuth or TypeMessage
-	Token string          // auth: the token
+	Type   string          // TypeAuth or TypeMessage
+	Token  string          // auth: the token
+	Resume *Position       // auth: the last position the client received, if it asks to resume
 	ID    string          // message: optional client id, echoed as "ref" in error frames
 	Data  json.RawMessage // message: the data value (DecodeClient: aliases its input)
 }
@@ -41,6 +42,9 @@ type ServerFrame struct {
 	Session  string          // auth_ok
 	Subject  string          // auth_ok ("sub")
 	Exp      int64           // auth_ok, reauth_required: token expiry, unix seconds
+	Epoch    string          // auth_ok: the epoch of the user's stream; "" if the server keeps none
+	Resume   string          // auth_ok: ResumeOK or ResumeLost if the auth asked to resume, else ""
+	Seq      uint64          // message: its position in the user's stream; 0 if it has none
 	Deadline int64           // reauth_required: unix seconds by which a fresh token must arrive
 	Data     json.RawMessage // message (a copy)
 	Code     ErrorCode       // error
@@ -73,4 +77,26 @@ const (
 	ErrorTooManyRequests ErrorCode = 4429
 	// ErrorInternal refuses a message whose handler failed.
 	ErrorInternal ErrorCode = 4500
+)
+
+// Position is a message's place in its user's stream: a server that keeps
+// streams numbers the messages it sends to a user 1, 2, 3... (Seq, without
+// gaps) within an Epoch, which changes only when the stream's history is
+// lost. A client that presents the last Position it received in its auth
+// frame gets every message after it (docs/protocol.md, "Resume").
+type Position struct {
+	Epoch string // at most 64 bytes
+	Seq   uint64
+}
+
+// The answers of auth_ok to an auth frame that asked to resume.
+const (
+	// ResumeOK: every message after the client's position follows auth_ok,
+	// in order, before any later one.
+	ResumeOK = "ok"
+	// ResumeLost: the server cannot tell what the client missed (the
+	// position is older than what is kept, from another epoch, or ahead of
+	// the stream). Messages continue from the next one sent; the client
+	// should resynchronise from the application.
+	ResumeLost = "lost"
 )

@@ -70,6 +70,21 @@ func refInt(m map[string]json.RawMessage, key string) (int64, bool) {
 	return n, json.Unmarshal(raw, &n) == nil
 }
 
+// refPosition decodes a resume object with encoding/json: an object with a
+// string epoch of at most 64 bytes and a non-negative integer seq.
+func refPosition(raw json.RawMessage) (protocol.Position, bool) {
+	m, ok := refObject(raw)
+	if !ok {
+		return protocol.Position{}, false
+	}
+	epoch, ok1 := refString(m, "epoch")
+	seq, ok2 := refInt(m, "seq")
+	if !ok1 || !ok2 || len(epoch) > 64 || seq < 0 {
+		return protocol.Position{}, false
+	}
+	return protocol.Position{Epoch: epoch, Seq: uint64(seq)}, true
+}
+
 func refDecodeClient(b []byte) (protocol.ClientFrame, bool) {
 	m, ok := refObject(b)
 	if !ok {
@@ -85,7 +100,15 @@ func refDecodeClient(b []byte) (protocol.ClientFrame, bool) {
 		if !ok || tok == "" {
 			return protocol.ClientFrame{}, false
 		}
-		return protocol.ClientFrame{Type: typ, Token: tok}, true
+		f := protocol.ClientFrame{Type: typ, Token: tok}
+		if raw, present := m["resume"]; present {
+			pos, ok := refPosition(raw)
+			if !ok {
+				return protocol.ClientFrame{}, false
+			}
+			f.Resume = &pos
+		}
+		return f, true
 	case protocol.TypeMessage:
 		data, ok := m["data"]
 		if !ok {
@@ -119,6 +142,16 @@ func refDecodeServer(b []byte) (protocol.ServerFrame, bool) {
 		f.Subject, ok2 = refString(m, "sub")
 		f.Exp, ok3 = refInt(m, "exp")
 		ok = ok1 && ok2 && ok3
+		if _, present := m["epoch"]; present {
+			var ok4 bool
+			f.Epoch, ok4 = refString(m, "epoch")
+			ok = ok && ok4 && len(f.Epoch) <= 64
+		}
+		if _, present := m["resume"]; present {
+			var ok5 bool
+			f.Resume, ok5 = refString(m, "resume")
+			ok = ok && ok5 && (f.Resume == protocol.ResumeOK || f.Resume == protocol.ResumeLost)
+		}
 	case protocol.TypeReauthRequired:
 		var ok1, ok2 bool
 		f.Exp, ok1 = refInt(m, "exp")
@@ -126,6 +159,11 @@ func refDecodeServer(b []byte) (protocol.ServerFrame, bool) {
 		ok = ok1 && ok2
 	case protocol.TypeMessage:
 		f.Data, ok = m["data"]
+		if _, present := m["seq"]; present {
+			n, ok2 := refInt(m, "seq")
+			ok = ok && ok2 && n >= 0
+			f.Seq = uint64(n)
+		}
 	case protocol.TypeError:
 		var code int64
 		var ok1, ok2 bool
