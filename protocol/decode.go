@@ -169,7 +169,14 @@ func DecodeServer(b []byte) (ServerFrame, error) {
 			return ServerFrame{}, err
 		}
 		if v[sEpoch] != nil {
+			f.Stream = true
 			if f.Epoch, err = epochField(v[sEpoch]); err != nil {
+				return ServerFrame{}, err
+			}
+			if v[sSeq] == nil {
+				return ServerFrame{}, errMissingSeq
+			}
+			if f.Seq, err = seqField(v[sSeq]); err != nil {
 				return ServerFrame{}, err
 			}
 		}
@@ -201,6 +208,12 @@ func DecodeServer(b []byte) (ServerFrame, error) {
 		f.Data = bytes.Clone(v[sData])
 		if v[sSeq] != nil {
 			if f.Seq, err = seqField(v[sSeq]); err != nil {
+				return ServerFrame{}, err
+			}
+			if v[sEpoch] == nil {
+				return ServerFrame{}, errMissingEpoch
+			}
+			if f.Epoch, err = epochField(v[sEpoch]); err != nil {
 				return ServerFrame{}, err
 			}
 		}

@@ -49,14 +49,16 @@ func AppendClient(dst []byte, f ClientFrame) []byte {
 
 // AppendServer appends the server-to-client frame f to dst and returns it:
 //
-//	{"type":"auth_ok","session":...,"sub":...,"exp":...,"epoch":...,"resume":...}
+//	{"type":"auth_ok","session":...,"sub":...,"exp":...,"epoch":...,"seq":...,"resume":...}
 //	{"type":"reauth_required","exp":...,"deadline":...}
-//	{"type":"message","seq":...,"data":...}
+//	{"type":"message","epoch":...,"seq":...,"data":...}
 //	{"type":"error","code":...,"message":...,"ref":...}
 //
 // Times are unix seconds. f.Data must be one JSON value (see ValidData);
-// empty data is encoded as null. "epoch", "resume", "seq" and "ref" are
-// omitted when empty (zero). An error's message is fixed server text: never put a token or
+// empty data is encoded as null. An auth_ok has "epoch" and "seq" when
+// f.Stream is set, and "resume" when f.Resume is not empty; a message has
+// "epoch" and "seq" when f.Seq is not 0; an error has "ref" when f.Ref is
+// not empty. An error's message is fixed server text: never put a token or
 // other client input in it. Fields that f.Type does not use are ignored.
 // AppendServer panics if f.Type is not one of the four server types.
 func AppendServer(dst []byte, f ServerFrame) []byte {
@@ -64,7 +66,9 @@ func AppendServer(dst []byte, f ServerFrame) []byte {
 	case TypeMessage:
 		dst = append(dst, `{"type":"message",`...)
 		if f.Seq != 0 {
-			dst = append(dst, `"seq":`...)
+			dst = append(dst, `"epoch":`...)
+			dst = appendString(dst, f.Epoch)
+			dst = append(dst, `,"seq":`...)
 			dst = strconv.AppendUint(dst, f.Seq, 10)
 			dst = append(dst, ',')
 		}
@@ -77,9 +81,11 @@ func AppendServer(dst []byte, f ServerFrame) []byte {
 		dst = appendString(dst, f.Subject)
 		dst = append(dst, `,"exp":`...)
 		dst = strconv.AppendInt(dst, f.Exp, 10)
-		if f.Epoch != "" {
+		if f.Stream {
 			dst = append(dst, `,"epoch":`...)
 			dst = appendString(dst, f.Epoch)
+			dst = append(dst, `,"seq":`...)
+			dst = strconv.AppendUint(dst, f.Seq, 10)
 		}
 		if f.Resume != "" {
 			dst = append(dst, `,"resume":`...)

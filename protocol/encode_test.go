@@ -35,8 +35,9 @@ func TestAppendExact(t *testing.T) {
 	}{
 		{"auth", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "a.b.c"}), `{"type":"auth","token":"a.b.c"}`},
 		{"auth resume", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "t", Resume: &protocol.Position{Epoch: "e1", Seq: 17}}), `{"type":"auth","token":"t","resume":{"epoch":"e1","seq":17}}`},
-		{"message with seq", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Seq: 42, Data: json.RawMessage(`"x"`)}), `{"type":"message","seq":42,"data":"x"}`},
-		{"auth_ok resumed", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Epoch: "e1", Resume: protocol.ResumeOK}), `{"type":"auth_ok","session":"s","sub":"u","exp":1,"epoch":"e1","resume":"ok"}`},
+		{"message with position", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Epoch: "e1", Seq: 42, Data: json.RawMessage(`"x"`)}), `{"type":"message","epoch":"e1","seq":42,"data":"x"}`},
+		{"auth_ok resumed", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Stream: true, Epoch: "e1", Seq: 5, Resume: protocol.ResumeOK}), `{"type":"auth_ok","session":"s","sub":"u","exp":1,"epoch":"e1","seq":5,"resume":"ok"}`},
+		{"auth_ok empty stream", protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Stream: true}), `{"type":"auth_ok","session":"s","sub":"u","exp":1,"epoch":"","seq":0}`},
 		{"client message", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, ID: "7", Data: json.RawMessage(`{"a":1}`)}), `{"type":"message","id":"7","data":{"a":1}}`},
 		{"client message no id", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, Data: json.RawMessage(`[1]`)}), `{"type":"message","data":[1]}`},
 		{"client message nil data", protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, Data: nil}), `{"type":"message","data":null}`},
@@ -111,8 +112,9 @@ func TestRoundTripServer(t *testing.T) {
 	frames := []protocol.ServerFrame{
 		{Type: protocol.TypeReauthRequired, Exp: 1<<63 - 1, Deadline: -1 << 63},
 		{Type: protocol.TypeReauthRequired},
-		{Type: protocol.TypeMessage, Seq: 1<<63 - 1, Data: json.RawMessage(`1`)},
-		{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Epoch: "ep", Resume: protocol.ResumeLost},
+		{Type: protocol.TypeMessage, Epoch: "e", Seq: 1<<63 - 1, Data: json.RawMessage(`1`)},
+		{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Stream: true, Epoch: "ep", Seq: 3, Resume: protocol.ResumeLost},
+		{Type: protocol.TypeAuthOK, Session: "s", Subject: "u", Exp: 1, Stream: true},
 		{Type: protocol.TypeMessage, Data: json.RawMessage(`[true,false,null,-1.5e+10,"x"]`)},
 		{Type: protocol.TypeError, Code: protocol.ErrorTooManyRequests, Message: "too many", Ref: ""},
 	}

@@ -42,9 +42,10 @@ type ServerFrame struct {
 	Session  string          // auth_ok
 	Subject  string          // auth_ok ("sub")
 	Exp      int64           // auth_ok, reauth_required: token expiry, unix seconds
-	Epoch    string          // auth_ok: the epoch of the user's stream; "" if the server keeps none
+	Stream   bool            // auth_ok: the server keeps the user's stream; Epoch and Seq are where the session starts
+	Epoch    string          // auth_ok (with Stream), message (with Seq): the epoch of the user's stream
+	Seq      uint64          // auth_ok (with Stream): the position the session starts after; message: its position, 0 if it has none
 	Resume   string          // auth_ok: ResumeOK or ResumeLost if the auth asked to resume, else ""
-	Seq      uint64          // message: its position in the user's stream; 0 if it has none
 	Deadline int64           // reauth_required: unix seconds by which a fresh token must arrive
 	Data     json.RawMessage // message (a copy)
 	Code     ErrorCode       // error

@@ -143,9 +143,13 @@ func refDecodeServer(b []byte) (protocol.ServerFrame, bool) {
 		f.Exp, ok3 = refInt(m, "exp")
 		ok = ok1 && ok2 && ok3
 		if _, present := m["epoch"]; present {
-			var ok4 bool
+			var ok4, ok5 bool
+			var n int64
+			f.Stream = true
 			f.Epoch, ok4 = refString(m, "epoch")
-			ok = ok && ok4 && len(f.Epoch) <= 64
+			n, ok5 = refInt(m, "seq")
+			f.Seq = uint64(n)
+			ok = ok && ok4 && len(f.Epoch) <= 64 && ok5 && n >= 0
 		}
 		if _, present := m["resume"]; present {
 			var ok5 bool
@@ -161,7 +165,9 @@ func refDecodeServer(b []byte) (protocol.ServerFrame, bool) {
 		f.Data, ok = m["data"]
 		if _, present := m["seq"]; present {
 			n, ok2 := refInt(m, "seq")
-			ok = ok && ok2 && n >= 0
+			var ok3 bool
+			f.Epoch, ok3 = refString(m, "epoch")
+			ok = ok && ok2 && n >= 0 && ok3 && len(f.Epoch) <= 64
 			f.Seq = uint64(n)
 		}
 	case protocol.TypeError:
