@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base32"
 	"encoding/base64"
 	"net/http"
 	"strings"
@@ -144,7 +145,7 @@ func forGWS(r *http.Request) *http.Request {
 func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string) *Session {
 	s := &Session{
 		srv:         srv,
-		id:          newSessionID(),
+		id:          srv.newSessionID(),
 		ip:          ip,
 		remoteAddr:  remote,
 		socket:      socket,
@@ -190,10 +191,19 @@ func (srv *Server) isClosing() bool {
 	return srv.closing
 }
 
-func newSessionID() string {
+// newSessionID returns a random session id that names the node, so that
+// a session of any node can be reached through the cluster.
+func (srv *Server) newSessionID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	return srv.node + "." + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// newNodeID returns a random node name: 10 lower-case letters and digits.
+func newNodeID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // headerHasToken reports whether a comma-separated header contains token,

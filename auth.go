@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
 )
@@ -45,7 +44,7 @@ func (s *Session) takeAuthBudget(st session.State) bool {
 
 // authenticate handles an auth frame. It runs while the read goroutine
 // waits for it (see onFrame).
-func (s *Session) authenticate(token string) {
+func (s *Session) authenticate(token string, resume *protocol.Position) {
 	s.mu.Lock()
 	first := s.state == session.Pending
 	prev := s.ident
@@ -64,7 +63,7 @@ func (s *Session) authenticate(token string) {
 	if !s.bind(ident, first, prev) {
 		return
 	}
-	s.activate(ident, first, prev)
+	s.activate(ident, first, prev, resume)
 }
 
 // verify checks token with the Verifier and the server's own rules and
@@ -145,9 +144,10 @@ func (s *Session) bind(ident Identity, first bool, prev Identity) bool {
 }
 
 // activate makes the session active under ident: it schedules its expiry,
-// registers a new session (with what was kept for it to resume) and writes
-// auth_ok, then what was buffered.
-func (s *Session) activate(ident Identity, first bool, prev Identity) {
+// registers a new session (with a Broker: in its user's stream, with what
+// its client missed if it asked to resume) and writes auth_ok, then what
+// was buffered.
+func (s *Session) activate(ident Identity, first bool, prev Identity, resume *protocol.Position) {
 	srv := s.srv
 	now := srv.opts.Clock.Now()
 	s.mu.Lock()
@@ -167,17 +167,14 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 	}
 	releaseSlot := s.pendingSlot
 	s.pendingSlot = false
-	var rejected []outbox.Item
 	if first {
 		s.registered = true
-		if resumed := srv.resume.take(ident.Principal()); len(resumed) > 0 {
-			rejected = s.outbox.PushFront(resumed)
-		}
 	}
 	s.mu.Unlock()
 
-	if len(rejected) > 0 {
-		srv.handOver(ident.Principal(), rejected)
+	okFrame := protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: s.id, Subject: ident.Subject}
+	if !ident.ExpiresAt.IsZero() {
+		okFrame.Exp = ident.ExpiresAt.Unix()
 	}
 	if first {
 		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
@@ -185,13 +182,14 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 		if releaseSlot {
 			srv.pending.release(s.ip)
 		}
-		srv.registry.Add(s.id, ident.Principal(), s)
+		if srv.member != nil {
+			start, answer := srv.streams.join(s, resume)
+			okFrame.Stream, okFrame.Epoch, okFrame.Seq, okFrame.Resume = true, start.Epoch, start.Seq, answer
+		} else {
+			srv.registry.Add(s.id, ident.Principal(), s)
+		}
 	}
-	var exp int64
-	if !ident.ExpiresAt.IsZero() {
-		exp = ident.ExpiresAt.Unix()
-	}
-	s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: s.id, Subject: ident.Subject, Exp: exp}))
+	s.writeFrame(protocol.AppendServer(nil, okFrame))
 
 	s.mu.Lock()
 	s.paused = false

@@ -128,7 +128,8 @@ func ExampleServer_Revoke() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("revoked sessions:", srv.Revoke(wsauth.Principal{Issuer: idp.Issuer(), Subject: "mallory"}))
+	n, _ := srv.Revoke(ctx, wsauth.Principal{Issuer: idp.Issuer(), Subject: "mallory"})
+	fmt.Println("revoked sessions:", n)
 	fmt.Println("server:", <-closed)
 	<-c.Done()
 	var ce *protocol.CloseError

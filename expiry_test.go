@@ -355,34 +355,3 @@ func TestConcurrentSendsDuringReauthKeepPerSenderOrder(t *testing.T) {
 	assert.True(t, sawAuthOK)
 	quiet(t, c)
 }
-
-func TestResumeDeliversToTheNextConnection(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(o *wsauth.Options) {
-		o.ResumeFor = time.Minute
-		o.ReauthGrace = 5 * time.Second
-	})
-	c, _ := e.login("jon", time.Minute)
-	e.clock.Advance(time.Minute)
-	readType(t, c, "reauth_required")
-	send(t, e, "jon", `"r1"`)
-	send(t, e, "jon", `"r2"`)
-	e.clock.Advance(5 * time.Second)
-	e.expectClose(c, protocol.CloseSessionExpired, "")
-	assert.Empty(t, e.undeliveredFor("jon"), "kept for resume, not handed over yet")
-
-	c2, _ := e.login("jon", time.Hour)
-	assert.Equal(t, "r1", readType(t, c2, "message")["data"])
-	assert.Equal(t, "r2", readType(t, c2, "message")["data"])
-	quiet(t, c2)
-
-	// Messages kept past ResumeFor go to OnUndelivered.
-	other, _ := e.login("kim", time.Minute)
-	e.clock.Advance(time.Minute)
-	readType(t, other, "reauth_required")
-	send(t, e, "kim", `"k1"`)
-	e.clock.Advance(5 * time.Second)
-	e.expectClose(other, protocol.CloseSessionExpired, "")
-	e.clock.Advance(time.Minute)
-	assert.Equal(t, []string{`"k1"`}, e.undeliveredFor("kim"))
-}

@@ -124,7 +124,7 @@ func TestHostileApplicationFaults(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the handler was not called")
 		}
-		require.Equal(t, 1, h.srv.Revoke(h.p("fred")))
+		require.Equal(t, 1, must(h.srv.Revoke(context.Background(), h.p("fred"))))
 		cl, _, err := a.ReadClose()
 		require.NoError(t, err)
 		assert.Equal(t, wstest.Close{Code: 4403, Reason: "session revoked"}, cl)

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/internal/testlog"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/jwks"
@@ -55,6 +56,11 @@ type hostileOptions struct {
 	closeBuffer int
 	verifier    func(*jwks.Options)
 	server      func(*wsauth.Options)
+	// peer, if set, is another node of the same cluster: the new server
+	// trusts the same identity providers and runs on the same clock.
+	peer *hostileEnv
+	// broker, if set, makes the server's Broker, given the env's clock.
+	broker func(now func() time.Time) broker.Broker
 }
 
 // newHostileEnv starts a server like newEnv does. tb may be a *testing.F: the
@@ -71,12 +77,18 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 	logger, logs := testlog.New()
 
 	h := &hostileEnv{}
-	var issuers []jwks.Issuer
-	for range ho.issuers {
+	if ho.peer != nil {
+		clock = ho.peer.clock
+		h.idps = ho.peer.idps
+	}
+	for len(h.idps) < ho.issuers {
 		idp := wsauthtest.NewIdP(tb, wsauthtest.IdPOptions{})
 		idp.SetNow(clock.Now)
 		idp.SetDown(ho.idpDown)
 		h.idps = append(h.idps, idp)
+	}
+	var issuers []jwks.Issuer
+	for _, idp := range h.idps {
 		issuers = append(issuers, jwks.Issuer{Issuer: idp.Issuer(), JWKSURL: idp.JWKSURL(), Audience: []string{idp.Audience()}})
 	}
 	vopts := jwks.Options{Issuers: issuers, Now: clock.Now, Logger: logger}
@@ -108,6 +120,9 @@ func newHostileEnv(tb testing.TB, ho hostileOptions) *hostileEnv {
 				rec.undelivered[p] = append(rec.undelivered[p], string(d))
 			}
 		},
+	}
+	if ho.broker != nil {
+		opts.Broker = ho.broker(clock.Now)
 	}
 	if ho.server != nil {
 		ho.server(&opts)

@@ -16,7 +16,7 @@ import (
 )
 
 // firstFrameReasons are the only outcomes a first frame without a valid
-// token may have: the close code and its fixed reasons (protocol.md 6).
+// token may have: the close code and its fixed reasons (protocol.md 7).
 var firstFrameReasons = map[int][]string{
 	int(protocol.CloseMalformed): {"binary frame", "malformed frame"},
 	int(protocol.CloseUnauthorized): {"auth required",

@@ -59,7 +59,7 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if s.srv.guard(s.id, "authenticate", func() { s.authenticate(f.Token) }) {
+			if s.srv.guard(s.id, "authenticate", func() { s.authenticate(f.Token, f.Resume) }) {
 				s.close(closeInternal)
 			}
 		}()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/reauth"
 )
@@ -151,20 +152,15 @@ type Options struct {
 	// BufferBytes caps the size of one session's undelivered outbound frames,
 	// like BufferMessages. Default 1 MiB.
 	BufferBytes int
-	// ResumeFor, when positive, keeps the messages a closed session did not
-	// receive for this long and delivers them, in order, after auth_ok on the
-	// subject's next connection. Messages still kept when it passes go to
-	// OnUndelivered. Default 0: off, undelivered messages go to OnUndelivered
-	// at once.
-	ResumeFor time.Duration
-	// ResumeMaxPrincipals caps how many users' messages are kept for resume
-	// at once, and ResumeMaxBytes their total size in bytes (frames
-	// counted). Past either, the user whose messages have been kept longest
-	// is handed to OnUndelivered first. Each user's share is bounded like
-	// one session's outbox (BufferMessages, BufferBytes). Defaults 10,000
-	// and 64 MiB.
-	ResumeMaxPrincipals int
-	ResumeMaxBytes      int
+
+	// Broker keeps every user's stream (the messages sent to the user with
+	// SendToPrincipals, numbered) for a while, so that a client that
+	// reconnects, here or on another node, resumes after the last message it
+	// received; with more than one Server on it, it makes them a cluster
+	// (docs/cluster.md). broker.NewMemory keeps streams in this process;
+	// package natsbroker on NATS. Default nil: one process, no streams, and
+	// the messages a session could not write go to OnUndelivered.
+	Broker broker.Broker
 
 	// OnAuthenticated is called after every successful auth frame (the first
 	// and each reauthentication), before auth_ok is sent. Returning an error
@@ -185,9 +181,10 @@ type Options struct {
 	// dropped without a close frame). It runs on the connection's goroutine.
 	OnClose func(s *Session, err *protocol.CloseError)
 	// OnUndelivered receives, in order, the data of the messages a session
-	// never delivered to its client, when it closes (or, with ResumeFor, when
-	// the resume window passes). It runs on the goroutine that ended the
-	// session or the scheduler's; it must not block.
+	// could not write to its client, when it closes. With a Broker, the
+	// messages of the user's stream are not among them: the stream keeps
+	// them, and the client resumes. It runs on the goroutine that ended the
+	// session; it must not block.
 	OnUndelivered func(p Principal, data []json.RawMessage)
 
 	// Clock is the time source of deadlines and expiries. Default: the system
@@ -210,10 +207,6 @@ const (
 	defaultReauthGrace     = 10 * time.Second
 	defaultBufferMessages  = 256
 	defaultBufferBytes     = 1 << 20
-	// defaultResumeMaxPrincipals and defaultResumeMaxBytes are the defaults
-	// of Options.ResumeMaxPrincipals and ResumeMaxBytes.
-	defaultResumeMaxPrincipals = 10000
-	defaultResumeMaxBytes      = 64 << 20
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -238,9 +231,6 @@ func (o Options) withDefaults() (Options, error) {
 			*d.v = d.def
 		}
 	}
-	if o.ResumeFor < 0 {
-		return o, errors.New("wsauth: Options.ResumeFor must not be negative")
-	}
 	for _, d := range []struct {
 		name string
 		v    *int
@@ -252,8 +242,6 @@ func (o Options) withDefaults() (Options, error) {
 		{"MaxFrame", &o.MaxFrame, defaultMaxFrame},
 		{"BufferMessages", &o.BufferMessages, defaultBufferMessages},
 		{"BufferBytes", &o.BufferBytes, defaultBufferBytes},
-		{"ResumeMaxPrincipals", &o.ResumeMaxPrincipals, defaultResumeMaxPrincipals},
-		{"ResumeMaxBytes", &o.ResumeMaxBytes, defaultResumeMaxBytes},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)

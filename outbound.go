@@ -38,6 +38,9 @@ import (
 // A client that accepts no write for WriteTimeout is dropped; OnClose gets
 // 4413 "client not reading" (gateConn.Write, Session.finish).
 
+// errHadIt: the session has the stream message already.
+var errHadIt = errors.New("wsauth: session had the message")
+
 // ErrBufferFull: the session's outbox is full and the message was not
 // queued. A sender that is not part of a client message's work gets it
 // instead of waiting; see Session.Send.
@@ -107,18 +110,17 @@ func (srv *Server) newItem(data json.RawMessage) (outbox.Item, error) {
 	if !protocol.ValidData(data) {
 		return outbox.Item{}, ErrInvalidData
 	}
-	frame := protocol.AppendServer(make([]byte, 0, len(data)+messageOverhead), protocol.ServerFrame{Type: protocol.TypeMessage, Data: data})
-	return outbox.Item{
-		Frame: frame,
-		Data:  frame[messagePrefixLen : len(frame)-1 : len(frame)-1],
-		Seq:   srv.seq.Add(1),
-	}, nil
+	return srv.encodeItem(data, protocol.Position{})
 }
 
-var (
-	messagePrefixLen = len(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeMessage, Data: json.RawMessage("0")})) - 2
-	messageOverhead  = messagePrefixLen + 1
-)
+// encodeItem encodes valid data as a message frame at pos in its user's
+// stream (none if pos.Seq is 0).
+func (srv *Server) encodeItem(data json.RawMessage, pos protocol.Position) (outbox.Item, error) {
+	frame := protocol.AppendServer(make([]byte, 0, len(data)+64+len(pos.Epoch)),
+		protocol.ServerFrame{Type: protocol.TypeMessage, Epoch: pos.Epoch, Seq: pos.Seq, Data: data})
+	end := len(frame) - 1 // the frame's closing brace
+	return outbox.Item{Frame: frame, Data: frame[end-len(data) : end : end], Seq: pos.Seq}, nil
+}
 
 // sendAll queues it for every one of sessions and returns how many took it
 // (see Server.Broadcast).
@@ -154,7 +156,15 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			stopTimer(stall)
 			return ErrSessionClosed
 		}
+		if it.Seq != 0 && it.Seq <= s.streamSeq {
+			s.mu.Unlock()
+			stopTimer(stall)
+			return errHadIt // its client has it, or has it queued
+		}
 		if s.outbox.Push(it) == nil {
+			if it.Seq != 0 {
+				s.streamSeq = it.Seq
+			}
 			if !reply || !s.inHandler {
 				s.scheduleDrainLocked()
 			}
@@ -172,6 +182,15 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			return nil
 		}
 		if cause == nil || cause != s && s.stalledLocked() {
+			if it.Seq != 0 {
+				// A message of the user's stream: the client resumes
+				// after the last one it got and loses nothing.
+				s.markClosedLocked(closeOverflow)
+				s.mu.Unlock()
+				stopTimer(stall)
+				go s.writeClose(closeOverflow)
+				return ErrSessionClosed
+			}
 			s.mu.Unlock()
 			stopTimer(stall)
 			return ErrBufferFull

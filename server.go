@@ -3,15 +3,17 @@ package wsauth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
 
+	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/internal/deadline"
 	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/internal/registry"
@@ -32,8 +34,9 @@ type Server struct {
 	versioned *gws.Upgrader // selects wsauth.v1
 	pending   pendingLimiter
 	registry  registry.Registry[*Session]
-	resume    *resumeStore
-	seq       atomic.Uint64 // numbers every message sent (outbox.Item.Seq)
+	node      string        // this server's name in its cluster: the prefix of its session ids
+	member    broker.Member // with Options.Broker; nil without
+	streams   streamSet     // with Options.Broker: the users' streams this node has sessions of
 	stallWait time.Duration // see outbound.go
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -44,7 +47,9 @@ type Server struct {
 	wg      sync.WaitGroup // one per running connection
 }
 
-// New returns a Server configured by opts (see Options for defaults).
+// New returns a Server configured by opts (see Options for defaults). With
+// Options.Broker it joins the cluster, which may take a round trip to the
+// broker (bounded by 10 s).
 func New(opts Options) (*Server, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -60,7 +65,17 @@ func New(opts Options) (*Server, error) {
 		stallWait: min(500*time.Millisecond, o.WriteTimeout/2),
 	}
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
-	srv.resume = newResumeStore(srv)
+	srv.node = newNodeID()
+	srv.streams.srv = srv
+	if o.Broker != nil {
+		ctx, cancel := context.WithTimeout(srv.ctx, brokerTimeout)
+		srv.member, err = o.Broker.Join(ctx, srv.node, (*brokerHandler)(srv))
+		cancel()
+		if err != nil {
+			srv.cancel()
+			return nil, fmt.Errorf("wsauth: joining the broker: %w", err)
+		}
+	}
 	gopts := func(subprotocols []string) *gws.ServerOption {
 		return &gws.ServerOption{
 			ReadMaxPayloadSize: o.MaxFrame,
@@ -94,11 +109,18 @@ func (srv *Server) Sessions(principal Principal) []*Session {
 // Len returns the number of authenticated sessions (active or expired).
 func (srv *Server) Len() int { return srv.registry.Len() }
 
+// Node returns the server's name in its cluster (random, made at New); the
+// ids of its sessions start with it.
+func (srv *Server) Node() string { return srv.node }
+
 // Pending returns the number of connections that have not authenticated yet.
 func (srv *Server) Pending() int { return srv.pending.count() }
 
 // Send queues data for the authenticated session with that id, like
-// Session.Send. It returns ErrSessionNotFound if there is none.
+// Session.Send. It returns ErrSessionNotFound if there is none. With a
+// Broker, a session of another node is reached through it: nil then means
+// that node took the message (an error wraps broker.ErrUnavailable when
+// the cluster cannot be reached).
 //
 // ctx says who is sending. Called with the ctx Options.OnMessage received
 // (or one derived from it), the send is the work of that client's message:
@@ -109,57 +131,115 @@ func (srv *Server) Pending() int { return srv.pending.count() }
 // ctx, Send never blocks: a full outbox refuses the message with
 // ErrBufferFull.
 func (srv *Server) Send(ctx context.Context, sessionID string, data json.RawMessage) error {
-	s, ok := srv.registry.Get(sessionID)
-	if !ok {
-		return ErrSessionNotFound
-	}
 	it, err := srv.newItem(data)
 	if err != nil {
 		return err
 	}
-	return s.enqueue(ctx, it, causeOf(ctx), false)
+	if s, ok := srv.registry.Get(sessionID); ok {
+		return s.enqueue(ctx, it, causeOf(ctx), false)
+	}
+	node, _, routable := strings.Cut(sessionID, ".")
+	if srv.member == nil || !routable || node == srv.node {
+		return ErrSessionNotFound
+	}
+	if err := srv.member.Send(ctx, node, sessionID, data); err != nil {
+		if errors.Is(err, broker.ErrNoSession) {
+			return ErrSessionNotFound
+		}
+		return fmt.Errorf("wsauth: sending to a session of node %s: %w", node, err)
+	}
+	return nil
 }
 
-// SendToPrincipals queues data for every authenticated session of the
-// given users (each user once, however often listed: "the owner and every
-// admin") and returns how many sessions took it. The frame is encoded once
-// for all of them. ctx says who is sending, as for Send; sessions whose
-// outbox was full do not count, and then the error wraps ErrBufferFull.
+// SendToPrincipals sends data to every session of the given users (each
+// user once, however often listed: "the owner and every admin") and returns
+// how many sessions of this node took it. ctx says who is sending, as for
+// Send; sessions whose outbox was full do not count, and then the error
+// wraps ErrBufferFull.
 //
-// A user with no session on this server takes nothing, and the message is
-// not kept for later: Options.ResumeFor keeps only what a session failed to
-// write. (0, nil) says so; store such messages in the application if the
-// user must get them.
+// Without a Broker, a user with no session takes nothing and the message
+// is not kept: (0, nil) says so; store such messages in the application if
+// the user must get them.
+//
+// With a Broker, the message is appended to each user's stream first: every
+// session of the user, on every node, gets it in the stream's order, and a
+// client that reconnects after missing it resumes from its position
+// (docs/protocol.md, "Resume"). The count is of this node's sessions; those
+// of other nodes get it through the broker. A session of this node whose
+// outbox is full is closed with 4413 rather than refused (unless ctx lets
+// the sender wait): its client resumes and loses nothing. If the broker
+// cannot be reached, this node's sessions still get the message, outside
+// any stream (not resumable), and the error wraps broker.ErrUnavailable.
 func (srv *Server) SendToPrincipals(ctx context.Context, data json.RawMessage, principals ...Principal) (int, error) {
 	it, err := srv.newItem(data)
 	if err != nil {
 		return 0, err
 	}
-	var sessions []*Session
+	cause := causeOf(ctx)
+	n := 0
+	var errs []error
 	for i, p := range principals {
-		if !slices.Contains(principals[:i], p) {
-			sessions = srv.registry.ByPrincipal(p, sessions)
+		if slices.Contains(principals[:i], p) {
+			continue
 		}
+		if srv.member == nil {
+			k, err := srv.sendAll(ctx, srv.registry.ByPrincipal(p, nil), it)
+			n += k
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		pos, err := srv.member.Publish(ctx, p, data)
+		if err != nil {
+			k, _ := srv.sendAll(ctx, srv.registry.ByPrincipal(p, nil), it)
+			n += k
+			errs = append(errs, fmt.Errorf("wsauth: publishing to %s of %s: %w", p.Subject, p.Issuer, err))
+			continue
+		}
+		n += srv.streams.deliver(ctx, cause, broker.Message{Principal: p, Position: pos, Data: data})
 	}
-	return srv.sendAll(ctx, sessions, it)
+	return n, errors.Join(errs...)
 }
 
 // Broadcast queues data for every authenticated session and returns how
-// many took it, like SendToPrincipals.
+// many of this node's took it, like SendToPrincipals without a Broker: a
+// broadcast is not part of any stream. With a Broker, the other nodes'
+// sessions get it through the broker; the error then wraps
+// broker.ErrUnavailable if it cannot be reached.
 func (srv *Server) Broadcast(ctx context.Context, data json.RawMessage) (int, error) {
 	it, err := srv.newItem(data)
 	if err != nil {
 		return 0, err
 	}
-	return srv.sendAll(ctx, srv.registry.All(nil), it)
+	n, err := srv.sendAll(ctx, srv.registry.All(nil), it)
+	if srv.member != nil {
+		if berr := srv.member.Broadcast(ctx, data); berr != nil {
+			err = errors.Join(err, fmt.Errorf("wsauth: broadcasting to the cluster: %w", berr))
+		}
+	}
+	return n, err
 }
 
 // Revoke closes every session of principal with 4403 "session revoked" and
-// returns how many it closed.
-func (srv *Server) Revoke(principal Principal) int {
+// returns how many of this node's it closed. With a Broker it also has
+// every other node close theirs (docs/cluster.md gives the bound); the
+// error then wraps broker.ErrUnavailable if the broker cannot be reached.
+func (srv *Server) Revoke(ctx context.Context, principal Principal) (int, error) {
+	n := srv.revokeHere(principal)
+	if srv.member != nil {
+		if err := srv.member.Revoke(ctx, principal); err != nil {
+			return n, fmt.Errorf("wsauth: revoking on the cluster: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// revokeHere closes this node's sessions of p with 4403.
+func (srv *Server) revokeHere(p Principal) int {
 	ce := closeRevoked
 	n := 0
-	for _, s := range srv.registry.ByPrincipal(principal, nil) {
+	for _, s := range srv.registry.ByPrincipal(p, nil) {
 		s.mu.Lock()
 		ok := s.markClosedLocked(ce)
 		s.mu.Unlock()
@@ -175,12 +255,12 @@ func (srv *Server) Revoke(principal Principal) int {
 // "server shutting down" and waits until all of them have finished and their
 // OnClose hooks have returned. Messages still queued are not flushed first
 // (a client that is behind would hold the shutdown up): they go to
-// OnUndelivered, as does what Options.ResumeFor kept (resume keeps nothing
-// once Shutdown has begun). If ctx ends first,
+// OnUndelivered (with a Broker, the messages of users' streams stay in the
+// streams for the clients' resume). If ctx ends first,
 // Shutdown closes the sockets still open without a close frame, releases
-// the server's timers and hands what is kept for resume to OnUndelivered,
-// then returns ctx's error; sessions whose hooks are still running finish
-// on their own. Shutdown does not close the Verifier.
+// the server's timers, leaves the cluster and returns ctx's error; sessions
+// whose hooks are still running finish on their own. Shutdown does not
+// close the Verifier or the Broker.
 //
 // Order: call Shutdown before http.Server.Shutdown. The http.Server does
 // not track upgraded connections, so its Shutdown neither closes nor waits
@@ -219,16 +299,20 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	srv.cancel()
 	srv.sched.Stop()
-	srv.resume.flush()
+	if srv.member != nil {
+		if lerr := srv.member.Leave(); lerr != nil {
+			srv.opts.Logger.Warn("wsauth: leaving the broker failed", "err", lerr)
+		}
+	}
 	return err
 }
 
-// undelivered hands what a session did not deliver to the resume store or,
-// without resume, to OnUndelivered.
+// undelivered hands what a session could not write to OnUndelivered: with
+// a Broker, all but the messages of the user's stream, which the stream
+// keeps for the client's resume.
 func (srv *Server) undelivered(p Principal, items []outbox.Item) {
-	if srv.opts.ResumeFor > 0 && p.Subject != "" && !srv.isClosing() {
-		srv.resume.put(p, items)
-		return
+	if srv.member != nil {
+		items = slices.DeleteFunc(items, func(it outbox.Item) bool { return it.Seq != 0 })
 	}
 	srv.handOver(p, items)
 }

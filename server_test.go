@@ -396,7 +396,7 @@ func TestRevoke(t *testing.T) {
 	a1, _ := e.login("judy", time.Hour)
 	a2, _ := e.login("judy", time.Hour)
 	b, _ := e.login("ken", time.Hour)
-	assert.Equal(t, 2, e.srv.Revoke(e.p("judy")))
+	assert.Equal(t, 2, must(e.srv.Revoke(context.Background(), e.p("judy"))))
 	for _, c := range []*wstest.Conn{a1, a2} {
 		cl, _, err := c.ReadClose()
 		require.NoError(t, err)
@@ -406,7 +406,7 @@ func TestRevoke(t *testing.T) {
 	_, err := e.srv.SendToPrincipals(context.Background(), json.RawMessage(`1`), e.p("ken"))
 	require.NoError(t, err)
 	readType(t, b, "message")
-	assert.Equal(t, 0, e.srv.Revoke(e.p("nobody")))
+	assert.Equal(t, 0, must(e.srv.Revoke(context.Background(), e.p("nobody"))))
 }
 
 func TestShutdownClosesEverySession(t *testing.T) {

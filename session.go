@@ -68,6 +68,7 @@ type Session struct {
 	hctx         context.Context // the context OnMessage gets (handlerContext)
 	lastAuth     time.Time       // when the last auth frame was let through (takeAuthBudget)
 	reauthAsked  bool            // reauth_required sent and not answered yet
+	streamSeq    uint64          // with a Broker: the Seq of the last message of the user's stream queued
 }
 
 // phase says what the session's scheduler entry does when it fires.
@@ -203,6 +204,9 @@ func (s *Session) finish(err error) {
 	}
 	if registered {
 		s.srv.registry.Remove(s.id, ident.Principal())
+		if s.srv.member != nil {
+			s.srv.streams.leave(s, ident.Principal())
+		}
 	}
 	s.srv.forget(s)
 	if len(undelivered) > 0 {

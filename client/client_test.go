@@ -217,7 +217,9 @@ func TestRevokeIsTerminal(t *testing.T) {
 	c := e.dial(opts)
 	e.expect("auth:dora")
 
-	assert.Equal(t, 1, e.server().Revoke(e.p("dora")))
+	n, err := e.server().Revoke(context.Background(), e.p("dora"))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
 	waitDone(t, c)
 	var ce *protocol.CloseError
 	require.ErrorAs(t, c.Err(), &ce)
@@ -227,7 +229,7 @@ func TestRevokeIsTerminal(t *testing.T) {
 	e.expect("close:4403")
 	e.quiet()
 
-	_, err := c.Receive(context.Background())
+	_, err = c.Receive(context.Background())
 	assert.ErrorIs(t, err, ce)
 	assert.ErrorIs(t, c.Send(context.Background(), json.RawMessage(`1`)), ce)
 	assert.Equal(t, client.Closed, c.State())

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/jwks"
 )
 
@@ -87,6 +88,7 @@ type config struct {
 	tokenTTL time.Duration
 	tick     time.Duration
 	idle     time.Duration // http.Server.IdleTimeout
+	keepFor  time.Duration // broker.MemoryOptions.KeepFor; 0: no broker
 	logLevel slog.Level
 	opts     wsauth.Options // the server's options, without hooks and Verifier
 }
@@ -120,7 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.TextVar(&o.Expiry, "expiry", wsauth.ExpiryReauth, "expiry `policy`: reauth, close or ignore (insecure)")
 	fs.IntVar(&o.BufferMessages, "buffer-messages", 0, "undelivered messages kept per session (0: wsauth default 256)")
 	fs.IntVar(&o.BufferBytes, "buffer-bytes", 0, "undelivered bytes kept per session (0: wsauth default 1 MiB)")
-	fs.DurationVar(&o.ResumeFor, "resume-for", 0, "keep a closed session's undelivered messages this long for the subject's next connection (0: off)")
+	fs.DurationVar(&cfg.keepFor, "keep-for", 2*time.Minute, "keep each user's messages this long, so that clients resume after a reconnect (0: off)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -233,6 +235,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts := cfg.opts
 	opts.Verifier = v
 	opts.Logger = logger
+	if cfg.keepFor > 0 {
+		opts.Broker = broker.NewMemory(broker.MemoryOptions{KeepFor: cfg.keepFor})
+	}
 	c.hook(&opts)
 	srv, err := wsauth.New(opts)
 	if err != nil {

@@ -18,9 +18,8 @@ var ErrOverflow = errors.New("outbox: full")
 type Item struct {
 	Frame []byte
 	Data  json.RawMessage
-	// Seq numbers the message server-wide, in the order it was sent: the
-	// copies one fan-out puts in several outboxes share it, which is how
-	// the resume store tells them apart from distinct messages.
+	// Seq is the message's place in its user's stream; 0 for a message
+	// outside any stream.
 	Seq uint64
 }
 
@@ -67,23 +66,18 @@ func (o *Queue) fits(msgs, bytes int) bool {
 	return o.n+msgs <= o.maxMsgs && o.bytes+bytes <= o.maxBytes
 }
 
-// PushFront puts items before everything already queued, in their order. It
-// is how messages kept for a resumed subject go ahead of newer traffic. Items
-// that do not fit are returned, in order, and not queued.
-func (o *Queue) PushFront(items []Item) (rejected []Item) {
-	keep, total := 0, 0
-	for keep < len(items) && o.fits(keep+1, total+len(items[keep].Frame)) {
-		total += len(items[keep].Frame)
-		keep++
-	}
+// PushFrontAll puts items before everything already queued, in their
+// order, whatever the bounds: it is how a resumed session's backlog goes
+// ahead of newer traffic (the broker's bounds per user bound it). Until the
+// queue is back within its bounds, Push refuses.
+func (o *Queue) PushFrontAll(items []Item) {
 	rest := o.Drain()
-	for _, it := range items[:keep] {
+	for _, it := range items {
 		o.push(it)
 	}
 	for _, it := range rest {
 		o.push(it)
 	}
-	return items[keep:]
 }
 
 // push appends an item the caller checked fits.
@@ -101,7 +95,7 @@ func (o *Queue) grow() {
 	if size == 0 {
 		size = 4
 	}
-	if size > o.maxMsgs {
+	if size > o.maxMsgs && o.n < o.maxMsgs {
 		size = o.maxMsgs
 	}
 	items := make([]Item, size)

@@ -108,12 +108,20 @@ func TestOutboxPeekDiscard(t *testing.T) {
 	assert.Equal(t, []string{"f"}, frames(o.Drain()))
 }
 
-func TestOutboxPushFront(t *testing.T) {
+// TestOutboxPushFrontAll: a backlog goes in front, whole, past the bounds;
+// until the queue is back within them, Push refuses, and then takes again.
+func TestOutboxPushFrontAll(t *testing.T) {
 	t.Parallel()
 	o := outbox.New(4, 100)
 	require.NoError(t, o.Push(item("new1")))
 	require.NoError(t, o.Push(item("new2")))
-	rejected := o.PushFront([]outbox.Item{item("old1"), item("old2"), item("old3")})
-	assert.Equal(t, []string{"old3"}, frames(rejected), "the newest kept items that do not fit come back")
-	assert.Equal(t, []string{"old1", "old2", "new1", "new2"}, frames(o.Drain()))
+	o.PushFrontAll([]outbox.Item{item("old1"), item("old2"), item("old3"), item("old4")})
+	assert.Equal(t, 6, o.Len())
+	assert.ErrorIs(t, o.Push(item("more")), outbox.ErrOverflow)
+	peek := make([]outbox.Item, 6)
+	require.Equal(t, 6, o.Peek(peek))
+	assert.Equal(t, []string{"old1", "old2", "old3", "old4", "new1", "new2"}, frames(peek))
+	o.Discard(3)
+	require.NoError(t, o.Push(item("later")))
+	assert.Equal(t, []string{"old4", "new1", "new2", "later"}, frames(o.Drain()))
 }

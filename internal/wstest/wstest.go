@@ -131,6 +131,15 @@ func HeaderOnly(fin bool, opcode byte, length uint64) []byte {
 	return append(hdr, 1, 2, 3, 4)
 }
 
+// Abort drops the connection without a close frame: a TCP reset, as a
+// crashed client or a cut network leaves the server.
+func (c *Conn) Abort() {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Conn.Close()
+}
+
 // WriteFrame writes one frame.
 func (c *Conn) WriteFrame(fin bool, opcode byte, payload []byte) error {
 	_, err := c.Write(Frame(fin, opcode, payload))

@@ -1,0 +1,317 @@
+package wsauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/outbox"
+	"github.com/wsauth/wsauth/protocol"
+)
+
+// Users' streams, with a Broker (Options.Broker). Every message sent to a
+// user with SendToPrincipals is published to the user's stream first, which
+// numbers it (an epoch and a Seq without gaps) and keeps it for resume;
+// then every node with sessions of the user hands it to them, in Seq order.
+//
+// A node keeps a stream record for each user it has sessions of: the last
+// Seq it handed to them (head) and the messages that came ahead of a gap.
+// Messages from other nodes may come out of order or twice: one at head+1
+// is handed over at once, older ones are dropped, newer ones wait; a gap
+// still open after gapWait is filled from the stream's history. A session
+// starts at the head (or, resuming, after the position its client presents,
+// with the messages in between queued before anything later) and takes
+// only what comes after its own last Seq, so no message reaches it twice.
+// The record lives while the node has sessions of the user: the first one
+// turns the node's interest in the user's messages on, the last one off.
+//
+// A session whose outbox is full when a message of its stream comes, and
+// whose sender cannot wait (another node's message, a send from outside
+// OnMessage), is closed with 4413: its client resumes from its position
+// and loses nothing.
+
+// gapWait is how long a node waits for a message missing from a stream
+// before it reads the stream's history.
+var gapWait = 50 * time.Millisecond
+
+// brokerTimeout bounds a broker call that no caller's context bounds.
+const brokerTimeout = 10 * time.Second
+
+type streamSet struct {
+	srv *Server
+	mu  sync.Mutex
+	m   map[Principal]*stream
+}
+
+type stream struct {
+	p       Principal
+	mu      sync.Mutex
+	refs    int    // sessions of p on this node, joined and not released
+	dead    bool   // released: the set holds a new record if p comes back
+	epoch   string // of the last message handed over
+	head    uint64 // its Seq
+	waiting map[uint64]broker.Message
+	filling bool // a gap fill is scheduled
+}
+
+// record returns p's record, making it if create is set.
+func (ss *streamSet) record(p Principal, create bool) *stream {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := ss.m[p]
+	if st == nil && create {
+		if ss.m == nil {
+			ss.m = make(map[Principal]*stream)
+		}
+		st = &stream{p: p}
+		ss.m[p] = st
+	}
+	return st
+}
+
+// join adds s to its user's stream on this node, registers it, and queues
+// what its client missed if it asks to resume from resume. The caller
+// holds no lock; s is paused (nothing is written before auth_ok). It
+// returns the position the session starts after, for auth_ok, and, for a
+// resume, the answer.
+func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol.Position, answer string) {
+	srv := ss.srv
+	p := s.ident.Principal()
+	var st *stream
+	for {
+		st = ss.record(p, true)
+		st.mu.Lock()
+		if !st.dead {
+			break
+		}
+		st.mu.Unlock()
+	}
+	defer st.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, brokerTimeout)
+	defer cancel()
+	st.refs++
+	if st.refs == 1 {
+		// Interest first, then the history: what is published in between
+		// waits on st.mu and is sorted out by Seq afterwards.
+		if err := srv.member.Interest(ctx, p, true); err != nil {
+			srv.opts.Logger.Warn("wsauth: broker interest failed", "sub", p.Subject, "iss", p.Issuer, "err", err)
+		}
+		if _, head, err := srv.member.History(ctx, p, protocol.Position{}); err == nil {
+			st.catchUp(head)
+		}
+	}
+	start = protocol.Position{Epoch: st.epoch, Seq: st.head}
+	taken := st.head // the session takes only what comes after
+	if resume != nil {
+		answer = protocol.ResumeLost
+		after := *resume
+		if after.Epoch == "" && after.Seq == 0 {
+			after.Epoch = st.epoch // the client got nothing yet: from the start
+		}
+		if after.Epoch == "" && st.epoch == "" && after.Seq == 0 {
+			answer = protocol.ResumeOK // an empty stream, and the client got nothing
+		} else if after.Epoch != "" && after.Epoch == st.epoch {
+			if msgs, _, err := srv.member.History(ctx, p, after); err == nil {
+				answer, start = protocol.ResumeOK, after
+				var items []outbox.Item
+				for _, m := range msgs {
+					if m.Seq > st.head {
+						break // the node has not handed it over yet: it will
+					}
+					if it, err := srv.streamItem(m); err == nil {
+						items = append(items, it)
+					}
+				}
+				// The backlog may exceed the outbox's bounds: the
+				// broker's bounds per user bound it.
+				s.mu.Lock()
+				s.outbox.PushFrontAll(items)
+				s.mu.Unlock()
+				taken = max(taken, after.Seq)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.streamSeq = taken
+	s.mu.Unlock()
+	srv.registry.Add(s.id, p, s)
+	return start, answer
+}
+
+// catchUp moves an empty record to head: the node hands over nothing up
+// to it. The caller holds st.mu.
+func (st *stream) catchUp(head protocol.Position) {
+	if st.epoch == "" && st.head == 0 {
+		st.epoch, st.head = head.Epoch, head.Seq
+	}
+}
+
+// leave releases s's place in its user's stream.
+func (ss *streamSet) leave(s *Session, p Principal) {
+	st := ss.record(p, false)
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.refs--; st.refs > 0 {
+		return
+	}
+	st.dead = true
+	ss.mu.Lock()
+	if ss.m[p] == st {
+		delete(ss.m, p)
+	}
+	ss.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	if err := ss.srv.member.Interest(ctx, p, false); err != nil {
+		ss.srv.opts.Logger.Warn("wsauth: broker interest failed", "sub", p.Subject, "iss", p.Issuer, "err", err)
+	}
+}
+
+// deliver hands m to this node's sessions of its user, in Seq order (see
+// the top of this file). ctx and cause are the sender's (see enqueue); a
+// message from another node has none. It returns how many sessions took m
+// now.
+func (ss *streamSet) deliver(ctx context.Context, cause *Session, m broker.Message) int {
+	st := ss.record(m.Principal, false)
+	if st == nil {
+		return 0 // no session of the user here
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.dead {
+		return 0
+	}
+	if m.Epoch != st.epoch {
+		// The first message of the stream since this node joined it, or
+		// the stream started again in a new epoch (the broker dropped it
+		// whole): hand over from its Seq 1 on, filling what came before
+		// m from the history.
+		if st.epoch != "" {
+			ss.srv.opts.Logger.Info("wsauth: stream in a new epoch", "sub", m.Principal.Subject, "iss", m.Principal.Issuer)
+		}
+		st.epoch, st.head, st.waiting = m.Epoch, 0, nil
+	}
+	switch {
+	case m.Seq <= st.head:
+		return 0 // handed over already
+	case m.Seq > st.head+1:
+		if st.waiting == nil {
+			st.waiting = make(map[uint64]broker.Message)
+		}
+		if len(st.waiting) < maxWaiting {
+			st.waiting[m.Seq] = m
+		}
+		st.scheduleFill(ss)
+		return 0
+	}
+	n := st.handOver(ss, ctx, cause, m)
+	for next, ok := st.waiting[st.head+1]; ok; next, ok = st.waiting[st.head+1] {
+		delete(st.waiting, next.Seq)
+		st.handOver(ss, context.Background(), nil, next)
+	}
+	return n
+}
+
+// maxWaiting bounds the messages a stream record holds ahead of a gap;
+// past it, the gap fill reads them from the history.
+const maxWaiting = 1024
+
+// handOver queues m, the message at head+1, for every session of its user
+// on this node, and moves head. The caller holds st.mu.
+func (st *stream) handOver(ss *streamSet, ctx context.Context, cause *Session, m broker.Message) int {
+	st.head = m.Seq
+	it, err := ss.srv.streamItem(m)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, s := range ss.srv.registry.ByPrincipal(m.Principal, nil) {
+		if s.enqueue(ctx, it, cause, false) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// scheduleFill reads the history after head once gapWait has passed, if
+// the gap is still open then. The caller holds st.mu.
+func (st *stream) scheduleFill(ss *streamSet) {
+	if st.filling {
+		return
+	}
+	st.filling = true
+	time.AfterFunc(gapWait, func() { ss.fill(st) })
+}
+
+func (ss *streamSet) fill(st *stream) {
+	st.mu.Lock()
+	st.filling = false
+	if st.dead || len(st.waiting) == 0 {
+		st.mu.Unlock()
+		return
+	}
+	after := protocol.Position{Epoch: st.epoch, Seq: st.head}
+	st.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ss.srv.ctx, brokerTimeout)
+	msgs, _, err := ss.srv.member.History(ctx, st.p, after)
+	cancel()
+	switch {
+	case errors.Is(err, broker.ErrLost):
+		// What this node missed is gone: its sessions cannot have it
+		// either. They are closed, and their clients resume, are told
+		// "lost" and resynchronise.
+		ss.srv.opts.Logger.Warn("wsauth: messages of a stream lost before this node got them",
+			"sub", st.p.Subject, "iss", st.p.Issuer, "after", after.Seq)
+		for _, s := range ss.srv.registry.ByPrincipal(st.p, nil) {
+			s.close(closeOverflow)
+		}
+		return
+	case err != nil:
+		st.mu.Lock()
+		st.scheduleFill(ss) // the broker is away: try again
+		st.mu.Unlock()
+		return
+	}
+	for _, m := range msgs {
+		ss.deliver(context.Background(), nil, m)
+	}
+}
+
+// streamItem encodes a message of a stream for the outbox.
+func (srv *Server) streamItem(m broker.Message) (outbox.Item, error) {
+	return srv.encodeItem(m.Data, m.Position)
+}
+
+// brokerHandler is a Server's side of its broker membership.
+type brokerHandler Server
+
+func (h *brokerHandler) Deliver(m broker.Message) {
+	(*Server)(h).streams.deliver(context.Background(), nil, m)
+}
+
+func (h *brokerHandler) Broadcast(data json.RawMessage) {
+	srv := (*Server)(h)
+	if it, err := srv.newItem(data); err == nil {
+		_, _ = srv.sendAll(context.Background(), srv.registry.All(nil), it)
+	}
+}
+
+func (h *brokerHandler) Send(sessionID string, data json.RawMessage) bool {
+	srv := (*Server)(h)
+	s, ok := srv.registry.Get(sessionID)
+	if !ok {
+		return false
+	}
+	it, err := srv.newItem(data)
+	return err == nil && s.enqueue(context.Background(), it, nil, false) == nil
+}
+
+func (h *brokerHandler) Revoke(p Principal) {
+	(*Server)(h).revokeHere(p)
+}
