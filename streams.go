@@ -51,6 +51,7 @@ type stream struct {
 	mu      sync.Mutex
 	refs    int    // sessions of p on this node, joined and not released
 	dead    bool   // released: the set holds a new record if p comes back
+	known   bool   // epoch and head are known (the history could be read)
 	epoch   string // of the last message handed over
 	head    uint64 // its Seq
 	waiting map[uint64]broker.Message
@@ -144,8 +145,8 @@ func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol
 // catchUp moves an empty record to head: the node hands over nothing up
 // to it. The caller holds st.mu.
 func (st *stream) catchUp(head protocol.Position) {
-	if st.epoch == "" && st.head == 0 {
-		st.epoch, st.head = head.Epoch, head.Seq
+	if !st.known {
+		st.epoch, st.head, st.known = head.Epoch, head.Seq, true
 	}
 }
 
@@ -187,7 +188,12 @@ func (ss *streamSet) deliver(ctx context.Context, cause *Session, m broker.Messa
 	if st.dead {
 		return 0
 	}
-	if m.Epoch != st.epoch {
+	switch {
+	case !st.known:
+		// The history could not be read when the node joined: start at
+		// the first message that comes.
+		st.epoch, st.head, st.known = m.Epoch, m.Seq-1, true
+	case m.Epoch != st.epoch:
 		// The first message of the stream since this node joined it, or
 		// the stream started again in a new epoch (the broker dropped it
 		// whole): hand over from its Seq 1 on, filling what came before
