@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/protocol"
 )
@@ -27,11 +29,21 @@ type chat struct {
 	wg   sync.WaitGroup
 }
 
-// member is one session and the number of the last tick sent to it.
+// member is one session, the number of the last tick sent to it, and its
+// message budget.
 type member struct {
-	s     *wsauth.Session
-	ticks int64
+	s       *wsauth.Session
+	ticks   int64
+	limiter *rate.Limiter // read goroutine only
 }
+
+// The demo's limits on what one session may send, as docs/security.md tells
+// applications to have: a chat is not a firehose.
+const (
+	maxChatBytes = 4 << 10 // of a message's data
+	chatRate     = 10      // messages a second, sustained
+	chatBurst    = 20
+)
 
 func newChat(logger *slog.Logger, tick time.Duration) *chat {
 	return &chat{logger: logger, tick: tick, members: make(map[string]*member), done: make(chan struct{})}
@@ -51,7 +63,7 @@ func (c *chat) onAuthenticated(_ context.Context, s *wsauth.Session) error {
 	c.mu.Lock()
 	_, known := c.members[s.ID()]
 	if !known {
-		c.members[s.ID()] = &member{s: s}
+		c.members[s.ID()] = &member{s: s, limiter: rate.NewLimiter(chatRate, chatBurst)}
 	}
 	c.mu.Unlock()
 	id := s.Identity()
@@ -70,14 +82,50 @@ type chatMessage struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// onMessage runs on the sender's read goroutine and broadcasts the message.
-// With the handler's ctx, Broadcast waits while a receiver that reads is
-// behind, which slows the sender's reading instead of dropping anything; a
-// receiver that stopped reading is skipped (ErrBufferFull).
+// Error codes the demo refuses messages with (an application's own).
+const (
+	errorTooLarge  protocol.ErrorCode = 4013
+	errorSlowDown  protocol.ErrorCode = 4029
+	errorNoSuchDst protocol.ErrorCode = 4004
+)
+
+// onMessage runs on the sender's read goroutine. A message whose data is an
+// object with a string "to" goes to that user only (every session of it,
+// on every node, resumable); any other is broadcast. With the handler's
+// ctx, a receiver that reads but is behind slows the sender's reading
+// instead of dropping anything; a receiver that stopped reading is skipped
+// (ErrBufferFull).
 func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
-	b, err := json.Marshal(chatMessage{From: s.Principal().Subject, Data: m.Data})
+	if len(m.Data) > maxChatBytes {
+		return &wsauth.MessageError{Code: errorTooLarge, Message: "message too large (4 KiB at most)"}
+	}
+	c.mu.Lock()
+	mem := c.members[s.ID()]
+	c.mu.Unlock()
+	if mem != nil && !mem.limiter.Allow() {
+		return &wsauth.MessageError{Code: errorSlowDown, Message: "slow down (10 messages a second)"}
+	}
+	from := s.Principal()
+	b, err := json.Marshal(chatMessage{From: from.Subject, Data: m.Data})
 	if err != nil {
 		return err
+	}
+	var direct struct {
+		To *string `json:"to"`
+	}
+	if json.Unmarshal(m.Data, &direct) == nil && direct.To != nil {
+		if *direct.To == "" {
+			return &wsauth.MessageError{Code: errorNoSuchDst, Message: "empty \"to\""}
+		}
+		// The sender gets its copy too, so that all its tabs show the
+		// conversation.
+		to := wsauth.Principal{Issuer: from.Issuer, Subject: *direct.To}
+		n, err := s.Server().SendToPrincipals(ctx, b, to, from)
+		if err != nil && !errors.Is(err, wsauth.ErrBufferFull) {
+			return err
+		}
+		c.logger.Debug("direct message", "session", s.ID(), "sub", from.Subject, "to", *direct.To, "recipients", n)
+		return nil
 	}
 	n, err := c.srv.Broadcast(ctx, b)
 	if errors.Is(err, wsauth.ErrBufferFull) {

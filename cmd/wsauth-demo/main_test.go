@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -402,4 +403,60 @@ func TestHTTPLimits(t *testing.T) {
 		b, _ := io.ReadAll(nc)
 		assert.True(t, strings.HasPrefix(string(b), "HTTP/1.1 431"), "answer %.60q", b)
 	})
+}
+
+// TestDirectMessages: a message whose data has a string "to" goes to that
+// user's sessions (and the sender's), not to everyone.
+func TestDirectMessages(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "0")
+	alice, _ := d.login(t, d.token(t, "alice", time.Minute))
+	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
+	carol, _ := d.login(t, d.token(t, "carol", time.Minute))
+
+	require.NoError(t, alice.WriteText(`{"type":"message","data":{"to":"bob","text":"psst"}}`))
+	want := map[string]any{"from": "alice", "data": map[string]any{"to": "bob", "text": "psst"}}
+	for _, c := range []*wstest.Conn{bob, alice} {
+		m := readType(t, c, "message")
+		assert.Equal(t, want, m["data"])
+		assert.Contains(t, m, "seq", "a direct message is part of the user's stream")
+	}
+	texts, err := carol.Sync()
+	require.NoError(t, err)
+	assert.Empty(t, texts, "carol got a direct message to bob")
+
+	require.NoError(t, alice.WriteText(`{"type":"message","id":"e","data":{"to":""}}`))
+	assert.Equal(t, map[string]any{"type": "error", "code": float64(4004), "message": `empty "to"`, "ref": "e"}, readType(t, alice, "error"))
+}
+
+// TestChatLimits: a session that sends too much, or too fast, gets error
+// frames and stays connected.
+func TestChatLimits(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "0")
+	c, _ := d.login(t, d.token(t, "dan", time.Minute))
+	big := `"` + strings.Repeat("x", 5000) + `"`
+	require.NoError(t, c.WriteText(`{"type":"message","id":"big","data":`+big+`}`))
+	assert.Equal(t, float64(4013), readType(t, c, "error")["code"])
+
+	var frames []byte
+	for i := range 30 {
+		frames = append(frames, wstest.Frame(true, wstest.OpText, []byte(fmt.Sprintf(`{"type":"message","id":"%d","data":%d}`, i, i)))...)
+	}
+	_, err := c.Write(frames)
+	require.NoError(t, err)
+	messages, refused := 0, 0
+	for messages+refused < 30 {
+		m, err := c.ReadJSON()
+		require.NoError(t, err)
+		switch m["type"] {
+		case "message":
+			messages++
+		case "error":
+			assert.Equal(t, float64(4029), m["code"])
+			refused++
+		}
+	}
+	assert.GreaterOrEqual(t, messages, 20, "the burst is allowed")
+	assert.Positive(t, refused, "past the burst, messages are refused")
 }

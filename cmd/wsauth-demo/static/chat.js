@@ -38,7 +38,12 @@ async function tokenProvider() {
   return body.token;
 }
 
+/** The log shows the last MAX_LOG_LINES lines; a line shows at most MAX_LINE_CHARS. */
+const MAX_LOG_LINES = 500;
+const MAX_LINE_CHARS = 2000;
+
 function logLine(text, cls, from) {
+  if (text.length > MAX_LINE_CHARS) text = `${text.slice(0, MAX_LINE_CHARS)}…`;
   const li = document.createElement('li');
   if (cls) li.className = cls;
   if (from !== undefined) {
@@ -49,6 +54,8 @@ function logLine(text, cls, from) {
   }
   li.append(text);
   ui.log.append(li);
+  // Keep the page's memory bounded, whatever others send.
+  while (ui.log.childElementCount > MAX_LOG_LINES) ui.log.firstElementChild.remove();
   ui.log.scrollTop = ui.log.scrollHeight;
 }
 
