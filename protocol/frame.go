@@ -32,8 +32,8 @@ type ClientFrame struct {
 	Type   string          // TypeAuth or TypeMessage
 	Token  string          // auth: the token
 	Resume *Position       // auth: the last position the client received, if it asks to resume
-	ID    string          // message: optional client id, echoed as "ref" in error frames
-	Data  json.RawMessage // message: the data value (DecodeClient: aliases its input)
+	ID     string          // message: optional client id, echoed as "ref" in error frames
+	Data   json.RawMessage // message: the data value (DecodeClient: aliases its input)
 }
 
 // ServerFrame is a decoded server-to-client frame (used by clients).
