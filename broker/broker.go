@@ -12,8 +12,10 @@ import (
 // Errors of a Member's methods.
 var (
 	// ErrUnavailable: the broker cannot reach the rest of the cluster now (a
-	// NATS connection down, say). What was asked did not happen; the node's
-	// own sessions are unaffected, and the broker reconnects by itself.
+	// NATS connection down, say). The node's own sessions are unaffected,
+	// and the broker reconnects by itself. What was asked most likely did
+	// not happen, but may have: a Publish whose acknowledgement was lost is
+	// in the stream, a Send that timed out may have been delivered.
 	ErrUnavailable = errors.New("broker: cluster unavailable")
 	// ErrLost: the messages after the position asked for are no longer all
 	// kept (they expired or were evicted, or the position is from another
@@ -48,7 +50,9 @@ type Member interface {
 	// through Handler.Deliver.
 	Publish(ctx context.Context, p session.Principal, data json.RawMessage) (protocol.Position, error)
 	// Interest says whether this node has sessions of p, and so wants the
-	// messages other members publish to p.
+	// messages other members publish to p. It is a state per node and
+	// user, not a count: the node counts its own sessions and calls it on
+	// the first and after the last.
 	Interest(ctx context.Context, p session.Principal, on bool) error
 	// History returns the messages of p's stream after position after, in
 	// order, and the stream's head (its epoch and last Seq; zero for a
