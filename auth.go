@@ -183,7 +183,12 @@ func (s *Session) activate(ident Identity, first bool, prev Identity, resume *pr
 			srv.pending.release(s.ip)
 		}
 		if srv.member != nil {
-			start, answer := srv.streams.join(s, resume)
+			start, answer, err := srv.streams.join(s, resume)
+			if err != nil {
+				srv.opts.Logger.Warn("wsauth: cannot resume now", "session", s.id, "err", err)
+				s.close(closeStreamUnavailable)
+				return
+			}
 			okFrame.Stream, okFrame.Epoch, okFrame.Seq, okFrame.Resume = true, start.Epoch, start.Seq, answer
 		} else {
 			srv.registry.Add(s.id, ident.Principal(), s)

@@ -51,6 +51,9 @@ var (
 	closeForbidden      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "forbidden"}
 	closeRevoked        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "session revoked"}
 	closeSessionExpired = &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: "session expired"}
+	// closeStreamUnavailable refuses a resume whose history the broker
+	// cannot read now.
+	closeStreamUnavailable = &protocol.CloseError{Code: protocol.CloseTryAgainLater, Reason: "stream unavailable"}
 	// Outbound.
 	closeOverflow = &protocol.CloseError{Code: protocol.CloseBufferOverflow, Reason: "buffer overflow"}
 	// closeNotReading is what OnClose reports for a client that did not

@@ -17,7 +17,7 @@ func TestFixedCloseReasons(t *testing.T) {
 	all := []*protocol.CloseError{
 		closeAuthRequired, closeAuthTimeout, closeFlood, closeBinary, closeMalformed, closeTooLarge,
 		closeMissingExp, closeMissingSub, closeTokenExpired, closeSubject, closeForbidden, closeRevoked,
-		closeSessionExpired, closeOverflow, closeNotReading, closeInternal, closeShutdown, closeConnectionLost,
+		closeSessionExpired, closeStreamUnavailable, closeOverflow, closeNotReading, closeInternal, closeShutdown, closeConnectionLost,
 	}
 	codeOf := map[string]protocol.CloseCode{}
 	for _, ce := range all {

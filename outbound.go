@@ -38,8 +38,12 @@ import (
 // A client that accepts no write for WriteTimeout is dropped; OnClose gets
 // 4413 "client not reading" (gateConn.Write, Session.finish).
 
-// errHadIt: the session has the stream message already.
-var errHadIt = errors.New("wsauth: session had the message")
+// errHadIt: the session has the stream message already. errLagging: the
+// session is behind its stream and will read the message from its history.
+var (
+	errHadIt   = errors.New("wsauth: session had the message")
+	errLagging = errors.New("wsauth: session behind its stream")
+)
 
 // ErrBufferFull: the session's outbox is full and the message was not
 // queued. A sender that is not part of a client message's work gets it
@@ -119,7 +123,7 @@ func (srv *Server) encodeItem(data json.RawMessage, pos protocol.Position) (outb
 	frame := protocol.AppendServer(make([]byte, 0, len(data)+64+len(pos.Epoch)),
 		protocol.ServerFrame{Type: protocol.TypeMessage, Epoch: pos.Epoch, Seq: pos.Seq, Data: data})
 	end := len(frame) - 1 // the frame's closing brace
-	return outbox.Item{Frame: frame, Data: frame[end-len(data) : end : end], Seq: pos.Seq}, nil
+	return outbox.Item{Frame: frame, Data: frame[end-len(data) : end : end], Epoch: pos.Epoch, Seq: pos.Seq}, nil
 }
 
 // sendAll queues it for every one of sessions and returns how many took it
@@ -156,14 +160,17 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			stopTimer(stall)
 			return ErrSessionClosed
 		}
-		if it.Seq != 0 && it.Seq <= s.streamSeq {
+		if it.Seq != 0 && (it.Seq <= s.streamSeq || s.lagging) {
 			s.mu.Unlock()
 			stopTimer(stall)
+			if s.lagging {
+				return errLagging
+			}
 			return errHadIt // its client has it, or has it queued
 		}
 		if s.outbox.Push(it) == nil {
 			if it.Seq != 0 {
-				s.streamSeq = it.Seq
+				s.streamEpoch, s.streamSeq = it.Epoch, it.Seq
 			}
 			if !reply || !s.inHandler {
 				s.scheduleDrainLocked()
@@ -171,6 +178,15 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			s.mu.Unlock()
 			stopTimer(stall)
 			return nil
+		}
+		if it.Seq != 0 && (cause == nil || s.state == session.Expired || cause != s && s.stalledLocked()) {
+			// A message of the user's stream that cannot wait: the
+			// session falls behind its stream and catches up from the
+			// stream's history once its outbox has room (catchUp).
+			s.lagging = true
+			s.mu.Unlock()
+			stopTimer(stall)
+			return errLagging
 		}
 		if s.state == session.Expired {
 			s.overflowed = append(s.overflowed, it)
@@ -182,15 +198,6 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			return nil
 		}
 		if cause == nil || cause != s && s.stalledLocked() {
-			if it.Seq != 0 {
-				// A message of the user's stream: the client resumes
-				// after the last one it got and loses nothing.
-				s.markClosedLocked(closeOverflow)
-				s.mu.Unlock()
-				stopTimer(stall)
-				go s.writeClose(closeOverflow)
-				return ErrSessionClosed
-			}
 			s.mu.Unlock()
 			stopTimer(stall)
 			return ErrBufferFull
@@ -324,6 +331,7 @@ func (s *Session) drainUpTo(limit int) (written int) {
 		s.outbox.Discard(ok)
 		if ok > 0 {
 			s.wakeLocked()
+			s.catchUpLocked()
 		}
 		if err != nil {
 			// gateConn closed the socket: the read loop ends and finish

@@ -164,10 +164,11 @@ func (srv *Server) Send(ctx context.Context, sessionID string, data json.RawMess
 // With a Broker, the message is appended to each user's stream first: every
 // session of the user, on every node, gets it in the stream's order, and a
 // client that reconnects after missing it resumes from its position
-// (docs/protocol.md, "Resume"). The count is of this node's sessions; those
-// of other nodes get it through the broker. A session of this node whose
-// outbox is full is closed with 4413 rather than refused (unless ctx lets
-// the sender wait): its client resumes and loses nothing. If the broker
+// (docs/protocol.md, "Resume"). The count is of this node's sessions that
+// took it now; those of other nodes get it through the broker. A session of
+// this node whose outbox is full is not refused (unless ctx lets the sender
+// wait for room): it falls behind its stream and reads the message from the
+// stream's history when it has room. If the broker
 // cannot be reached, this node's sessions still get the message, outside
 // any stream (not resumable), and the error wraps broker.ErrUnavailable.
 func (srv *Server) SendToPrincipals(ctx context.Context, data json.RawMessage, principals ...Principal) (int, error) {

@@ -68,7 +68,10 @@ type Session struct {
 	hctx         context.Context // the context OnMessage gets (handlerContext)
 	lastAuth     time.Time       // when the last auth frame was let through (takeAuthBudget)
 	reauthAsked  bool            // reauth_required sent and not answered yet
-	streamSeq    uint64          // with a Broker: the Seq of the last message of the user's stream queued
+	streamEpoch  string          // with a Broker: the position of the last message of the user's stream queued
+	streamSeq    uint64
+	lagging      bool // behind its stream: stream messages are read from its history (catchUp)
+	catchingUp   bool // a catchUp runs
 }
 
 // phase says what the session's scheduler entry does when it fires.

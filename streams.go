@@ -10,6 +10,7 @@ import (
 	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
+	"github.com/wsauth/wsauth/session"
 )
 
 // Users' streams, with a Broker (Options.Broker). Every message sent to a
@@ -30,8 +31,10 @@ import (
 //
 // A session whose outbox is full when a message of its stream comes, and
 // whose sender cannot wait (another node's message, a send from outside
-// OnMessage), is closed with 4413: its client resumes from its position
-// and loses nothing.
+// OnMessage), falls behind (lagging): it takes no live stream message
+// until catchUp, run whenever its outbox is half empty, has queued from the
+// stream's history everything up to this node's head. Only a session that
+// falls behind by more than the stream keeps is closed (4413).
 
 // gapWait is how long a node waits for a message missing from a stream
 // before it reads the stream's history.
@@ -77,8 +80,10 @@ func (ss *streamSet) record(p Principal, create bool) *stream {
 // what its client missed if it asks to resume from resume. The caller
 // holds no lock; s is paused (nothing is written before auth_ok). It
 // returns the position the session starts after, for auth_ok, and, for a
-// resume, the answer.
-func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol.Position, answer string) {
+// resume, the answer. It fails, without registering s, when the history a
+// resume needs cannot be read now (the broker is unavailable): the client
+// should try again rather than be told its position is lost.
+func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol.Position, answer string, err error) {
 	srv := ss.srv
 	p := s.ident.Principal()
 	var st *stream
@@ -107,39 +112,50 @@ func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol
 	start = protocol.Position{Epoch: st.epoch, Seq: st.head}
 	taken := st.head // the session takes only what comes after
 	if resume != nil {
+		if !st.known {
+			// The stream's head could not be read: neither can what
+			// the client missed.
+			return start, "", broker.ErrUnavailable
+		}
 		answer = protocol.ResumeLost
 		after := *resume
 		if after.Epoch == "" && after.Seq == 0 {
 			after.Epoch = st.epoch // the client got nothing yet: from the start
 		}
-		if after.Epoch == "" && st.epoch == "" && after.Seq == 0 {
+		switch {
+		case after.Epoch == "" && st.epoch == "" && after.Seq == 0:
 			answer = protocol.ResumeOK // an empty stream, and the client got nothing
-		} else if after.Epoch != "" && after.Epoch == st.epoch {
-			if msgs, _, err := srv.member.History(ctx, p, after); err == nil {
-				answer, start = protocol.ResumeOK, after
-				var items []outbox.Item
-				for _, m := range msgs {
-					if m.Seq > st.head {
-						break // the node has not handed it over yet: it will
-					}
-					if it, err := srv.streamItem(m); err == nil {
-						items = append(items, it)
-					}
-				}
-				// The backlog may exceed the outbox's bounds: the
-				// broker's bounds per user bound it.
-				s.mu.Lock()
-				s.outbox.PushFrontAll(items)
-				s.mu.Unlock()
-				taken = max(taken, after.Seq)
+		case after.Epoch != "" && after.Epoch == st.epoch:
+			msgs, _, err := srv.member.History(ctx, p, after)
+			if err != nil && !errors.Is(err, broker.ErrLost) {
+				return start, "", err
 			}
+			if err != nil {
+				break
+			}
+			answer, start = protocol.ResumeOK, after
+			var items []outbox.Item
+			for _, m := range msgs {
+				if m.Seq > st.head {
+					break // the node has not handed it over yet: it will
+				}
+				if it, err := srv.streamItem(m); err == nil {
+					items = append(items, it)
+				}
+			}
+			// The backlog may exceed the outbox's bounds: the broker's
+			// bounds per user bound it.
+			s.mu.Lock()
+			s.outbox.PushFrontAll(items)
+			s.mu.Unlock()
+			taken = max(taken, after.Seq)
 		}
 	}
 	s.mu.Lock()
-	s.streamSeq = taken
+	s.streamEpoch, s.streamSeq = st.epoch, taken
 	s.mu.Unlock()
 	srv.registry.Add(s.id, p, s)
-	return start, answer
+	return start, answer, nil
 }
 
 // catchUp moves an empty record to head: the node hands over nothing up
@@ -286,6 +302,112 @@ func (ss *streamSet) fill(st *stream) {
 	}
 	for _, m := range msgs {
 		ss.deliver(context.Background(), nil, m)
+	}
+}
+
+// catchUpLocked starts catching s up with its stream once it is behind
+// (lagging) and its outbox is at most half full. The caller holds s.mu.
+func (s *Session) catchUpLocked() {
+	if s.lagging && !s.catchingUp && s.state != session.Closed && s.outbox.Len() <= s.srv.opts.BufferMessages/2 {
+		s.catchingUp = true
+		go s.srv.streams.catchUp(s)
+	}
+}
+
+// catchUp queues for s, from its stream's history, what came after the
+// last message of the stream it queued, until it has caught up with this
+// node (then live messages reach it again) or its outbox is full again
+// (then it goes on when the outbox has room).
+func (ss *streamSet) catchUp(s *Session) {
+	p := s.Principal()
+	done := func() {
+		s.mu.Lock()
+		s.catchingUp = false
+		s.mu.Unlock()
+	}
+	for {
+		s.mu.Lock()
+		after := protocol.Position{Epoch: s.streamEpoch, Seq: s.streamSeq}
+		closed := s.state == session.Closed
+		s.mu.Unlock()
+		if closed {
+			done()
+			return
+		}
+		if after.Epoch == "" && after.Seq == 0 {
+			// The session started on an empty stream: from its start.
+			if st := ss.record(p, false); st != nil {
+				st.mu.Lock()
+				after.Epoch = st.epoch
+				st.mu.Unlock()
+			}
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, brokerTimeout)
+		msgs, _, err := ss.srv.member.History(ctx, p, after)
+		cancel()
+		switch {
+		case errors.Is(err, broker.ErrLost):
+			// It fell behind by more than the stream keeps: its client
+			// resumes, is told "lost" and resynchronises.
+			done()
+			s.close(closeOverflow)
+			return
+		case err != nil:
+			done()
+			time.AfterFunc(gapWait, func() {
+				s.mu.Lock()
+				s.catchUpLocked()
+				s.mu.Unlock()
+			})
+			return
+		}
+		progress := false
+		for _, m := range msgs {
+			it, err := ss.srv.streamItem(m)
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			full := s.state != session.Closed && it.Seq > s.streamSeq && s.outbox.Push(it) != nil
+			if !full && it.Seq > s.streamSeq && s.state != session.Closed {
+				s.streamEpoch, s.streamSeq = it.Epoch, it.Seq
+				s.scheduleDrainLocked()
+				progress = true
+			}
+			s.mu.Unlock()
+			if full {
+				done() // the next write that makes room goes on
+				return
+			}
+		}
+		// Caught up with this node? Deliveries happen under st.mu: none
+		// can slip between this check and the end of lagging.
+		st := ss.record(p, false)
+		if st == nil {
+			done()
+			return
+		}
+		st.mu.Lock()
+		s.mu.Lock()
+		if s.streamEpoch == st.epoch && s.streamSeq >= st.head {
+			s.lagging, s.catchingUp = false, false
+			s.mu.Unlock()
+			st.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		st.mu.Unlock()
+		if !progress {
+			// The history has not caught up with this node yet (a
+			// replica behind): try again shortly rather than spin.
+			done()
+			time.AfterFunc(gapWait, func() {
+				s.mu.Lock()
+				s.catchUpLocked()
+				s.mu.Unlock()
+			})
+			return
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func TestClusterBounceOnNATS(t *testing.T) {
 		}
 		for k := 0; k < 150 && got < total; k++ {
 			m := next(t, conn)
-			require.Equal(t, protocol.TypeMessage, m.Type)
+			require.Equal(t, protocol.TypeMessage, m.Type, "%+v", m)
 			if at.Epoch == "" {
 				at.Epoch = m.Epoch
 			}

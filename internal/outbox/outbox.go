@@ -18,9 +18,10 @@ var ErrOverflow = errors.New("outbox: full")
 type Item struct {
 	Frame []byte
 	Data  json.RawMessage
-	// Seq is the message's place in its user's stream; 0 for a message
-	// outside any stream.
-	Seq uint64
+	// Epoch and Seq are the message's place in its user's stream; Seq is
+	// 0 for a message outside any stream.
+	Epoch string
+	Seq   uint64
 }
 
 // Queue is a bounded FIFO of outbound application messages. It counts
