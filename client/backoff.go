@@ -12,8 +12,12 @@ import (
 //	min(Initial * Multiplier^n, Max) * (1 ± Jitter)
 //
 // the jitter drawn uniformly, so that clients dropped together (a server
-// restart) do not come back together. The count restarts after every
-// auth_ok. The zero value of every field is its default.
+// restart) do not come back together. The count restarts only when a
+// connection ends after it had stayed authenticated for at least Max (10s
+// by default), not at every auth_ok: a server that authenticates and then
+// closes at once (1011 from a failing application, say) is retried ever
+// more slowly, up to Max apart, instead of every Initial. The zero value of
+// every field is its default.
 type Backoff struct {
 	// Initial is the delay before the first attempt. Default 250ms.
 	Initial time.Duration
@@ -64,8 +68,9 @@ func (b Backoff) withDefaults() (Backoff, error) {
 	return b, nil
 }
 
-// backoff is the retry state of one client: how many attempts failed since
-// the last auth_ok. It is used by one goroutine at a time.
+// backoff is the retry state of one client: how many attempts were made
+// since the last connection that stayed up for Max. It is used by one
+// goroutine at a time.
 type backoff struct {
 	cfg     Backoff // with defaults
 	attempt int
@@ -92,5 +97,6 @@ func (b *backoff) next() time.Duration {
 	return time.Duration(d)
 }
 
-// reset starts the count again, after a successful authentication.
+// reset starts the count again, after a connection that stayed
+// authenticated for Max.
 func (b *backoff) reset() { b.attempt = 0 }

@@ -18,12 +18,11 @@ import (
 )
 
 // reauthInterval is the server's least time between two verified auth
-// frames of a session (docs/protocol.md).
+// frames of a session (docs/protocol.md). The client leaves at least this
+// long, on its Clock, between two auth frames on a socket, whatever asks
+// for the second: its own refresh, or a server that sends reauth_required
+// again and again.
 const reauthInterval = time.Second
-
-// receiveBuffer is how many received messages wait for Receive before the
-// client stops reading the socket.
-const receiveBuffer = 64
 
 // Client is an authenticated connection to a wsauth server that stays
 // authenticated (reauthenticating on the same socket) and connected
@@ -36,12 +35,16 @@ type Client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
-	recv   chan json.RawMessage // nil when OnMessage is set
-	kick   chan struct{}        // capacity 1: the queue may be flushable
-	bo     backoff              // client goroutine only
-	buf    []byte               // frame buffer, client goroutine only
+	inbox  *inbox        // messages for Receive; nil when OnMessage is set
+	kick   chan struct{} // capacity 1: the queue may be flushable
+	bo     backoff       // client goroutine only
+	buf    []byte        // frame buffer, client goroutine only
+	// report says whether setState reports to OnState: not for Dial's own
+	// transitions. Set by Dial before it starts the client's goroutine.
+	report bool
 
-	closing atomic.Bool // Close was called
+	closing atomic.Bool   // Close was called
+	pongs   atomic.Uint64 // pongs received, for tests
 
 	mu      sync.Mutex
 	state   State
@@ -71,7 +74,8 @@ type item struct {
 // Dial makes one attempt. If the server closes the connection before
 // auth_ok, the error is a *protocol.CloseError (4401 for a refused token); a
 // refused upgrade is a *HandshakeError; a failing token source matches
-// ErrTokenSource.
+// ErrTokenSource. Dial calls no OnState: its transitions are not reported
+// (see Options.OnState).
 func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -92,15 +96,15 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 		space: make(chan struct{}),
 	}
 	if o.OnMessage == nil {
-		c.recv = make(chan json.RawMessage, receiveBuffer)
+		c.inbox = newInbox()
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.callOnState(Connecting)
 	cn, err := c.connect(ctx)
 	if err != nil {
 		c.finish(err, false)
 		return nil, err
 	}
+	c.report = true
 	go c.run(cn)
 	return c, nil
 }
@@ -179,26 +183,29 @@ func (c *Client) Send(ctx context.Context, data json.RawMessage) error {
 // returns the messages already received, then Err(); after Close it returns
 // ErrClosed at once. With Options.OnMessage set it returns an error.
 //
-// Up to 64 received messages wait for Receive; past that the client stops
+// Up to 64 received messages, and up to 1 MiB of them (but always one, of
+// up to Options.ReadLimit), wait for Receive; past that the client stops
 // reading the socket, so an application that does not keep up makes the
 // server buffer (and, past its limit, close with 4413, after which the
-// client reconnects).
+// client reconnects). Meanwhile the client still notices a dead
+// connection when a write to it fails (a message, or a ping: see
+// Options.PingInterval) and reconnects; the messages it had read stay
+// here for Receive, in order, ahead of those of the next connection.
 func (c *Client) Receive(ctx context.Context) (json.RawMessage, error) {
-	if c.recv == nil {
+	if c.inbox == nil {
 		return nil, errReceiveWithHandler
 	}
 	if c.closing.Load() {
 		return nil, c.errOr(ErrClosed)
 	}
-	select {
-	case data, ok := <-c.recv:
-		if !ok {
-			return nil, c.Err()
-		}
-		return data, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	data, ok, err := c.inbox.take(ctx)
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, c.Err()
 	}
+	return data, nil
 }
 
 // Session returns the session id of the last auth_ok; it changes when the
@@ -249,11 +256,15 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err returns why the client ended, or nil while it runs: ErrClosed after
 // Close; a *protocol.CloseError for a terminal close code (or any close
-// code with DisableReconnect), e.g. 4401 when a fresh token was refused or
-// 4403 when the session was revoked; an error matching ErrTokenSource;
-// one matching protocol.ErrMalformed for a malformed server frame; or the
-// last connection error when reconnecting became pointless (a *HandshakeError
-// such as 403).
+// code with DisableReconnect), e.g. 4401 when a fresh token was refused,
+// 4403 when the session was revoked, 1009 for a message over
+// Options.ReadLimit, or, with DisableReconnect, 1006 for a lost connection
+// (reason "connection lost", or "reauth timeout" and "keepalive timeout"
+// when the client gave up on an unresponsive server); an error matching
+// ErrTokenSource; one matching protocol.ErrMalformed for a server that
+// broke the protocol (a malformed frame, or an auth_ok naming another
+// subject than the socket's first); or the last connection error when
+// reconnecting became pointless (a *HandshakeError such as 403).
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -277,15 +288,13 @@ func (c *Client) flushSoon() {
 
 // deliver hands a message to OnMessage or Receive. It runs on the read
 // goroutine; waiting here is what makes a slow reader slow the server down.
+// The wait for Receive ends when the connection is found dead (cn.ctx).
 func (c *Client) deliver(cn *conn, data json.RawMessage) {
 	if h := c.opts.OnMessage; h != nil {
 		c.guard("OnMessage", func() { h(data) })
 		return
 	}
-	select {
-	case c.recv <- data:
-	case <-cn.ctx.Done():
-	}
+	c.inbox.put(data, cn.ctx.Done())
 }
 
 // onErrorFrame runs on the read goroutine. The server writes the error
@@ -331,15 +340,15 @@ func (c *Client) callOnState(s State) {
 	}
 }
 
-// setState changes the state and reports a change to OnState. Only the
-// client's goroutine (or Dial's caller) calls it, so OnState sees changes
-// in order.
+// setState changes the state and reports a change to OnState, once Dial
+// has connected. Only the client's goroutine (or Dial's caller, before it
+// starts that goroutine) calls it, so OnState sees changes in order.
 func (c *Client) setState(s State) {
 	c.mu.Lock()
 	prev := c.state
 	c.state = s
 	c.mu.Unlock()
-	if prev != s {
+	if prev != s && c.report {
 		c.callOnState(s)
 	}
 }

@@ -32,9 +32,7 @@ func TestDialAuthenticatesAndExchangesMessages(t *testing.T) {
 	p, opts := e.newProbe("alice", time.Hour, nil)
 	c := e.dial(opts)
 	e.expect("auth:alice")
-	for _, s := range []client.State{client.Connecting, client.Authenticating, client.Active} {
-		assert.Equal(t, s, <-p.states)
-	}
+	assert.Empty(t, p.states, "Dial's own transitions are not reported")
 
 	sessions := e.server().Sessions(e.p("alice"))
 	require.Len(t, sessions, 1)
@@ -109,12 +107,7 @@ func TestDialFailures(t *testing.T) {
 			assert.Nil(t, c)
 			tc.check(t, err)
 			assert.EqualValues(t, 1, p.calls.Load(), "one attempt, no retry")
-			close(p.states)
-			var last client.State
-			for s := range p.states {
-				last = s
-			}
-			assert.Equal(t, client.Closed, last)
+			assert.Empty(t, p.states, "a failed Dial reports no state: its error does")
 		})
 	}
 
@@ -376,4 +369,30 @@ func TestDialTLS(t *testing.T) {
 	e.expect("auth:wes") // the first attempt never reached the server
 	require.NoError(t, c.Send(context.Background(), json.RawMessage(`"over tls"`)))
 	e.expect(`msg:1:"over tls"`)
+}
+
+// OnState reports the changes of the client Dial returned, not Dial's own
+// transitions: it is first called when the connection is lost.
+func TestOnStateStartsAfterDial(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	p, opts := e.newProbe("olly", time.Hour, nil)
+	opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}
+	c := e.dial(opts)
+	assert.Equal(t, client.Active, c.State())
+	assert.Empty(t, p.states, "Dial reports nothing")
+	e.restart()
+	for _, want := range []client.State{client.Connecting, client.Authenticating, client.Active} {
+		select {
+		case got := <-p.states:
+			require.Equal(t, want, got)
+		case <-time.After(wait):
+			t.Fatalf("no state %v", want)
+		}
+		if want == client.Connecting {
+			p.advanceUntilActive(c, 10*time.Millisecond)
+		}
+	}
+	require.NoError(t, c.Close())
+	assert.Equal(t, client.Closed, <-p.states)
 }

@@ -22,11 +22,15 @@ import (
 // Its read goroutine (gws's ReadLoop) decodes frames: it hands messages and
 // error frames to the client at once and queues auth_ok and reauth_required
 // as events for the client's goroutine, which owns every state change and
-// every write but pongs.
+// every write but pongs. The connection's timers queue events too.
 type conn struct {
 	c      *Client
 	socket *gws.Conn
-	ctx    context.Context // ends when the connection ends or the client is closed
+	// ctx ends when the connection ends, when a write to it failed, or when
+	// the client is closed: a read goroutine waiting for the application
+	// gives up then, so that a dead connection is noticed even while the
+	// application does not take its messages.
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the read loop has returned
 	signal chan struct{} // capacity 1: events were queued
@@ -35,9 +39,19 @@ type conn struct {
 	events []event
 	err    error // why the connection ended; the first reason wins
 
+	// Written by the read goroutine, read by the client's goroutine.
+	reads   atomic.Uint64 // frames read, pongs included
+	stalled atomic.Bool   // the read goroutine waits for the application
+
 	// Used by the client's goroutine only.
-	timer    reauth.Timer // early refresh
-	timerGen uint64
+	refresh     timerSlot // early refresh, or a reauth waiting out reauthInterval
+	reauthDue   timerSlot // ReauthTimeout of the auth frame in flight
+	keepalive   timerSlot // the next ping, or the PongTimeout of the last one
+	pinged      bool      // keepalive is timing the answer to a ping
+	readsAtPing uint64
+	authed      bool      // an auth_ok arrived on this socket
+	activeAt    time.Time // Clock time of the first auth_ok
+	lastAuth    time.Time // Clock time of the last auth frame written
 }
 
 var _ gws.Event = (*conn)(nil)
@@ -45,21 +59,61 @@ var _ gws.Event = (*conn)(nil)
 type eventKind uint8
 
 const (
-	evAuthOK  eventKind = iota // auth_ok, in frame
-	evReauth                   // reauth_required
-	evRefresh                  // the early-refresh timer of generation gen fired
-	evRefused                  // an error frame without ref: the server refused an auth frame
+	evAuthOK        eventKind = iota // auth_ok, in frame
+	evReauth                         // reauth_required
+	evRefused                        // an error frame without ref: the server refused an auth frame
+	evRefresh                        // the refresh timer fired
+	evReauthTimeout                  // the reauthDue timer fired
+	evKeepalive                      // the keepalive timer fired
 )
+
+// fromServer reports whether events of this kind come from server frames,
+// which a hostile server can send without end.
+func (k eventKind) fromServer() bool { return k <= evRefused }
 
 type event struct {
 	kind  eventKind
 	frame protocol.ServerFrame
-	gen   uint64
+	gen   uint64 // timer events: the generation of the timer that fired
 }
 
-// maxEvents bounds the event queue against a server that floods
-// reauth_required frames; a well-behaved one leaves at most two queued.
+// maxEvents bounds the queue of server frame events against a server that
+// floods reauth_required frames; a well-behaved one leaves at most two
+// queued. Timer events are never dropped (at most one per timer is queued).
 const maxEvents = 16
+
+// timerSlot is one Clock timer of a connection. Its events carry the
+// generation they were armed in, so that an event queued by a timer that
+// was stopped or armed again since is recognised as stale.
+type timerSlot struct {
+	t   reauth.Timer
+	gen uint64
+}
+
+// arm (re)starts the timer of s: in d, it queues an event of kind.
+func (cn *conn) arm(s *timerSlot, kind eventKind, d time.Duration) {
+	s.stop()
+	gen := s.gen
+	s.t = cn.c.opts.Clock.AfterFunc(d, func() { cn.push(event{kind: kind, gen: gen}) })
+}
+
+// stop stops the timer; a callback already running queues a stale event.
+func (s *timerSlot) stop() {
+	if s.t != nil {
+		s.t.Stop()
+		s.t = nil
+	}
+	s.gen++
+}
+
+// current reports whether ev comes from the timer as last armed.
+func (s *timerSlot) current(ev event) bool { return s.t != nil && ev.gen == s.gen }
+
+func (cn *conn) stopTimers() {
+	cn.refresh.stop()
+	cn.reauthDue.stop()
+	cn.keepalive.stop()
+}
 
 func newConn(c *Client) *conn {
 	cn := &conn{c: c, done: make(chan struct{}), signal: make(chan struct{}, 1)}
@@ -70,7 +124,7 @@ func newConn(c *Client) *conn {
 func (cn *conn) push(ev event) {
 	cn.mu.Lock()
 	n := len(cn.events)
-	if n >= maxEvents || (ev.kind == evReauth && n > 0 && cn.events[n-1].kind == evReauth) {
+	if ev.kind.fromServer() && (n >= maxEvents || (ev.kind == evReauth && n > 0 && cn.events[n-1].kind == evReauth)) {
 		cn.mu.Unlock()
 		return
 	}
@@ -125,10 +179,23 @@ func (cn *conn) ended() bool {
 	}
 }
 
-// write writes one text frame. A failed write closes the socket, which
-// ends the read loop: callers need not handle the error beyond stopping.
+// write writes one text frame. A failed write closes the socket (gws does)
+// and cn.ctx, so that the read loop ends even if it waits for the
+// application: callers need not handle the error beyond stopping.
 func (cn *conn) write(frame []byte) error {
-	return cn.socket.WriteMessage(gws.OpcodeText, frame)
+	return cn.wrote(cn.socket.WriteMessage(gws.OpcodeText, frame))
+}
+
+// ping writes a ping frame, as write does a text frame.
+func (cn *conn) ping() error {
+	return cn.wrote(cn.socket.WritePing(nil))
+}
+
+func (cn *conn) wrote(err error) error {
+	if err != nil {
+		cn.cancel()
+	}
+	return err
 }
 
 // shutdown closes the connection with code, recording err as the reason it
@@ -151,41 +218,26 @@ func (cn *conn) readLoop() {
 // short-lived token, or a source that keeps returning the same token, costs
 // a few halvings of the remaining time rather than a refresh loop.
 // With a non-positive lifetime (the clocks disagree) only the server's
-// reauth_required triggers a refresh.
+// reauth_required triggers a refresh. Clock durations do not overflow: a
+// token living for years gets a timer of years.
 func (cn *conn) armRefresh(now, exp time.Time) {
-	cn.stopRefresh()
+	cn.refresh.stop()
 	d, ok := refreshDelay(now, exp, cn.c.opts.RefreshBefore)
 	if !ok {
 		return
 	}
-	cn.refreshIn(d)
-}
-
-// refreshIn schedules an early refresh in d.
-func (cn *conn) refreshIn(d time.Duration) {
-	cn.stopRefresh()
-	cn.timerGen++
-	gen := cn.timerGen
-	cn.timer = cn.c.opts.Clock.AfterFunc(d, func() { cn.push(event{kind: evRefresh, gen: gen}) })
+	cn.arm(&cn.refresh, evRefresh, d)
 }
 
 func refreshDelay(now, exp time.Time, before time.Duration) (time.Duration, bool) {
 	if exp.IsZero() {
 		return 0, false
 	}
-	life := exp.Sub(now)
+	life := exp.Sub(now) // saturates at the largest Duration
 	if life <= 0 {
 		return 0, false
 	}
 	return life - min(before, life/2), true
-}
-
-func (cn *conn) stopRefresh() {
-	if cn.timer != nil {
-		cn.timer.Stop()
-		cn.timer = nil
-	}
-	cn.timerGen++ // a callback already running queues a stale event
 }
 
 // gws event handler. gws calls these on the read goroutine, one at a time.
@@ -200,14 +252,28 @@ func (cn *conn) OnClose(_ *gws.Conn, err error) {
 }
 
 // OnPing implements gws.Event.
-func (cn *conn) OnPing(socket *gws.Conn, payload []byte) { _ = socket.WritePong(payload) }
+func (cn *conn) OnPing(socket *gws.Conn, payload []byte) {
+	cn.reads.Add(1)
+	_ = cn.wrote(socket.WritePong(payload))
+}
 
 // OnPong implements gws.Event.
-func (cn *conn) OnPong(*gws.Conn, []byte) {}
+func (cn *conn) OnPong(*gws.Conn, []byte) {
+	cn.reads.Add(1)
+	cn.c.pongs.Add(1)
+}
 
 // OnMessage implements gws.Event.
 func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
+	cn.reads.Add(1)
+	if cn.ctx.Err() != nil {
+		// The connection was found dead, or the client ends it: what gws
+		// still had buffered is not delivered (the message that was
+		// waiting for room when that happened was), so that the inbox
+		// exceeds its bounds by one message at most.
+		return
+	}
 	if msg.Opcode != gws.OpcodeText {
 		cn.fail(socket, fmt.Errorf("client: server sent a binary frame: %w", protocol.ErrMalformed))
 		return
@@ -219,13 +285,17 @@ func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	}
 	switch f.Type {
 	case protocol.TypeMessage:
+		cn.stalled.Store(true)
 		cn.c.deliver(cn, f.Data)
+		cn.stalled.Store(false)
 	case protocol.TypeError:
 		if f.Ref == "" && (f.Code == protocol.ErrorReauthRequired || f.Code == protocol.ErrorTooManyRequests) {
 			cn.push(event{kind: evRefused, frame: f})
 			return
 		}
+		cn.stalled.Store(true)
 		cn.c.onErrorFrame(f)
+		cn.stalled.Store(false)
 	case protocol.TypeAuthOK:
 		cn.push(event{kind: evAuthOK, frame: f})
 	case protocol.TypeReauthRequired:
@@ -276,10 +346,11 @@ func (c *Client) dial(ctx context.Context, cn *conn) error {
 		RequestHeader: header,
 		// Never shorter than ctx's deadline: gws's own timer firing first
 		// would leave its request-writing goroutine blocked forever.
-		HandshakeTimeout: c.opts.HandshakeTimeout + time.Minute,
-		ParallelEnabled:  false, // must stay off: it reorders messages
-		CheckUtf8Enabled: false, // protocol.DecodeServer checks UTF-8
-		Recovery:         c.recovery,
+		HandshakeTimeout:   c.opts.HandshakeTimeout + time.Minute,
+		ReadMaxPayloadSize: c.opts.ReadLimit,
+		ParallelEnabled:    false, // must stay off: it reorders messages
+		CheckUtf8Enabled:   false, // protocol.DecodeServer checks UTF-8
+		Recovery:           c.recovery,
 	}, nc)
 	aborted := !stop()
 	if err != nil {
@@ -323,11 +394,14 @@ func (c *Client) recovery(gws.Logger) {
 
 // netConn is the TCP (or TLS) connection under a socket. During the
 // upgrade it caps the deadlines gws sets at limit and, once aborted, pins
-// them in the past; afterwards it bounds every write with writeTimeout.
+// them in the past; afterwards it bounds every write with writeTimeout,
+// and once a write failed it fails every later one at once (gws writes a
+// close frame after a failed write, which would wait writeTimeout again).
 type netConn struct {
 	net.Conn
 	writeTimeout time.Duration
 	handshaking  atomic.Bool
+	broken       atomic.Bool
 
 	mu      sync.Mutex
 	limit   time.Time // ctx's deadline, zero for none
@@ -368,12 +442,20 @@ func (n *netConn) SetWriteDeadline(t time.Time) error {
 }
 
 func (n *netConn) Write(p []byte) (int, error) {
-	if !n.handshaking.Load() {
-		if err := n.Conn.SetWriteDeadline(time.Now().Add(n.writeTimeout)); err != nil {
-			return 0, err
-		}
+	if n.handshaking.Load() {
+		return n.Conn.Write(p)
 	}
-	return n.Conn.Write(p)
+	if n.broken.Load() {
+		return 0, net.ErrClosed
+	}
+	if err := n.Conn.SetWriteDeadline(time.Now().Add(n.writeTimeout)); err != nil {
+		return 0, err
+	}
+	m, err := n.Conn.Write(p)
+	if err != nil {
+		n.broken.Store(true)
+	}
+	return m, err
 }
 
 // abort makes the handshake's reads and writes fail at once.

@@ -11,19 +11,32 @@
 //
 //   - answers reauth_required with a fresh token on the same socket, and
 //     refreshes on its own Options.RefreshBefore before exp if the server
-//     has not asked by then (the session id stays the same);
+//     has not asked by then (the session id stays the same), leaving at
+//     least a second between two auth frames on a socket; a server that
+//     does not answer within Options.ReauthTimeout is taken for dead (the
+//     client reconnects), and one whose auth_ok names another subject than
+//     the socket's first ends the client;
 //   - queues, bounded, what Send is given while it connects or
 //     reauthenticates, and writes it in order after auth_ok; a message the
 //     server refused with error 4401 (token expired, not processed) is sent
 //     again after the next auth_ok;
 //   - delivers the server's messages in order, to Options.OnMessage or
 //     Receive; the messages the server buffered while the token was expired
-//     come right after auth_ok, without gap or duplicate;
-//   - reconnects after the retryable close codes (1001, 1006, 1011, 4408,
-//     4413, 4429, 4440) with a fresh token, and ends on the terminal ones
-//     (1000, 1009, 4400, 4401, 4403): a token the server refuses (4401) is a
-//     fresh one, since the client asks the source for every auth frame, so
-//     retrying could only be refused again.
+//     come right after auth_ok, without gap or duplicate. A message over
+//     Options.ReadLimit (1 MiB) ends the client with 1009; at most 64
+//     messages and 1 MiB wait for Receive;
+//   - pings the server every Options.PingInterval (the server sends no
+//     pings and has no idle timeout) and takes a connection on which
+//     nothing arrives within Options.PongTimeout of a ping for dead;
+//   - reconnects after the retryable close codes (1001, 1005, 1006, 1011,
+//     4408, 4413, 4429, 4440), after a failed write and after its own
+//     timeouts, with a fresh token, and ends on the terminal ones (1000,
+//     1009, 4400, 4401, 4403): a token the server refuses (4401) is a fresh
+//     one, since the client asks the source for every auth frame, so
+//     retrying could only be refused again. The backoff between attempts
+//     starts again only after a connection stayed authenticated for
+//     Backoff.Max, so a server that closes right after auth_ok is retried
+//     ever more slowly.
 //
 // The client ends on Close or a terminal error; Err says which, and
 // errors.As(err, new(*protocol.CloseError)) gives the close code.
@@ -34,14 +47,19 @@
 // change, token fetch, write, timer and reconnection, and the read
 // goroutine of the current socket (gws's ReadLoop), which decodes frames and
 // runs OnMessage and OnError, one at a time and in order. OnState runs on the
-// client's goroutine (or Dial's caller), in order, possibly at the same time
-// as OnMessage. A slow OnMessage stops reading (the server buffers, up to
-// its limit); a slow OnState delays writes and reconnection. Close waits for
-// both goroutines, so it must not be called from a callback. Timers
-// (refresh, backoff) are Options.Clock AfterFuncs that only signal the
-// client's goroutine. Besides these, only short-lived goroutines of the
-// standard library and gws run (timer callbacks, the write of the upgrade
-// request); none outlives Close, or Dial when it fails.
+// client's goroutine, in order, possibly at the same time as OnMessage; it
+// reports the changes after Dial returned, not Dial's own. A slow
+// OnMessage, or an application that does not call Receive, stops reading
+// (the server buffers, up to its limit); the connection's death is still
+// noticed when a write to it fails (a message or a ping), and the client
+// reconnects once the read goroutine is free: at once when it waits for
+// Receive, when OnMessage returns otherwise. A slow OnState delays writes
+// and reconnection. Close waits for both goroutines, so it must not be
+// called from a callback. Timers (refresh, reauth timeout, keepalive,
+// backoff) are Options.Clock AfterFuncs that only signal the client's
+// goroutine. Besides these, only short-lived goroutines of the standard
+// library and gws run (timer callbacks, the write of the upgrade request);
+// none outlives Close, or Dial when it fails.
 //
 // # Example
 //

@@ -162,33 +162,52 @@ type probe struct {
 
 // newProbe returns a probe and client Options whose token source mints
 // tokens for sub living ttl; next, if not nil, replaces the source from the
-// given call on (calls count from 1).
+// given call on (calls count from 1). The options send no pings: tests that
+// move the client's clock by minutes would otherwise race the pongs of the
+// keepalive against its PongTimeout; the keepalive tests turn it on.
 func (e *env) newProbe(sub string, ttl time.Duration, next func(ctx context.Context, call int) (string, error)) (*probe, client.Options) {
+	return newProbe(e.t, func(ctx context.Context, call int) (string, error) {
+		if next != nil {
+			return next(ctx, call)
+		}
+		return e.idp.Token(sub, ttl), nil
+	})
+}
+
+// newProbe returns a probe and client Options whose token source is
+// source (calls count from 1), for clients of servers other than an env's.
+func newProbe(t *testing.T, source func(ctx context.Context, call int) (string, error)) (*probe, client.Options) {
 	p := &probe{
-		t:      e.t,
+		t:      t,
 		clock:  wsauthtest.NewClock(epoch),
 		states: make(chan client.State, 100),
 		errors: make(chan client.ErrorFrame, 100),
 		logs:   &logRecorder{},
 	}
-	e.t.Cleanup(p.checkLogs)
+	t.Cleanup(p.checkLogs)
 	return p, client.Options{
 		Token: client.TokenFunc(func(ctx context.Context) (string, error) {
 			call := int(p.calls.Add(1))
-			tok, err := e.idp.Token(sub, ttl), error(nil)
-			if next != nil {
-				tok, err = next(ctx, call)
-			}
+			tok, err := source(ctx, call)
 			p.mu.Lock()
 			p.minted = append(p.minted, tok)
 			p.mu.Unlock()
 			return tok, err
 		}),
-		OnState: func(s client.State) { p.states <- s },
-		OnError: func(f client.ErrorFrame) { p.errors <- f },
-		Clock:   p.clock,
-		Logger:  slog.New(p.logs),
+		OnState:      func(s client.State) { p.states <- s },
+		OnError:      func(f client.ErrorFrame) { p.errors <- f },
+		Clock:        p.clock,
+		Logger:       slog.New(p.logs),
+		PingInterval: -1,
 	}
+}
+
+// serverAsks moves the server's clock by d, for it to send reauth_required,
+// and the client's by the second that the client leaves between two auth
+// frames on a socket, so that it answers at once.
+func (e *env) serverAsks(p *probe, d time.Duration) {
+	e.clock.Advance(d)
+	p.clock.Advance(time.Second)
 }
 
 // waitState requires the client to reach state want (skipping others).
@@ -222,11 +241,17 @@ func (p *probe) checkLogs() {
 // dial connects a client and closes it when the test ends.
 func (e *env) dial(opts client.Options) *client.Client {
 	e.t.Helper()
+	return dial(e.t, e.url, opts)
+}
+
+// dial connects a client to url and closes it when the test ends.
+func dial(t *testing.T, url string, opts client.Options) *client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, err := client.Dial(ctx, e.url, opts)
-	require.NoError(e.t, err)
-	e.t.Cleanup(func() { _ = c.Close() })
+	c, err := client.Dial(ctx, url, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 

@@ -37,6 +37,17 @@ var errReceiveWithHandler = errors.New("client: Receive is unavailable: Options.
 // ending.
 var errHandshakeTimeout = fmt.Errorf("client: handshake timeout: %w", context.DeadlineExceeded)
 
+// errSubjectChanged ends the client when an auth_ok on a socket names
+// another subject than the socket's first: the server broke the protocol.
+var errSubjectChanged = fmt.Errorf("client: the server changed the subject of the session on reauth: %w", protocol.ErrMalformed)
+
+// lostConnection is how a connection that the client gave up on ends, as
+// one that dropped without a close frame: 1006 with a reason of the
+// client's own ("reauth timeout", "keepalive timeout"). It is retryable.
+func lostConnection(reason string) error {
+	return &protocol.CloseError{Code: protocol.CloseAbnormal, Reason: reason}
+}
+
 // HandshakeError reports that the server answered the upgrade request with
 // an HTTP status instead of switching protocols: 403 for a refused Origin,
 // 503 while it shuts down or has too many unauthenticated connections.
@@ -63,7 +74,7 @@ func newHandshakeError(resp *http.Response) *HandshakeError {
 
 // retryable reports whether a connection that ended with err, or an attempt
 // that failed with it, may be retried: the close codes of
-// protocol.CloseCode.Retryable, timeouts, 408, 429 and 5xx upgrade
+// protocol.CloseCode.Retryable (1005 among them), timeouts, 408, 429 and 5xx upgrade
 // refusals, and network errors. A token source error, a malformed server
 // frame, a subprotocol mismatch, an untrusted TLS certificate and Close are
 // final.
@@ -94,7 +105,7 @@ func closeErrorFrom(err error) *protocol.CloseError {
 	if errors.As(err, &ce) { // the server's close frame
 		code := protocol.CloseCode(ce.Code)
 		if code == 0 {
-			code = 1005 // RFC 6455: a close frame without a status code
+			code = protocol.CloseNoStatus
 		}
 		return &protocol.CloseError{Code: code, Reason: string(ce.Reason)}
 	}

@@ -8,3 +8,10 @@ func Written(c *Client) int {
 	defer c.mu.Unlock()
 	return c.sent.size
 }
+
+// Buffered returns how many received messages, and bytes of data, wait
+// for Receive.
+func Buffered(c *Client) (n, bytes int) { return c.inbox.size() }
+
+// Pongs returns how many pongs c has received.
+func Pongs(c *Client) uint64 { return c.pongs.Load() }

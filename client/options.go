@@ -92,13 +92,46 @@ type Options struct {
 	// DisableReconnect makes every close final: the client ends instead of
 	// reconnecting after a retryable close code. By default it reconnects
 	// after 1001, 1006, 1011, 4408, 4413, 4429 and 4440 (see
-	// protocol.CloseCode.Retryable), after network errors, and after an
-	// upgrade refused with 408, 429 or 5xx.
+	// protocol.CloseCode.Retryable), after a close frame without a status
+	// code (reported as 1005), after network errors and its own timeouts
+	// (ReauthTimeout, PongTimeout), and after an upgrade refused with 408,
+	// 429 or 5xx.
 	DisableReconnect bool
 	// HandshakeTimeout bounds each connection attempt, from dialing to
 	// auth_ok (the token fetch before it is not counted). Real time, not
 	// Clock. Default 10s.
 	HandshakeTimeout time.Duration
+	// ReauthTimeout bounds each reauthentication on a live socket, from
+	// writing its auth frame to the server's answer (auth_ok, or an error
+	// frame refusing it); the token fetch before it is not counted. A server
+	// that does not answer in time is taken for dead: the client closes the
+	// connection and reconnects (the connection ends with a
+	// *protocol.CloseError of code 1006 and reason "reauth timeout").
+	// Measured with Clock. Default 10s.
+	ReauthTimeout time.Duration
+	// PingInterval is how often the client sends a WebSocket ping while
+	// authenticated: the server answers pings but sends none of its own and
+	// has no idle timeout, so without pings a connection that died silently
+	// (a network cut, a crashed proxy) is noticed only when a write fails,
+	// which an idle or receive-only client may never do. If no frame at all
+	// (the pong, or anything else) arrives within PongTimeout of a ping,
+	// the client closes the connection and reconnects (1006, reason
+	// "keepalive timeout"). While the application holds the read goroutine
+	// (Receive not called and its buffer full, or a running OnMessage or
+	// OnError) the client cannot see the pong and draws no conclusion from
+	// its absence; the pings it keeps writing still notice a server that
+	// closed or reset the connection. Negative: no pings. Measured with
+	// Clock. Default 30s.
+	PingInterval time.Duration
+	// PongTimeout is how long after a ping some frame must arrive (see
+	// PingInterval). Measured with Clock. Default 10s.
+	PongTimeout time.Duration
+	// ReadLimit is the largest message, in bytes, that the client accepts
+	// from the server. A frame header announcing more (or fragments adding
+	// up to more) closes the connection with 1009 before the payload is
+	// read, and 1009 ends the client. Default 1 MiB, the server's own
+	// default frame cap.
+	ReadLimit int
 	// WriteTimeout bounds every socket write: a server that stops reading
 	// for this long loses the connection (and the client reconnects). Real
 	// time, not Clock. Default 10s.
@@ -115,14 +148,22 @@ type Options struct {
 	// like OnMessage. Error frames with code 4401 for messages the client
 	// still holds are not reported: the client resends those messages.
 	OnError func(ErrorFrame)
-	// OnState receives every state change, in order, on the client's own
-	// goroutine (or Dial's caller). It must return quickly: writes and
-	// reconnects wait for it. It must not call Close.
+	// OnState receives every state change of the client that Dial
+	// returned, in order, on the client's own goroutine. Dial's own
+	// transitions (Connecting, Authenticating, Active) are not reported, nor
+	// is anything when Dial fails: once Dial returns, the client is Active,
+	// and the first call reports the first change after that (Connecting
+	// when the connection is lost, Reauthenticating, Closed). That call may
+	// run as soon as Dial has authenticated, concurrently with Dial
+	// returning to its caller, so OnState must not read a variable that
+	// Dial's result is assigned to without synchronization. It must return
+	// quickly: writes and reconnects wait for it. It must not call Close.
 	OnState func(State)
 
-	// Clock times the early refresh (RefreshBefore) and the backoff between
-	// reconnection attempts. Default: the system clock. Tests use
-	// wsauthtest.Clock.
+	// Clock times the early refresh (RefreshBefore), ReauthTimeout, the
+	// keepalive (PingInterval, PongTimeout), the least second between two
+	// auth frames on a socket, and the backoff between reconnection
+	// attempts. Default: the system clock. Tests use wsauthtest.Clock.
 	Clock reauth.Clock
 	// Logger receives the client's logs. Default slog.Default(). Tokens are
 	// never logged.
@@ -135,6 +176,10 @@ const (
 	defaultRefreshBefore    = 30 * time.Second
 	defaultHandshakeTimeout = 10 * time.Second
 	defaultWriteTimeout     = 10 * time.Second
+	defaultReauthTimeout    = 10 * time.Second
+	defaultPingInterval     = 30 * time.Second
+	defaultPongTimeout      = 10 * time.Second
+	defaultReadLimit        = 1 << 20
 )
 
 // withDefaults validates o and returns a copy with defaults filled in.
@@ -148,6 +193,15 @@ func (o Options) withDefaults() (Options, error) {
 	if o.QueueSize == 0 {
 		o.QueueSize = defaultQueueSize
 	}
+	if o.ReadLimit < 0 {
+		return o, errors.New("client: Options.ReadLimit must not be negative")
+	}
+	if o.ReadLimit == 0 {
+		o.ReadLimit = defaultReadLimit
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = defaultPingInterval
+	}
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
@@ -156,6 +210,8 @@ func (o Options) withDefaults() (Options, error) {
 		{"RefreshBefore", &o.RefreshBefore, defaultRefreshBefore},
 		{"HandshakeTimeout", &o.HandshakeTimeout, defaultHandshakeTimeout},
 		{"WriteTimeout", &o.WriteTimeout, defaultWriteTimeout},
+		{"ReauthTimeout", &o.ReauthTimeout, defaultReauthTimeout},
+		{"PongTimeout", &o.PongTimeout, defaultPongTimeout},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("client: Options.%s must not be negative", d.name)

@@ -24,13 +24,12 @@ func TestServerAsksForReauth(t *testing.T) {
 	p, opts := e.newProbe("gus", time.Minute, nil)
 	c := e.dial(opts)
 	e.expect("auth:gus")
-	p.waitState(client.Active)
 	session := c.Session()
 
 	now := time.Duration(0)
 	for round := 2; round <= 3; round++ {
 		// exp is 1 min after the last auth; reauth_required comes at exp-10s.
-		e.clock.Advance(50 * time.Second)
+		e.serverAsks(p, 50*time.Second)
 		now += 50 * time.Second
 		p.waitState(client.Reauthenticating)
 		p.waitState(client.Active)
@@ -104,7 +103,7 @@ func TestMessagesBufferedWhileExpiredArriveInOrder(t *testing.T) {
 	e.send("ida", `{"n":0}`)
 	receive(t, c, `{"n":0}`)
 
-	e.clock.Advance(time.Minute) // reauth_required, then expired
+	e.serverAsks(p, time.Minute) // reauth_required, then expired
 	p.waitState(client.Reauthenticating)
 	for n := 1; n <= 5; n++ {
 		e.send("ida", fmt.Sprintf(`{"n":%d}`, n))
@@ -127,7 +126,7 @@ func TestSendDuringReauthIsDeliveredAfterAuthOK(t *testing.T) {
 	t.Parallel()
 	e, p, c, g := gatedReauth(t, "jan")
 
-	e.clock.Advance(50 * time.Second) // reauth_required; the token is still valid
+	e.serverAsks(p, 50*time.Second) // reauth_required; the token is still valid
 	p.waitState(client.Reauthenticating)
 	for _, d := range []string{`"a"`, `"b"`, `"c"`} {
 		require.NoError(t, c.Send(context.Background(), json.RawMessage(d)))
@@ -161,7 +160,7 @@ func TestMessageRefusedWhileExpiredIsResent(t *testing.T) {
 	// Hold the client's reader, so it sees reauth_required only later.
 	e.send("kai", `"block"`)
 	<-blocked
-	e.clock.Advance(time.Minute) // reauth_required (unread), then expired
+	e.serverAsks(p, time.Minute) // reauth_required (unread), then expired
 	require.NoError(t, c.Send(context.Background(), json.RawMessage(`"x"`)))
 	require.Eventually(t, func() bool { return client.Written(c) == 1 }, wait, time.Millisecond,
 		"the client writes x while it still believes the token valid")
@@ -296,4 +295,27 @@ func TestRefreshTooSoonIsRetried(t *testing.T) {
 	p.waitState(client.Active)
 	assert.EqualValues(t, 3, p.calls.Load())
 	require.NoError(t, c.Err())
+}
+
+// A token living longer than any timer a platform might cap (24.8 days is
+// JavaScript's) is refreshed once, RefreshBefore ahead of its exp: Clock
+// durations do not overflow.
+func TestLongLivedTokenRefreshesOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	const life = 30 * 24 * time.Hour
+	p, opts := e.newProbe("pat", life, nil)
+	c := e.dial(opts)
+	e.expect("auth:pat")
+	p.waitTimers(1)
+	p.clock.Advance(life - 30*time.Second - time.Millisecond)
+	assert.Equal(t, 1, p.clock.Pending(), "refreshed early")
+	assert.EqualValues(t, 1, p.calls.Load())
+	e.clock.Advance(time.Second) // the server's interval between auth frames
+	p.clock.Advance(time.Millisecond)
+	p.waitState(client.Reauthenticating)
+	p.waitState(client.Active)
+	e.expect("auth:pat")
+	assert.EqualValues(t, 2, p.calls.Load())
+	assert.Equal(t, epoch.Add(time.Second+life).Unix(), c.Expiry().Unix())
 }

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,6 @@ func TestShutdownReconnectsWithBackoff(t *testing.T) {
 	c := e.dial(opts)
 	e.expect("auth:pia")
 	first := c.Session()
-	p.waitState(client.Active)
 
 	e.restart()
 	e.expect("close:1001")
@@ -70,10 +70,12 @@ func TestReconnectRetriesRefusedUpgrades(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	p, opts := e.newProbe("quin", time.Hour, nil)
-	opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 300 * time.Millisecond}
+	// No jitter, so that the test moves the clock exactly to the deadline:
+	// a timer armed while Advance runs a callback starts from that
+	// callback's deadline, not from where Advance is going.
+	opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 300 * time.Millisecond, Jitter: -1}
 	e.dial(opts)
 	e.expect("auth:quin")
-	p.waitState(client.Active)
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -82,7 +84,7 @@ func TestReconnectRetriesRefusedUpgrades(t *testing.T) {
 	e.expect("close:1001")
 	p.waitState(client.Connecting)
 	p.waitTimers(1)
-	p.clock.Advance(12 * time.Millisecond)
+	p.clock.Advance(10 * time.Millisecond)
 	require.Eventually(t, func() bool { return strings.Contains(p.logs.String(), "HTTP 503") }, wait, time.Millisecond)
 	p.waitTimers(1)
 	p.clock.Advance(299 * time.Millisecond)
@@ -119,7 +121,6 @@ func TestCloseCodes(t *testing.T) {
 			p, opts := e.newProbe("rae", time.Hour, nil)
 			opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}
 			c := e.dial(opts)
-			p.waitState(client.Active)
 			first := c.Session()
 			s, ok := e.server().Session(first)
 			require.True(t, ok)
@@ -160,7 +161,6 @@ func TestCloseWhileWaitingToReconnect(t *testing.T) {
 	e := newEnv(t, nil)
 	p, opts := e.newProbe("tom", time.Hour, nil)
 	c := e.dial(opts)
-	p.waitState(client.Active)
 	e.restart()
 	p.waitState(client.Connecting)
 	p.waitTimers(1) // the backoff; the client's clock never moves
@@ -184,7 +184,6 @@ func TestReconnectWithRefusedTokenStops(t *testing.T) {
 	})
 	opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}
 	c := e.dial(opts)
-	p.waitState(client.Active)
 	e.restart()
 	p.waitState(client.Connecting)
 	require.Eventually(t, func() bool {
@@ -202,4 +201,49 @@ func TestReconnectWithRefusedTokenStops(t *testing.T) {
 	assert.Equal(t, "token expired", ce.Reason)
 	assert.EqualValues(t, 2, p.calls.Load())
 	assert.Equal(t, 0, p.clock.Pending(), "no further attempt scheduled")
+}
+
+// A server that authenticates and then closes at once (1011: its
+// application fails) is retried ever more slowly: the backoff count
+// restarts only after a connection stayed authenticated for Backoff.Max,
+// not at every auth_ok, so such a server does not get the client back
+// every Initial forever.
+func TestBackoffResetsOnlyAfterAStableSession(t *testing.T) {
+	t.Parallel()
+	const stable = 7 // the connection that stays up
+	fk := newFake(t, func(fc *fakeConn, f protocol.ClientFrame) {
+		if f.Type != protocol.TypeAuth {
+			return
+		}
+		fc.authOK("fay", time.Time{}) // no exp: no refresh timer
+		if fc.n > 1 && fc.n != stable {
+			_ = fc.WriteClose(uint16(protocol.CloseInternal), []byte("internal error"))
+		}
+	})
+	p, opts := newProbe(t, fakeSource)
+	ms := time.Millisecond
+	opts.Backoff = client.Backoff{Initial: 100 * ms, Max: 800 * ms, Jitter: -1}
+	c := dial(t, fk.url, opts)
+
+	// waitOut requires the next attempt (connection n) to come exactly
+	// after d on the client's clock.
+	waitOut := func(n int, d time.Duration) {
+		t.Helper()
+		p.waitTimers(1) // the backoff
+		p.clock.Advance(d - ms)
+		require.Equal(t, 1, p.clock.Pending(), "connection %d came before its backoff of %v", n, d)
+		p.clock.Advance(ms)
+		require.Eventually(t, func() bool { return fk.count() == n }, wait, ms)
+	}
+
+	_ = fk.conn(1).WriteClose(uint16(protocol.CloseInternal), []byte("internal error"))
+	for n, d := range []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 800 * ms, 800 * ms} {
+		waitOut(n+2, d)
+	}
+	// A session that stays up for Backoff.Max starts the count again.
+	require.Eventually(t, func() bool { return c.Session() == fmt.Sprintf("s%d", stable) }, wait, ms)
+	p.clock.Advance(800 * ms)
+	_ = fk.conn(stable).WriteClose(uint16(protocol.CloseInternal), []byte("internal error"))
+	waitOut(stable+1, 100*ms)
+	waitOut(stable+2, 200*ms)
 }

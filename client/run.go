@@ -26,6 +26,9 @@ func (c *Client) run(cn *conn) {
 		if c.opts.DisableReconnect || !retryable(err) {
 			break
 		}
+		if cn.stable() {
+			c.bo.reset()
+		}
 		c.opts.Logger.Info("client: connection lost; reconnecting", logErr(err)...)
 		if cn, err = c.reconnect(err); err != nil {
 			break
@@ -53,6 +56,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 	c.setState(Authenticating)
 	go cn.readLoop()
+	cn.lastAuth = c.opts.Clock.Now()
 	_ = cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) // a failed write ends the read loop
 	for {
 		select {
@@ -125,7 +129,7 @@ func (c *Client) sleep(d time.Duration) bool {
 
 // serve runs an authenticated connection until it ends and returns why.
 func (c *Client) serve(cn *conn) error {
-	defer cn.stopRefresh()
+	defer cn.stopTimers()
 	c.flush(cn)
 	for {
 		select {
@@ -141,7 +145,8 @@ func (c *Client) serve(cn *conn) error {
 					break
 				}
 				if err := c.handle(cn, ev); err != nil {
-					cn.shutdown(err, protocol.CloseNormal, "")
+					code, reason := closeFrameFor(err)
+					cn.shutdown(err, code, reason)
 					return err
 				}
 			}
@@ -152,6 +157,19 @@ func (c *Client) serve(cn *conn) error {
 	}
 }
 
+// closeFrameFor returns the close frame with which the client ends a
+// connection for err, a reason of its own.
+func closeFrameFor(err error) (protocol.CloseCode, string) {
+	var ce *protocol.CloseError
+	switch {
+	case errors.Is(err, errSubjectChanged):
+		return protocol.CloseMalformed, "subject changed"
+	case errors.As(err, &ce) && ce.Code == protocol.CloseAbnormal: // a timeout
+		return protocol.CloseNormal, ce.Reason
+	}
+	return protocol.CloseNormal, ""
+}
+
 // handle acts on one event of cn. Events are handled in the order the read
 // goroutine saw the frames, so a reauth_required that the server sent
 // before it processed the client's auth frame is handled while the client
@@ -159,40 +177,61 @@ func (c *Client) serve(cn *conn) error {
 func (c *Client) handle(cn *conn, ev event) error {
 	switch ev.kind {
 	case evAuthOK:
+		if cn.authed && ev.frame.Subject != c.Subject() {
+			// The server swapped the identity of a live session: nothing
+			// the client sends any more is what its user meant to send.
+			return errSubjectChanged
+		}
 		c.activate(cn, ev.frame)
 	case evReauth:
 		if c.State() == Active {
 			return c.reauth(cn, "server asked")
 		}
 	case evRefresh:
-		if ev.gen == cn.timerGen && c.State() == Active {
+		if cn.refresh.current(ev) && c.State() == Active {
 			return c.reauth(cn, "token expires soon")
 		}
 	case evRefused:
 		if c.State() != Reauthenticating {
 			break
 		}
+		cn.reauthDue.stop()
 		if ev.frame.Code == protocol.ErrorTooManyRequests {
-			// Refreshed too soon after the last auth: the session keeps
-			// its token; try again once the server's interval has passed.
+			// Refreshed too soon after the last auth (by the server's
+			// clock): the session keeps its token; try again once the
+			// server's interval has passed. (The timer is armed before
+			// OnState hears of the change.)
+			cn.arm(&cn.refresh, evRefresh, reauthInterval)
 			c.setState(Active)
-			cn.refreshIn(reauthInterval)
 			return nil
 		}
 		// The server refused the fresh token (the session would live on
 		// until its current token runs out): as at connect, a token the
 		// server refuses is terminal.
 		return &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: ev.frame.Message}
+	case evReauthTimeout:
+		if cn.reauthDue.current(ev) && c.State() == Reauthenticating {
+			return lostConnection("reauth timeout")
+		}
+	case evKeepalive:
+		if cn.keepalive.current(ev) {
+			return c.keepalive(cn)
+		}
 	}
 	return nil
 }
 
-// reauth fetches a fresh token and sends it on cn. Its auth_ok arrives as
-// an event. It returns an error only for a token source failure, which ends
-// the client.
+// reauth fetches a fresh token and sends it on cn, at least reauthInterval
+// after the previous auth frame: sooner, it waits on the refresh timer.
+// Its auth_ok arrives as an event. It returns an error only for a token
+// source failure, which ends the client.
 func (c *Client) reauth(cn *conn, why string) error {
+	if wait := cn.lastAuth.Add(reauthInterval).Sub(c.opts.Clock.Now()); wait > 0 {
+		cn.arm(&cn.refresh, evRefresh, wait)
+		return nil
+	}
 	c.setState(Reauthenticating)
-	cn.stopRefresh()
+	cn.refresh.stop()
 	c.opts.Logger.Debug("client: reauthenticating", "session", c.Session(), "why", why)
 	tok, err := c.token(cn.ctx)
 	if err != nil {
@@ -201,14 +240,56 @@ func (c *Client) reauth(cn *conn, why string) error {
 		}
 		return err
 	}
-	_ = cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) // a failed write ends the connection
+	cn.lastAuth = c.opts.Clock.Now()
+	if cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) == nil {
+		cn.arm(&cn.reauthDue, evReauthTimeout, c.opts.ReauthTimeout)
+	} // else the connection ended: serve sees it
 	return nil
 }
 
+// keepalive runs when the keepalive timer fires: PingInterval after the
+// first auth_ok or the last check, it writes a ping; PongTimeout after
+// that, it checks that some frame arrived since. Without one the server is
+// taken for dead, unless the read goroutine waits for the application: then
+// the client cannot see what arrived, and the next ping's write is what
+// notices a server that closed or reset the connection.
+func (c *Client) keepalive(cn *conn) error {
+	if !cn.pinged {
+		cn.readsAtPing = cn.reads.Load()
+		if cn.ping() != nil {
+			return nil // the connection ended: serve sees it
+		}
+		cn.pinged = true
+		cn.arm(&cn.keepalive, evKeepalive, c.opts.PongTimeout)
+		return nil
+	}
+	if cn.reads.Load() == cn.readsAtPing && !cn.stalled.Load() {
+		return lostConnection("keepalive timeout")
+	}
+	cn.pinged = false
+	cn.arm(&cn.keepalive, evKeepalive, max(c.opts.PingInterval-c.opts.PongTimeout, 0))
+	return nil
+}
+
+// stable reports whether cn stayed authenticated long enough, Backoff.Max,
+// to start the backoff count again after it ended.
+func (cn *conn) stable() bool {
+	return cn.authed && cn.c.opts.Clock.Now().Sub(cn.activeAt) >= cn.c.opts.Backoff.Max
+}
+
 // activate handles auth_ok: the connection (again) is Active, the messages
-// refused for an expired token go first, and the early refresh is armed.
+// refused for an expired token go first, and the early refresh is armed;
+// the first auth_ok of a socket starts its keepalive.
 func (c *Client) activate(cn *conn, f protocol.ServerFrame) {
 	now := c.opts.Clock.Now()
+	cn.reauthDue.stop()
+	if !cn.authed {
+		cn.authed = true
+		cn.activeAt = now
+		if c.opts.PingInterval > 0 {
+			cn.arm(&cn.keepalive, evKeepalive, c.opts.PingInterval)
+		}
+	}
 	var exp time.Time
 	if f.Exp > 0 {
 		exp = time.Unix(f.Exp, 0)
@@ -222,7 +303,6 @@ func (c *Client) activate(cn *conn, f protocol.ServerFrame) {
 	// Everything written before this auth_ok has been processed or refused.
 	c.sent.reset()
 	c.mu.Unlock()
-	c.bo.reset()
 	cn.armRefresh(now, exp)
 	c.opts.Logger.Debug("client: authenticated", "session", f.Session, "sub", f.Subject, "exp", f.Exp)
 	c.setState(Active)
@@ -292,9 +372,11 @@ func (c *Client) finish(err error, logged bool) {
 	default:
 		c.opts.Logger.Info("client: ended", append(logErr(err), "dropped", dropped)...)
 	}
-	c.callOnState(Closed)
-	if c.recv != nil {
-		close(c.recv)
+	if c.report {
+		c.callOnState(Closed)
+	}
+	if c.inbox != nil {
+		c.inbox.end()
 	}
 	close(c.done)
 }

@@ -15,6 +15,7 @@ type CloseCode uint16
 const (
 	CloseNormal          CloseCode = 1000 // normal closure
 	CloseGoingAway       CloseCode = 1001 // server shutting down: reconnect
+	CloseNoStatus        CloseCode = 1005 // a close frame without a code (client side only; a proxy may send one)
 	CloseAbnormal        CloseCode = 1006 // no close frame received (client side only)
 	CloseTooLarge        CloseCode = 1009 // frame larger than allowed
 	CloseInternal        CloseCode = 1011 // internal error, e.g. a handler panicked
@@ -31,6 +32,7 @@ const (
 var codeNames = map[CloseCode]string{
 	CloseNormal:          "normal closure",
 	CloseGoingAway:       "going away",
+	CloseNoStatus:        "no status",
 	CloseAbnormal:        "abnormal closure",
 	CloseTooLarge:        "frame too large",
 	CloseInternal:        "internal error",
@@ -58,7 +60,7 @@ func (c CloseCode) String() string {
 // mean that reconnecting with the same input fails again.
 func (c CloseCode) Retryable() bool {
 	switch c {
-	case CloseGoingAway, CloseAbnormal, CloseInternal, CloseTryAgainLater, CloseAuthTimeout,
+	case CloseGoingAway, CloseNoStatus, CloseAbnormal, CloseInternal, CloseTryAgainLater, CloseAuthTimeout,
 		CloseBufferOverflow, CloseTooManyRequests, CloseSessionExpired:
 		return true
 	}

@@ -21,7 +21,9 @@ var closeCodes = []struct {
 }{
 	{protocol.CloseNormal, 1000, "normal closure", false},
 	{protocol.CloseGoingAway, 1001, "going away", true},
+	{protocol.CloseNoStatus, 1005, "no status", true},
 	{protocol.CloseAbnormal, 1006, "abnormal closure", true},
+	{protocol.CloseTryAgainLater, 1013, "try again later", true},
 	{protocol.CloseTooLarge, 1009, "frame too large", false},
 	{protocol.CloseInternal, 1011, "internal error", true},
 	{protocol.CloseMalformed, 4400, "malformed frame", false},
@@ -47,7 +49,7 @@ func TestCloseCodeVocabulary(t *testing.T) {
 
 func TestCloseCodeOutsideVocabulary(t *testing.T) {
 	t.Parallel()
-	for _, c := range []protocol.CloseCode{0, 1002, 1005, 1015, 3000, 4000, 4999, 65535} {
+	for _, c := range []protocol.CloseCode{0, 1002, 1015, 3000, 4000, 4999, 65535} {
 		assert.Equal(t, strconv.Itoa(int(c)), c.String())
 		assert.False(t, c.Retryable(), "unknown code %d", c)
 	}

@@ -3,7 +3,10 @@
 /** The WebSocket subprotocol of wire protocol v1: "wsauth.v1". */
 export declare const SUBPROTOCOL: 'wsauth.v1';
 
-/** Close codes after which the client reconnects with backoff. */
+/**
+ * Close codes after which the client reconnects with backoff: 1001, 1005 (a
+ * close frame without a status code), 1006, 1011, 4408, 4413, 4429, 4440.
+ */
 export declare const RETRYABLE_CLOSE_CODES: readonly number[];
 
 /** Code of the error events the client raises itself (never sent by a server). */
@@ -64,7 +67,12 @@ export interface WsauthClientOptions {
   protocols?: string | string[];
   /** Messages queued while not active, at most. send() throws past it. Default 256. */
   maxQueue?: number;
-  /** Reconnect backoff in ms: initial, doubling up to max, +-20% jitter. Default {initial: 250, max: 10000}. */
+  /**
+   * Reconnect backoff in ms: initial, doubling up to max, +-20% jitter.
+   * The count starts again only after a connection stayed authenticated for
+   * max ms (or on connect()), so a server that closes right after auth_ok
+   * is retried ever more slowly. Default {initial: 250, max: 10000}.
+   */
   backoff?: { initial?: number; max?: number };
   /**
    * How long before exp, in ms, the client refreshes its token on its own if
@@ -72,6 +80,38 @@ export interface WsauthClientOptions {
    * token's remaining lifetime. null: only when the server asks. Default 10000.
    */
   refreshLead?: number | null;
+  /**
+   * ms from opening a socket to its first auth_ok (the upgrade, the token
+   * provider and the server's answer); then the client closes the socket and
+   * reconnects (a close event {code: 1006, reason: 'auth timeout'}). Default 10000.
+   */
+  authTimeout?: number;
+  /**
+   * ms from sending a reauth's auth frame to the server's answer (auth_ok,
+   * or an error refusing it); then the client closes the socket and
+   * reconnects ({code: 1006, reason: 'reauth timeout'}). Default 10000.
+   */
+  reauthTimeout?: number;
+  /**
+   * ms between keepalive pings once authenticated, or null for none. Only
+   * WebSocket implementations with ping() and a 'pong' event (ws in Node)
+   * can ping; browsers' cannot (nor can the protocol, which has no ping
+   * frame), so in a browser the network stack's own keepalive applies and
+   * authTimeout/reauthTimeout bound what the client waits for. When nothing
+   * at all arrives within pongTimeout of a ping, the client drops the
+   * socket and reconnects ({code: 1006, reason: 'keepalive timeout'}).
+   * Default 30000.
+   */
+  pingInterval?: number | null;
+  /** ms within which something must arrive after a ping. Default 10000. */
+  pongTimeout?: number;
+  /**
+   * The largest server message accepted, in bytes of UTF-8. A larger one
+   * closes the client for good with 1009 (in browsers, which cannot send
+   * 1009, the close frame says 1000 with the same reason). Default 1048576
+   * (1 MiB, the server's own frame cap).
+   */
+  readLimit?: number;
   /** The WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass ws's. */
   WebSocket?: WebSocketConstructor;
 }
@@ -87,7 +127,13 @@ export interface WsauthErrorDetail {
   cause?: unknown;
 }
 
-/** Detail of a close event. */
+/**
+ * Detail of a close event. code and reason are the server's, or, when the
+ * client closed or gave up on the socket itself, its own: 1006 with 'auth
+ * timeout', 'reauth timeout' or 'keepalive timeout' (retrying); 1009
+ * 'message too large', 4400 'malformed server frame' or 'subject changed',
+ * 1000 'token provider failed' (not retrying); 1000 'client closed' for close().
+ */
 export interface WsauthCloseDetail {
   code: number;
   reason: string;
@@ -107,8 +153,10 @@ export interface WsauthClientEventMap {
  * reauthenticates on the same socket when the server asks (and on its own
  * shortly before exp), queues messages while not active and sends them in
  * order after auth_ok, resends messages the server refused with error 4401,
- * and reconnects with jittered exponential backoff after retryable closes
- * (1001, 1006, 1011, 4408, 4413, 4429, 4440), never after terminal ones.
+ * gives up on a server that does not answer (authTimeout, reauthTimeout,
+ * and in Node with ws pingInterval/pongTimeout), and reconnects with
+ * jittered exponential backoff after retryable closes (1001, 1005, 1006,
+ * 1011, 4408, 4413, 4429, 4440), never after terminal ones.
  *
  * Delivery is at most once: a message sent just before the connection
  * dropped is not resent, since the server may have processed it.

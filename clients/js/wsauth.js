@@ -12,14 +12,20 @@
 // The client authenticates with the first frame, answers reauth_required
 // (and refreshes on its own shortly before exp) on the same socket, queues
 // what is sent while it is not active and flushes it, in order, after
-// auth_ok, resends messages the server refused with error 4401, and
+// auth_ok, resends messages the server refused with error 4401, gives up on
+// a server that does not answer an auth frame in time (and, in Node with
+// the ws package, on a connection that does not answer pings), and
 // reconnects with jittered exponential backoff after retryable closes.
 
 /** The WebSocket subprotocol of wire protocol v1. */
 export const SUBPROTOCOL = 'wsauth.v1';
 
-/** Close codes after which the client reconnects (docs/protocol.md, section 6). */
-export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 4408, 4413, 4429, 4440]);
+/**
+ * Close codes after which the client reconnects (docs/protocol.md, section
+ * 6). 1005 is a close frame without a status code, which a proxy may send:
+ * retried like 1006.
+ */
+export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1005, 1006, 1011, 1013, 4408, 4413, 4429, 4440]);
 
 /** Code of the error events the client raises itself (not sent by a server). */
 export const CLIENT_ERROR = 0;
@@ -43,6 +49,9 @@ export function isRetryable(code) {
 const OPEN = 1; // WebSocket.OPEN, the same in browsers and in ws
 const MIN_REFRESH_DELAY_MS = 1000; // bounds a refresh loop when clocks disagree
 const MAX_REASON_BYTES = 123;
+// setTimeout fires at once for a delay above 2^31-1 ms (24.8 days): longer
+// waits are made of chunks of at most this.
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const encoder = new TextEncoder();
 
 /**
@@ -62,14 +71,24 @@ export class WsauthClient extends EventTarget {
   #backoffInitial;
   #backoffMax;
   #refreshLead;
+  #authTimeout;
+  #reauthTimeout;
+  #pingInterval;
+  #pongTimeout;
+  #readLimit;
   #WebSocket;
 
   #state = 'closed';
   #ws = null; // the current socket; events of any other are ignored
   #userClosed = true;
-  #attempt = 0; // reconnects since the last auth_ok
+  #attempt = 0; // reconnects since a connection stayed up for backoff.max
   #reconnectTimer = undefined;
   #refreshTimer = undefined;
+  #authTimer = undefined; // authTimeout or reauthTimeout of the current socket
+  #keepaliveTimer = undefined;
+  #activeSince = 0; // Date.now() of the current socket's first auth_ok; 0 before
+  #lastAuthAt = 0; // Date.now() of the last auth frame sent on the current socket
+  #reads = 0; // frames (and pongs) read on the current socket
 
   #seq = 0; // message sequence: orders the queue and the sent set
   #queue = []; // entries waiting for an active session, by seq
@@ -92,6 +111,11 @@ export class WsauthClient extends EventTarget {
       maxQueue = 256,
       backoff = {},
       refreshLead = 10_000,
+      authTimeout = 10_000,
+      reauthTimeout = 10_000,
+      pingInterval = 30_000,
+      pongTimeout = 10_000,
+      readLimit = 1_048_576,
       WebSocket: WS = globalThis.WebSocket,
     } = options;
     if (typeof tokenProvider !== 'function') {
@@ -106,6 +130,14 @@ export class WsauthClient extends EventTarget {
     if (!Number.isInteger(maxQueue) || maxQueue < 1) {
       throw new RangeError('wsauth: options.maxQueue must be a positive integer');
     }
+    for (const [name, v] of Object.entries({ authTimeout, reauthTimeout, pongTimeout, pingInterval })) {
+      if (!(v === null && name === 'pingInterval') && !(v > 0 && v <= MAX_TIMEOUT_MS)) {
+        throw new RangeError(`wsauth: options.${name} must be a number of ms from 1 to 2^31-1${name === 'pingInterval' ? ', or null' : ''}`);
+      }
+    }
+    if (!Number.isInteger(readLimit) || readLimit < 1) {
+      throw new RangeError('wsauth: options.readLimit must be a positive integer (bytes)');
+    }
     this.#url = String(url);
     this.#tokenProvider = tokenProvider;
     this.#protocols = protocols;
@@ -113,6 +145,11 @@ export class WsauthClient extends EventTarget {
     this.#backoffInitial = backoff.initial ?? 250;
     this.#backoffMax = backoff.max ?? 10_000;
     this.#refreshLead = refreshLead;
+    this.#authTimeout = authTimeout;
+    this.#reauthTimeout = reauthTimeout;
+    this.#pingInterval = pingInterval;
+    this.#pongTimeout = pongTimeout;
+    this.#readLimit = readLimit;
     this.#WebSocket = WS;
   }
 
@@ -176,15 +213,28 @@ export class WsauthClient extends EventTarget {
     try {
       ws = new this.#WebSocket(this.#url, this.#protocols);
     } catch (err) { // e.g. a malformed URL: retrying cannot help
-      this.#fail(`cannot open WebSocket: ${messageOf(err)}`, err);
+      this.#fail('cannot open WebSocket', { message: `cannot open WebSocket: ${messageOf(err)}`, cause: err });
       return;
     }
     this.#ws = ws;
+    this.#activeSince = 0;
+    this.#reads = 0;
+    // authTimeout runs from here to auth_ok: the upgrade, the token
+    // provider and the server's answer.
+    this.#armAuthTimer(ws, 'auth timeout', this.#authTimeout);
     ws.onopen = () => {
       if (this.#ws === ws) this.#authenticate(ws, 'authenticating');
     };
     ws.onmessage = (ev) => {
-      if (this.#ws === ws) this.#onFrame(ev.data);
+      if (this.#ws !== ws) return;
+      this.#reads++;
+      if (tooLarge(ev.data, this.#readLimit)) {
+        this.#fail('message too large', {
+          message: `server message larger than readLimit (${this.#readLimit} bytes)`, code: 1009,
+        });
+        return;
+      }
+      this.#onFrame(ev.data);
     };
     ws.onclose = (ev) => {
       if (this.#ws === ws) this.#onClose(ev.code, ev.reason);
@@ -204,16 +254,40 @@ export class WsauthClient extends EventTarget {
         throw new TypeError('tokenProvider must resolve to a non-empty string');
       }
     } catch (err) {
-      if (this.#ws === ws) this.#fail(`token provider failed: ${messageOf(err)}`, err);
+      // The provider's text goes to the error event, never to the server.
+      if (this.#ws === ws) {
+        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
+      }
       return;
     }
     if (this.#ws !== ws || ws.readyState !== OPEN) return; // closed meanwhile: onclose decides
     this.#authSeq = this.#seq;
+    this.#lastAuthAt = Date.now();
     ws.send(JSON.stringify({ type: 'auth', token }));
+    if (state === 'reauthenticating') this.#armAuthTimer(ws, 'reauth timeout', this.#reauthTimeout);
   }
 
+  // #reauth refreshes the token on the current socket, at least a second
+  // after the previous auth frame (the server verifies no more than one a
+  // second, and a server asking again and again must not make the client
+  // hammer its token provider): sooner, it waits on the refresh timer.
   #reauth() {
-    if (this.#state === 'active') this.#authenticate(this.#ws, 'reauthenticating');
+    if (this.#state !== 'active') return;
+    const wait = this.#lastAuthAt + REAUTH_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      this.#refreshAt(Date.now() + wait);
+      return;
+    }
+    this.#authenticate(this.#ws, 'reauthenticating');
+  }
+
+  // #armAuthTimer gives the server ms to answer on ws; then the client
+  // gives up on the socket and reconnects.
+  #armAuthTimer(ws, reason, ms) {
+    clearTimeout(this.#authTimer);
+    this.#authTimer = setTimeout(() => {
+      if (this.#ws === ws) this.#drop(ws, reason);
+    }, ms);
   }
 
   #onFrame(raw) {
@@ -224,7 +298,7 @@ export class WsauthClient extends EventTarget {
       f = undefined;
     }
     if (f === null || typeof f !== 'object' || Array.isArray(f) || typeof f.type !== 'string') {
-      this.#fail('malformed server frame', undefined, 4400);
+      this.#fail('malformed server frame', { code: 4400 });
       return;
     }
     switch (f.type) {
@@ -245,10 +319,23 @@ export class WsauthClient extends EventTarget {
   }
 
   #onAuthOK(f) {
+    const sub = String(f.sub ?? '');
+    if (this.#activeSince && sub !== this.#subject) {
+      // A reauth that swaps the identity of a live session: the server
+      // broke the protocol, and nothing queued is meant for that user.
+      this.#fail('subject changed', {
+        message: `the server changed the subject of the session on reauth: ${this.#subject} to ${sub}`, code: 4400,
+      });
+      return;
+    }
+    clearTimeout(this.#authTimer);
     this.#session = String(f.session ?? '');
-    this.#subject = String(f.sub ?? '');
+    this.#subject = sub;
     this.#exp = Number(f.exp) || 0;
-    this.#attempt = 0;
+    if (!this.#activeSince) {
+      this.#activeSince = Date.now();
+      this.#startKeepalive(this.#ws);
+    }
     // The server handles frames in order and answers each before the next:
     // a message sent before this auth frame was processed, or refused with
     // an error frame that already arrived.
@@ -264,18 +351,18 @@ export class WsauthClient extends EventTarget {
     const ref = typeof f.ref === 'string' ? f.ref : undefined;
     if (ref === undefined && this.#state === 'reauthenticating') {
       if (f.code === ERROR_TOO_MANY_REQUESTS) {
-        // Refreshed too soon: the session keeps its token. Try again once
-        // the server's interval has passed.
+        // Refreshed too soon (by the server's clock): the session keeps its
+        // token. Try again once the server's interval has passed.
+        clearTimeout(this.#authTimer);
         this.#setState('active');
-        clearTimeout(this.#refreshTimer);
-        this.#refreshTimer = setTimeout(() => this.#reauth(), REAUTH_INTERVAL_MS);
+        this.#refreshAt(Date.now() + REAUTH_INTERVAL_MS);
         this.#flush();
         return;
       }
       if (f.code === ERROR_REAUTH_REQUIRED) {
         // The fresh token was refused: as at connect, that is terminal.
         this.#userClosed = true;
-        this.#terminate(4401, String(f.message ?? ''));
+        this.#terminate(4401, String(f.message ?? ''), 'reauth refused');
         return;
       }
     }
@@ -315,12 +402,79 @@ export class WsauthClient extends EventTarget {
     if (!this.#exp || this.#refreshLead === null) return;
     const remaining = this.#exp * 1000 - Date.now();
     const delay = Math.max(MIN_REFRESH_DELAY_MS, remaining - Math.min(this.#refreshLead, remaining * 0.2));
-    this.#refreshTimer = setTimeout(() => this.#reauth(), delay);
+    this.#refreshAt(Date.now() + delay);
+  }
+
+  // #refreshAt reauthenticates at the time at (ms since the epoch), waiting
+  // in chunks of at most 2^31-1 ms: a longer setTimeout fires at once.
+  #refreshAt(at) {
+    clearTimeout(this.#refreshTimer);
+    const delay = Math.min(Math.max(at - Date.now(), 0), MAX_TIMEOUT_MS);
+    this.#refreshTimer = setTimeout(() => {
+      if (Date.now() < at) this.#refreshAt(at);
+      else this.#reauth();
+    }, delay);
+  }
+
+  // #startKeepalive pings the server every pingInterval ms, if the
+  // WebSocket implementation can (ws in Node: ping() and a 'pong' event;
+  // browsers' WebSocket cannot, and the protocol has no ping frame of its
+  // own), and gives up on the socket when nothing at all arrives within
+  // pongTimeout of a ping.
+  #startKeepalive(ws) {
+    if (this.#pingInterval === null || typeof ws?.ping !== 'function' || typeof ws.on !== 'function') return;
+    ws.on('pong', () => {
+      if (this.#ws === ws) this.#reads++;
+    });
+    const ping = () => {
+      if (this.#ws !== ws) return;
+      const reads = this.#reads;
+      try {
+        ws.ping();
+      } catch {
+        return; // closing: onclose follows
+      }
+      this.#keepaliveTimer = setTimeout(() => {
+        if (this.#ws !== ws) return;
+        if (this.#reads === reads) {
+          this.#drop(ws, 'keepalive timeout', true);
+          return;
+        }
+        this.#keepaliveTimer = setTimeout(ping, Math.max(this.#pingInterval - this.#pongTimeout, 0));
+      }, this.#pongTimeout);
+    };
+    this.#keepaliveTimer = setTimeout(ping, this.#pingInterval);
+  }
+
+  // #drop gives up on ws, which does not answer (reason: auth timeout,
+  // reauth timeout, keepalive timeout): its events are ignored from now on,
+  // and the client goes on as for a connection lost without a close frame
+  // (1006), reconnecting. hard: the connection is presumed dead, so it is
+  // torn down at once where the implementation can (ws's terminate).
+  #drop(ws, reason, hard = false) {
+    this.#ws = null;
+    if (hard && typeof ws.terminate === 'function') {
+      ws.terminate();
+    } else {
+      closeSocket(ws, 1000, reason);
+    }
+    this.#onClose(1006, reason);
+  }
+
+  #clearTimers() {
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#authTimer);
+    clearTimeout(this.#keepaliveTimer);
   }
 
   #onClose(code, reason) {
     this.#ws = null;
-    clearTimeout(this.#refreshTimer);
+    this.#clearTimers();
+    // The backoff starts again only after a connection that stayed up for
+    // backoff.max: a server that authenticates and then closes at once is
+    // retried ever more slowly, not every backoff.initial.
+    if (this.#activeSince && Date.now() - this.#activeSince >= this.#backoffMax) this.#attempt = 0;
+    this.#activeSince = 0;
     // Messages in flight when the socket died may or may not have been
     // processed: they are not resent, so none is ever processed twice.
     this.#sent.clear();
@@ -339,32 +493,33 @@ export class WsauthClient extends EventTarget {
     // 4429: the server is shedding load; back off harder.
     if (code === 4429) this.#attempt += 2;
     const base = Math.min(this.#backoffMax, this.#backoffInitial * 2 ** this.#attempt);
-    this.#attempt++;
-    const delay = base * (0.8 + 0.4 * Math.random()); // +-20% jitter
+    this.#attempt = Math.min(this.#attempt + 1, 64);
+    const delay = Math.min(base * (0.8 + 0.4 * Math.random()), MAX_TIMEOUT_MS); // +-20% jitter
     this.#reconnectTimer = setTimeout(() => {
       if (!this.#userClosed && this.#state === 'connecting' && this.#ws === null) this.#open();
     }, delay);
   }
 
   // #fail ends the client for a reason of its own (the token provider
-  // failed, the server sent garbage): an error event, then close.
-  #fail(message, cause, code = 1000) {
+  // failed, the server broke the protocol): an error event with message,
+  // then close with code and reason, a fixed text that is also the close
+  // frame's reason (never the provider's error text: it could say anything).
+  #fail(reason, { message = reason, cause, code = 1000 } = {}) {
     this.#userClosed = true;
     this.#emit('error', { code: CLIENT_ERROR, message, cause });
-    this.#terminate(code, message);
+    this.#terminate(code, reason);
   }
 
-  #terminate(code, reason) {
+  // #terminate closes the socket with code and wireReason, and the client
+  // for good with a close event of code and reason.
+  #terminate(code, reason, wireReason = reason) {
     clearTimeout(this.#reconnectTimer);
-    clearTimeout(this.#refreshTimer);
+    this.#clearTimers();
     const ws = this.#ws;
     this.#ws = null;
+    this.#activeSince = 0;
     this.#sent.clear();
-    if (ws) {
-      try {
-        ws.close(code, truncate(reason, MAX_REASON_BYTES));
-      } catch { /* already closing */ }
-    }
+    if (ws) closeSocket(ws, code, wireReason);
     if (this.#state !== 'closed') {
       this.#setState('closed');
       this.#emit('close', { code, reason, retrying: false });
@@ -386,7 +541,33 @@ function messageOf(err) {
   return err instanceof Error ? err.message : String(err);
 }
 
+// closeSocket closes ws with code and reason. Browsers let page code close
+// only with 1000 or 3000-4999 (a 1009 throws): then it closes with 1000 and
+// the same reason.
+function closeSocket(ws, code, reason) {
+  reason = truncate(reason, MAX_REASON_BYTES);
+  try {
+    ws.close(code, reason);
+  } catch {
+    try {
+      ws.close(1000, reason);
+    } catch { /* already closing */ }
+  }
+}
+
+// truncate cuts s to at most maxBytes of UTF-8, between characters, in
+// time linear in maxBytes.
 function truncate(s, maxBytes) {
-  while (encoder.encode(s).length > maxBytes) s = s.slice(0, -1);
-  return s;
+  if (s.length * 3 <= maxBytes) return s;
+  const { read } = encoder.encodeInto(s, new Uint8Array(maxBytes));
+  return s.slice(0, read);
+}
+
+// tooLarge reports whether a message's data is over limit bytes (UTF-8
+// for text), encoding it only when its length leaves a doubt.
+function tooLarge(data, limit) {
+  if (typeof data !== 'string') return (data?.byteLength ?? data?.size ?? data?.length ?? 0) > limit;
+  if (data.length > limit) return true; // at least a byte per UTF-16 unit
+  if (data.length * 3 <= limit) return false; // at most three
+  return encoder.encode(data).length > limit;
 }
