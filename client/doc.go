@@ -28,7 +28,7 @@
 //   - pings the server every Options.PingInterval (the server sends no
 //     pings and has no idle timeout) and takes a connection on which
 //     nothing arrives within Options.PongTimeout of a ping for dead;
-//   - reconnects after the retryable close codes (1001, 1005, 1006, 1011,
+//   - reconnects after the retryable close codes (1001, 1005, 1006, 1011, 1013,
 //     4408, 4413, 4429, 4440), after a failed write and after its own
 //     timeouts, with a fresh token, and ends on the terminal ones (1000,
 //     1009, 4400, 4401, 4403): a token the server refuses (4401) is a fresh

@@ -91,7 +91,7 @@ type Options struct {
 	Backoff Backoff
 	// DisableReconnect makes every close final: the client ends instead of
 	// reconnecting after a retryable close code. By default it reconnects
-	// after 1001, 1006, 1011, 4408, 4413, 4429 and 4440 (see
+	// after 1001, 1006, 1011, 1013, 4408, 4413, 4429 and 4440 (see
 	// protocol.CloseCode.Retryable), after a close frame without a status
 	// code (reported as 1005), after network errors and its own timeouts
 	// (ReauthTimeout, PongTimeout), and after an upgrade refused with 408,

@@ -5,7 +5,7 @@ export declare const SUBPROTOCOL: 'wsauth.v1';
 
 /**
  * Close codes after which the client reconnects with backoff: 1001, 1005 (a
- * close frame without a status code), 1006, 1011, 4408, 4413, 4429, 4440.
+ * close frame without a status code), 1006, 1011, 1013, 4408, 4413, 4429, 4440.
  */
 export declare const RETRYABLE_CLOSE_CODES: readonly number[];
 
@@ -156,7 +156,7 @@ export interface WsauthClientEventMap {
  * gives up on a server that does not answer (authTimeout, reauthTimeout,
  * and in Node with ws pingInterval/pongTimeout), and reconnects with
  * jittered exponential backoff after retryable closes (1001, 1005, 1006,
- * 1011, 4408, 4413, 4429, 4440), never after terminal ones.
+ * 1011, 1013, 4408, 4413, 4429, 4440), never after terminal ones.
  *
  * Delivery is at most once: a message sent just before the connection
  * dropped is not resent, since the server may have processed it.
