@@ -22,7 +22,7 @@ export const SUBPROTOCOL = 'wsauth.v1';
 
 /**
  * Close codes after which the client reconnects (docs/protocol.md, section
- * 6). 1005 is a close frame without a status code, which a proxy may send:
+ * 7). 1005 is a close frame without a status code, which a proxy may send:
  * retried like 1006.
  */
 export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1005, 1006, 1011, 1013, 4408, 4413, 4429, 4440]);
