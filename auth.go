@@ -53,7 +53,10 @@ func (s *Session) authenticate(token string, resume *protocol.Position) {
 
 	ident, refusal := s.verify(token, first, deadline)
 	if refusal != nil {
-		if first {
+		if first || refusal == closeTokenRevoked {
+			// A revoked token ends even a session that still holds a
+			// good one: its user was revoked after that one was issued,
+			// or it is the revoked token itself.
 			s.close(refusal)
 			return
 		}
@@ -103,6 +106,11 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 	if ident.Subject == "" {
 		// Every such token would be one and the same user.
 		return Identity{}, closeMissingSub
+	}
+	if srv.revoked.refuses(ident, srv.opts.Clock.Now()) {
+		srv.opts.Logger.Info("wsauth: revoked token refused", "session", s.id, "remote", s.remoteAddr,
+			"reauth", !first, "sub", ident.Subject, "iss", ident.Issuer)
+		return Identity{}, closeTokenRevoked
 	}
 	return ident, nil
 }

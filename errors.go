@@ -50,6 +50,7 @@ var (
 	closeSubject        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}
 	closeForbidden      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "forbidden"}
 	closeRevoked        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "session revoked"}
+	closeTokenRevoked   = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "token revoked"}
 	closeSessionExpired = &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: "session expired"}
 	// closeStreamUnavailable refuses a resume whose history the broker
 	// cannot read now.

@@ -162,6 +162,11 @@ type Options struct {
 	// the messages a session could not write go to OnUndelivered.
 	Broker broker.Broker
 
+	// RevokeFor is how long a revocation (Server.Revoke, RevokeToken)
+	// refuses the tokens it names: at least as long as the longest-lived
+	// token the identity providers issue. Default 24h.
+	RevokeFor time.Duration
+
 	// OnAuthenticated is called after every successful auth frame (the first
 	// and each reauthentication), before auth_ok is sent. Returning an error
 	// refuses the session: a *protocol.CloseError chooses the close code, any other
@@ -205,6 +210,7 @@ const (
 	defaultWriteTimeout    = 10 * time.Second
 	defaultReauthLead      = 30 * time.Second
 	defaultReauthGrace     = 10 * time.Second
+	defaultRevokeFor       = 24 * time.Hour
 	defaultBufferMessages  = 256
 	defaultBufferBytes     = 1 << 20
 )
@@ -223,6 +229,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"WriteTimeout", &o.WriteTimeout, defaultWriteTimeout},
 		{"ReauthLead", &o.ReauthLead, defaultReauthLead},
 		{"ReauthGrace", &o.ReauthGrace, defaultReauthGrace},
+		{"RevokeFor", &o.RevokeFor, defaultRevokeFor},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)

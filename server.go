@@ -37,6 +37,7 @@ type Server struct {
 	node      string        // this server's name in its cluster: the prefix of its session ids
 	member    broker.Member // with Options.Broker; nil without
 	streams   streamSet     // with Options.Broker: the users' streams this node has sessions of
+	revoked   revocations
 	stallWait time.Duration // see outbound.go
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -67,6 +68,7 @@ func New(opts Options) (*Server, error) {
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	srv.node = newNodeID()
 	srv.streams.srv = srv
+	srv.revoked.keep = o.RevokeFor
 	if o.Broker != nil {
 		ctx, cancel := context.WithTimeout(srv.ctx, brokerTimeout)
 		srv.member, err = o.Broker.Join(ctx, srv.node, (*brokerHandler)(srv))
@@ -220,36 +222,6 @@ func (srv *Server) Broadcast(ctx context.Context, data json.RawMessage) (int, er
 		}
 	}
 	return n, err
-}
-
-// Revoke closes every session of principal with 4403 "session revoked" and
-// returns how many of this node's it closed. With a Broker it also has
-// every other node close theirs (docs/cluster.md gives the bound); the
-// error then wraps broker.ErrUnavailable if the broker cannot be reached.
-func (srv *Server) Revoke(ctx context.Context, principal Principal) (int, error) {
-	n := srv.revokeHere(principal)
-	if srv.member != nil {
-		if err := srv.member.Revoke(ctx, principal); err != nil {
-			return n, fmt.Errorf("wsauth: revoking on the cluster: %w", err)
-		}
-	}
-	return n, nil
-}
-
-// revokeHere closes this node's sessions of p with 4403.
-func (srv *Server) revokeHere(p Principal) int {
-	ce := closeRevoked
-	n := 0
-	for _, s := range srv.registry.ByPrincipal(p, nil) {
-		s.mu.Lock()
-		ok := s.markClosedLocked(ce)
-		s.mu.Unlock()
-		if ok {
-			n++
-			go s.writeClose(ce)
-		}
-	}
-	return n
 }
 
 // Shutdown refuses new connections (503), closes every session with 1001

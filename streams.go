@@ -440,6 +440,6 @@ func (h *brokerHandler) Send(sessionID string, data json.RawMessage) bool {
 	return err == nil && s.enqueue(context.Background(), it, nil, false) == nil
 }
 
-func (h *brokerHandler) Revoke(p Principal) {
-	(*Server)(h).revokeHere(p)
+func (h *brokerHandler) Revoke(r broker.Revocation) {
+	(*Server)(h).revokeHere(r)
 }

@@ -263,14 +263,29 @@ func memoryBroker(now func() time.Time) broker.Broker {
 }
 
 // newCluster starts n servers on one broker, sharing identity providers
-// and clock.
-func newCluster(t *testing.T, n int, b broker.Broker) []*hostileEnv {
+// and clock; mk makes the broker, given that clock.
+func newCluster(t *testing.T, n int, mk func(now func() time.Time) broker.Broker) ([]*hostileEnv, broker.Broker) {
 	t.Helper()
-	nodes := []*hostileEnv{newHostileEnv(t, hostileOptions{broker: func(func() time.Time) broker.Broker { return b }})}
-	for len(nodes) < n {
-		nodes = append(nodes, newHostileEnv(t, hostileOptions{peer: nodes[0], broker: func(func() time.Time) broker.Broker { return b }}))
+	var b broker.Broker
+	shared := func(now func() time.Time) broker.Broker {
+		if b == nil {
+			b = mk(now)
+		}
+		return b
 	}
-	return nodes
+	nodes := []*hostileEnv{newHostileEnv(t, hostileOptions{broker: shared})}
+	for len(nodes) < n {
+		nodes = append(nodes, newHostileEnv(t, hostileOptions{peer: nodes[0], broker: shared}))
+	}
+	return nodes, b
+}
+
+// memory makes a Memory broker on the env's clock with opts.
+func memory(opts broker.MemoryOptions) func(now func() time.Time) broker.Broker {
+	return func(now func() time.Time) broker.Broker {
+		opts.Now = now
+		return broker.NewMemory(opts)
+	}
 }
 
 // TestClusterDelivery: a message to a user reaches the user's sessions on
@@ -278,7 +293,7 @@ func newCluster(t *testing.T, n int, b broker.Broker) []*hostileEnv {
 // id; a broadcast and a revocation reach every node.
 func TestClusterDelivery(t *testing.T) {
 	t.Parallel()
-	nodes := newCluster(t, 3, broker.NewMemory(broker.MemoryOptions{}))
+	nodes, _ := newCluster(t, 3, memory(broker.MemoryOptions{}))
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ca, oka, atA := dialResume(t, a, a.idp.Token("fay", time.Hour), nil)
 	cb, _, atB := dialResume(t, b, a.idp.Token("fay", time.Hour), nil)
@@ -319,7 +334,7 @@ func TestClusterDelivery(t *testing.T) {
 func TestClusterBounce(t *testing.T) {
 	t.Parallel()
 	const total = 1000
-	nodes := newCluster(t, 3, broker.NewMemory(broker.MemoryOptions{MaxMessages: total}))
+	nodes, _ := newCluster(t, 3, memory(broker.MemoryOptions{MaxMessages: total}))
 	sender := nodes[0]
 	first, _, start := dialResume(t, nodes[0], sender.idp.Token("hal", time.Hour), nil)
 	sent := make(chan error, 1)
@@ -415,7 +430,9 @@ func (s *shuffler) Deliver(m broker.Message) {
 func TestClusterOrdersAndFills(t *testing.T) {
 	t.Parallel()
 	const total = 200
-	nodes := newCluster(t, 2, unreliable{broker.NewMemory(broker.MemoryOptions{MaxMessages: 2 * total})})
+	nodes, _ := newCluster(t, 2, func(now func() time.Time) broker.Broker {
+		return unreliable{broker.NewMemory(broker.MemoryOptions{MaxMessages: 2 * total, Now: now})}
+	})
 	a, b := nodes[0], nodes[1]
 	c, _, at := dialResume(t, b, a.idp.Token("ida", time.Hour), nil)
 	for i := range total {

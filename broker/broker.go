@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -25,6 +26,14 @@ var (
 	ErrNoSession = errors.New("broker: no such session")
 )
 
+// A Revocation refuses tokens cluster-wide: every token of Principal issued
+// before At, or, with TokenID, only the token with that "jti".
+type Revocation struct {
+	Principal session.Principal
+	TokenID   string    // a token's "jti"; "" for every token issued before At
+	At        time.Time // when it was revoked
+}
+
 // A Message is one message of a user's stream.
 type Message struct {
 	Principal session.Principal
@@ -36,7 +45,10 @@ type Message struct {
 type Broker interface {
 	// Join makes node (a name unique in the cluster, made of letters,
 	// digits, '-' and '_') a member; h receives what the other members send
-	// to it. A Broker may be joined by several nodes of one process.
+	// to it. Before Join returns, h gets the revocations the broker still
+	// keeps (its revocation window), so that a node that starts, or starts
+	// again, refuses the tokens revoked before. A Broker may be joined by
+	// several nodes of one process.
 	Join(ctx context.Context, node string, h Handler) (Member, error)
 }
 
@@ -65,10 +77,11 @@ type Member interface {
 	// Send sends data to the session with id sessionID on member node. It
 	// fails with ErrNoSession when that node has no such session.
 	Send(ctx context.Context, node, sessionID string, data json.RawMessage) error
-	// Revoke closes the sessions of p on every other member. It returns once
-	// the cluster has taken the request; the members close the sessions
-	// within the broker's documented bound.
-	Revoke(ctx context.Context, p session.Principal) error
+	// Revoke tells every other member of r, now and, within the broker's
+	// revocation window, when they join later: they refuse the tokens it
+	// names and close the sessions that hold them. It returns once the
+	// cluster has kept it.
+	Revoke(ctx context.Context, r Revocation) error
 	// Leave ends the membership: Handler gets nothing more.
 	Leave() error
 }
@@ -86,6 +99,7 @@ type Handler interface {
 	// Send hands over data for the node's session sessionID and reports
 	// whether the node has it.
 	Send(sessionID string, data json.RawMessage) bool
-	// Revoke closes the node's sessions of p.
-	Revoke(p session.Principal)
+	// Revoke applies a revocation made on another member (or, from Join,
+	// an earlier one on any member).
+	Revoke(r Revocation)
 }

@@ -31,7 +31,10 @@ type MemoryOptions struct {
 	// and 64 MiB.
 	MaxUsers      int
 	MaxTotalBytes int
-	// Now is the clock of KeepFor. Default time.Now.
+	// RevokeFor is how long revocations are kept for the nodes that join
+	// later: at least as long as the longest-lived token. Default 24 hours.
+	RevokeFor time.Duration
+	// Now is the clock of KeepFor and RevokeFor. Default time.Now.
 	Now func() time.Time
 }
 
@@ -50,7 +53,11 @@ type Memory struct {
 	lru     list.List // of *memStream, the one written to longest ago first
 	total   int       // bytes of data kept
 	members map[string]*memMember
+	revoked []Revocation // oldest first, within RevokeFor
 }
+
+// maxRevocations bounds the revocations a Memory keeps.
+const maxRevocations = 100000
 
 type memStream struct {
 	p        session.Principal
@@ -82,6 +89,9 @@ func NewMemory(opts MemoryOptions) *Memory {
 	def(&opts.MaxBytes, 1<<20)
 	def(&opts.MaxUsers, 10000)
 	def(&opts.MaxTotalBytes, 64<<20)
+	if opts.RevokeFor <= 0 {
+		opts.RevokeFor = 24 * time.Hour
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -101,7 +111,12 @@ func (m *Memory) Join(_ context.Context, node string, h Handler) (Member, error)
 	mm.cond.L = &mm.mu
 	m.mu.Lock()
 	m.members[node] = mm
+	m.dropOldRevocations()
+	kept := slices.Clone(m.revoked)
 	m.mu.Unlock()
+	for _, r := range kept {
+		h.Revoke(r)
+	}
 	mm.done = make(chan struct{})
 	go mm.run()
 	return mm, nil
@@ -314,14 +329,37 @@ func (mm *memMember) Send(_ context.Context, node, sessionID string, data json.R
 	return nil
 }
 
-func (mm *memMember) Revoke(_ context.Context, p session.Principal) error {
-	mm.m.mu.Lock()
+func (mm *memMember) Revoke(_ context.Context, r Revocation) error {
+	m := mm.m
+	if r.At.IsZero() {
+		r.At = m.opts.Now()
+	}
+	m.mu.Lock()
+	m.dropOldRevocations()
+	m.revoked = append(m.revoked, r)
+	if n := len(m.revoked); n > 1 && r.At.Before(m.revoked[n-2].At) {
+		slices.SortStableFunc(m.revoked, func(a, b Revocation) int { return a.At.Compare(b.At) })
+	}
+	if len(m.revoked) > maxRevocations {
+		m.revoked = slices.Delete(m.revoked, 0, len(m.revoked)-maxRevocations)
+	}
 	others := mm.others()
-	mm.m.mu.Unlock()
+	m.mu.Unlock()
 	for _, o := range others {
-		o.push(func(h Handler) { h.Revoke(p) })
+		o.push(func(h Handler) { h.Revoke(r) })
 	}
 	return nil
+}
+
+// dropOldRevocations forgets the revocations older than RevokeFor. The
+// caller holds m.mu.
+func (m *Memory) dropOldRevocations() {
+	cutoff := m.opts.Now().Add(-m.opts.RevokeFor)
+	i := 0
+	for i < len(m.revoked) && m.revoked[i].At.Before(cutoff) {
+		i++
+	}
+	m.revoked = slices.Delete(m.revoked, 0, i)
 }
 
 func (mm *memMember) Leave() error {

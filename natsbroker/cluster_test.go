@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -69,10 +70,21 @@ func (c *wsCluster) p(sub string) wsauth.Principal {
 // login connects to nd as sub, resuming from at if not nil.
 func (c *wsCluster) login(t *testing.T, nd *wsNode, sub string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
 	t.Helper()
+	return c.loginWith(t, nd, c.idp.Token(sub, time.Hour), at)
+}
+
+// loginToken connects to nd with token.
+func (c *wsCluster) loginToken(t *testing.T, nd *wsNode, token string) (*wstest.Conn, protocol.ServerFrame) {
+	t.Helper()
+	return c.loginWith(t, nd, token, nil)
+}
+
+func (c *wsCluster) loginWith(t *testing.T, nd *wsNode, token string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
+	t.Helper()
 	conn, err := wstest.Dial(nd.url, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	require.NoError(t, conn.WriteText(string(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: c.idp.Token(sub, time.Hour), Resume: at}))))
+	require.NoError(t, conn.WriteText(string(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: token, Resume: at}))))
 	ok := next(t, conn)
 	require.Equal(t, protocol.TypeAuthOK, ok.Type, "%+v", ok)
 	return conn, ok
@@ -234,4 +246,37 @@ func TestNATSDownMidTraffic(t *testing.T) {
 	assert.Subset(t, got, accepted)
 	assert.Equal(t, accepted[len(accepted)-1], got[len(got)-1])
 	assert.Equal(t, ok.Epoch, "", "ivy's stream was empty when she connected")
+}
+
+// TestRevocationSurvivesRestart: a revoked token stays refused on every
+// node, including one that starts after the revocation (a node restarted),
+// which reads it from JetStream when it joins.
+func TestRevocationSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	c := newWSCluster(t, 2)
+	old := c.idp.Token("rex", time.Hour)
+	conn, _ := c.loginToken(t, c.nodes[1], old)
+	_, err := c.nodes[0].srv.Revoke(context.Background(), c.p("rex"))
+	require.NoError(t, err)
+	cl, _, err := conn.ReadClose()
+	require.NoError(t, err)
+	assert.Equal(t, int(protocol.CloseForbidden), cl.Code)
+
+	restarted := c.addNode(t)
+	for _, nd := range []*wsNode{c.nodes[0], c.nodes[1], restarted} {
+		conn, err := wstest.Dial(nd.url, nil)
+		require.NoError(t, err)
+		require.NoError(t, conn.Auth(old))
+		cl, _, err := conn.ReadClose()
+		require.NoError(t, err)
+		assert.Equal(t, wstest.Close{Code: int(protocol.CloseForbidden), Reason: "token revoked"}, cl)
+		conn.Close()
+	}
+	// A token issued after the revocation ("iat" counts whole seconds:
+	// from the next second on) gets in.
+	later := time.Now().Add(2 * time.Second)
+	fresh := c.idp.Sign(jwt.MapClaims{"iss": c.idp.Issuer(), "aud": c.idp.Audience(), "sub": "rex",
+		"iat": later.Unix(), "exp": later.Add(time.Hour).Unix()})
+	_, ok := c.loginToken(t, restarted, fresh)
+	assert.Equal(t, "rex", ok.Subject)
 }

@@ -32,7 +32,7 @@ func unavailable(t *testing.T, m broker.Member, p session.Principal) {
 		"History":   func() error { _, _, err := m.History(ctx, p, protocol.Position{}); return err },
 		"Broadcast": func() error { return m.Broadcast(ctx, data(0)) },
 		"Send":      func() error { return m.Send(ctx, "some-node", "s", data(0)) },
-		"Revoke":    func() error { return m.Revoke(ctx, p) },
+		"Revoke":    func() error { return m.Revoke(ctx, broker.Revocation{Principal: p}) },
 	}
 	for name, call := range calls {
 		start := time.Now()
@@ -178,14 +178,14 @@ func TestCutOffMemberCatchesUp(t *testing.T) {
 	require.NoError(t, b.Interest(ctx, later, true), "interest while cut off")
 	publish(t, a, p, 2)
 	publish(t, a, later, 1)
-	require.NoError(t, a.Revoke(ctx, revoked))
+	require.NoError(t, a.Revoke(ctx, broker.Revocation{Principal: revoked}))
 	require.NoError(t, a.Broadcast(ctx, json.RawMessage(`"lost"`)), "at most once: b may miss it")
 
 	px.setCut(false)
 	rec.WaitDelivered(t, p, 3)
 	rec.WaitDelivered(t, later, 1)
 	eventually(t, "the missed revocation", func() bool { return len(rec.Revoked()) > 0 })
-	assert.Equal(t, revoked, rec.Revoked()[0])
+	assert.Equal(t, revoked, rec.Revoked()[0].Principal)
 	// And live again.
 	pos := publish(t, a, later, 1)
 	eventually(t, "a live delivery", func() bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -407,16 +408,23 @@ func (m *member) onSend(msg *nats.Msg) {
 	_ = msg.Respond(answer)
 }
 
-func (m *member) Revoke(ctx context.Context, p session.Principal) error {
-	u := m.b.user(p)
+func (m *member) Revoke(ctx context.Context, r broker.Revocation) error {
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	u := m.b.user(r.Principal)
 	opCtx, done, err := m.op(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
 	msg := nats.NewMsg(m.b.revokePrefix + u.key)
-	msg.Header.Set(hdrPrincipal, encodePrincipal(p))
+	msg.Header.Set(hdrPrincipal, encodePrincipal(r.Principal))
 	msg.Header.Set(hdrNode, m.node)
+	msg.Header.Set(hdrAt, strconv.FormatInt(r.At.UnixNano(), 10))
+	if r.TokenID != "" {
+		msg.Header.Set(hdrTokenID, b64.EncodeToString([]byte(r.TokenID)))
+	}
 	// Stored, so that a member cut off from NATS applies it when it is
 	// back; the members subscribed get it at once.
 	if _, err := m.b.js.PublishMsg(opCtx, msg); err != nil {
@@ -426,11 +434,31 @@ func (m *member) Revoke(ctx context.Context, p session.Principal) error {
 }
 
 func (m *member) onRevoke(msg *nats.Msg) {
-	p, ok := decodePrincipal(msg.Header.Get(hdrPrincipal))
+	r, ok := decodeRevocation(msg.Header)
 	if !ok || msg.Header.Get(hdrNode) == m.node {
 		return
 	}
-	m.deliver(func(h broker.Handler) { h.Revoke(p) })
+	m.deliver(func(h broker.Handler) { h.Revoke(r) })
+}
+
+// decodeRevocation reads a revocation's headers.
+func decodeRevocation(h nats.Header) (broker.Revocation, bool) {
+	p, ok := decodePrincipal(h.Get(hdrPrincipal))
+	if !ok {
+		return broker.Revocation{}, false
+	}
+	r := broker.Revocation{Principal: p}
+	if at, err := strconv.ParseInt(h.Get(hdrAt), 10, 64); err == nil {
+		r.At = time.Unix(0, at)
+	}
+	if v := h.Get(hdrTokenID); v != "" {
+		id, err := b64.DecodeString(v)
+		if err != nil {
+			return broker.Revocation{}, false
+		}
+		r.TokenID = string(id)
+	}
+	return r, !r.At.IsZero()
 }
 
 func (m *member) Leave() error {

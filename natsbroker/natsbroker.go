@@ -51,6 +51,11 @@ type Options struct {
 	// acknowledgement, a read, a Send), within the caller's ctx. Default 5
 	// seconds.
 	Timeout time.Duration
+	// RevokeFor is how far back a member that joins reads the
+	// revocations: at least as long as the longest-lived token. The
+	// revocations themselves are kept like messages (the last MaxMessages
+	// per user, within MaxBytes). Default 24 hours.
+	RevokeFor time.Duration
 }
 
 const (
@@ -137,6 +142,9 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
 	}
+	if opts.RevokeFor <= 0 {
+		opts.RevokeFor = 24 * time.Hour
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
@@ -220,6 +228,18 @@ func (b *Broker) Join(ctx context.Context, node string, h broker.Handler) (broke
 			}
 			done()
 		}
+		if err != nil {
+			_ = m.Leave()
+			return nil, err
+		}
+		// The revocations still kept, so that a node that starts again
+		// refuses what was revoked before: before Join returns.
+		since := time.Now().Add(-b.opts.RevokeFor)
+		err = m.scan("revocations", b.revokePrefix+"*", since, 256, func(r rawMsg) {
+			if rv, ok := decodeRevocation(r.Header); ok {
+				m.deliver(func(h broker.Handler) { h.Revoke(rv) })
+			}
+		})
 		if err != nil {
 			_ = m.Leave()
 			return nil, err

@@ -220,9 +220,10 @@ func TestAwkwardPrincipals(t *testing.T) {
 		assert.Len(t, got, 1, "%q", p)
 		assert.Equal(t, msgs[0].Position, got[0].Position)
 	}
-	require.NoError(t, a.Revoke(ctx, principals[4]))
+	require.NoError(t, a.Revoke(ctx, broker.Revocation{Principal: principals[4], TokenID: "jti\x00.*"}))
 	eventually(t, "revocation", func() bool { return len(rec.Revoked()) == 1 })
-	assert.Equal(t, principals[4], rec.Revoked()[0])
+	assert.Equal(t, principals[4], rec.Revoked()[0].Principal)
+	assert.Equal(t, "jti\x00.*", rec.Revoked()[0].TokenID)
 }
 
 // Send answers at once: ErrNoSession for a node that is not there (no
@@ -316,7 +317,7 @@ func TestLeft(t *testing.T) {
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
 	assert.ErrorIs(t, m.Interest(ctx, p, true), broker.ErrUnavailable)
 	assert.ErrorIs(t, m.Broadcast(ctx, data(1)), broker.ErrUnavailable)
-	assert.ErrorIs(t, m.Revoke(ctx, p), broker.ErrUnavailable)
+	assert.ErrorIs(t, m.Revoke(ctx, broker.Revocation{Principal: p}), broker.ErrUnavailable)
 }
 
 // New and Join check what they are given.

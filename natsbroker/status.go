@@ -67,9 +67,9 @@ func (m *member) watch() {
 // already: a Handler orders messages by Seq and drops those it has.
 func (m *member) catchUp(since time.Time) error {
 	err := m.scan("revocations", m.b.revokePrefix+"*", since, 256, func(r rawMsg) {
-		p, ok := decodePrincipal(r.Header.Get(hdrPrincipal))
+		rv, ok := decodeRevocation(r.Header)
 		if ok && r.Header.Get(hdrNode) != m.node {
-			m.deliver(func(h broker.Handler) { h.Revoke(p) })
+			m.deliver(func(h broker.Handler) { h.Revoke(rv) })
 		}
 	})
 	if err != nil {

@@ -26,6 +26,8 @@ const (
 	hdrNode      = "Wsauth-Node" // the member that sent it
 	hdrPrev      = "Wsauth-Prev" // the stream sequence of the user's message before
 	hdrSession   = "Wsauth-Session"
+	hdrTokenID   = "Wsauth-Jti" // a revocation's token id, base64url
+	hdrAt        = "Wsauth-At"  // a revocation's time, unix nanoseconds
 
 	// Set by JetStream on the messages of a direct get.
 	hdrStatus     = "Status"

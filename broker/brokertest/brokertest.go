@@ -30,6 +30,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 	t.Run("interest", c.testInterest)
 	t.Run("concurrent publishers share one numbering", c.testConcurrent)
 	t.Run("broadcast, send and revoke", c.testSignals)
+	t.Run("revocations are kept for later members", c.testRevocationsKept)
 	t.Run("leave", c.testLeave)
 }
 
@@ -243,15 +244,36 @@ func (c *cluster) testSignals(t *testing.T) {
 		t.Fatalf("Send to an unknown node: %v, want ErrNoSession", err)
 	}
 	p := c.user(t)
-	must(t, a.Revoke(ctx, p))
+	at := time.Now().Truncate(time.Millisecond)
+	must(t, a.Revoke(ctx, broker.Revocation{Principal: p, TokenID: "jti-1", At: at}))
 	recB.Wait(t, func() bool {
-		return count(recB.Broadcasts(), all) == 1 && len(recB.Sent()) == 1 && slices.Contains(recB.Revoked(), p)
+		return count(recB.Broadcasts(), all) == 1 && len(recB.Sent()) == 1 && len(recB.RevokedFor(p)) == 1
 	}, "a broadcast, a send and a revoke")
 	if got := recB.Sent()[0]; got.Session != "s1" || string(got.Data) != `"one"` {
 		t.Fatalf("send %+v", got)
 	}
-	if count(recA.Broadcasts(), all) != 0 || slices.Contains(recA.Revoked(), p) {
+	if got := recB.RevokedFor(p)[0]; got.TokenID != "jti-1" || !got.At.Equal(at) {
+		t.Fatalf("revocation %+v, want jti-1 at %v", got, at)
+	}
+	if count(recA.Broadcasts(), all) != 0 || len(recA.RevokedFor(p)) != 0 {
 		t.Fatal("a member got its own broadcast or revoke")
+	}
+}
+
+func (c *cluster) testRevocationsKept(t *testing.T) {
+	t.Parallel()
+	a, _ := c.join(t)
+	p := c.user(t)
+	must(t, a.Revoke(context.Background(), broker.Revocation{Principal: p}))
+	// A node that joins later (a new node, or one that restarted) gets it
+	// before Join returns.
+	_, late := c.join(t)
+	got := late.RevokedFor(p)
+	if len(got) == 0 {
+		t.Fatal("a member that joined after a revocation did not get it")
+	}
+	if got[0].At.IsZero() || time.Since(got[0].At) > time.Minute {
+		t.Fatalf("revocation time %v", got[0].At)
 	}
 }
 

@@ -21,7 +21,7 @@ type Recorder struct {
 	delivered  []broker.Message
 	broadcasts []json.RawMessage
 	sent       []Sent
-	revoked    []session.Principal
+	revoked    []broker.Revocation
 }
 
 // Sent is a message for one session.
@@ -68,10 +68,10 @@ func (r *Recorder) Send(id string, data json.RawMessage) bool {
 }
 
 // Revoke implements broker.Handler.
-func (r *Recorder) Revoke(p session.Principal) {
+func (r *Recorder) Revoke(rv broker.Revocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.revoked = append(r.revoked, p)
+	r.revoked = append(r.revoked, rv)
 }
 
 // Delivered returns the messages of p delivered so far, in arrival order.
@@ -102,10 +102,21 @@ func (r *Recorder) Sent() []Sent {
 }
 
 // Revoked returns the revocations received so far.
-func (r *Recorder) Revoked() []session.Principal {
+func (r *Recorder) Revoked() []broker.Revocation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]session.Principal(nil), r.revoked...)
+	return append([]broker.Revocation(nil), r.revoked...)
+}
+
+// RevokedFor returns the revocations of p received so far.
+func (r *Recorder) RevokedFor(p session.Principal) []broker.Revocation {
+	var out []broker.Revocation
+	for _, rv := range r.Revoked() {
+		if rv.Principal == p {
+			out = append(out, rv)
+		}
+	}
+	return out
 }
 
 // WaitDelivered waits until n distinct messages of p have arrived.
