@@ -52,6 +52,10 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	ident, authed, r, ok := srv.preAuthenticate(w, r)
+	if !ok {
+		return
+	}
 	ip := srv.opts.ClientIP(r)
 	if !srv.pending.acquire(ip) {
 		w.Header().Set("Retry-After", "1")
@@ -104,6 +108,9 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer srv.wg.Done()
 		defer s.recoverReadLoop()
+		if authed {
+			s.startAuthenticated(ident)
+		}
 		socket.ReadLoop() // returns after OnClose, that is after finish
 	}()
 }

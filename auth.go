@@ -69,8 +69,7 @@ func (s *Session) authenticate(token string, resume *protocol.Position) {
 	s.activate(ident, first, prev, resume)
 }
 
-// verify checks token with the Verifier and the server's own rules and
-// returns the identity, or why it is refused.
+// verify checks the token of an auth frame (see Server.check).
 func (s *Session) verify(token string, first bool, deadline time.Time) (Identity, *protocol.CloseError) {
 	srv := s.srv
 	timeout := srv.opts.AuthTimeout
@@ -82,8 +81,16 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 		timeout = deadline.Sub(srv.opts.Clock.Now())
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	return srv.check(ctx, token, "session", s.id, "remote", s.remoteAddr, "reauth", !first)
+}
+
+// check verifies token with the Verifier and the server's own rules
+// (expiry, subject, revocations) and returns the identity, or why it is
+// refused: 4408 when ctx's deadline ran out first. logAttrs go with the
+// log line of a refusal.
+func (srv *Server) check(ctx context.Context, token string, logAttrs ...any) (Identity, *protocol.CloseError) {
 	ident, err := srv.opts.Verifier.Verify(ctx, token)
-	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			// The verification outlived its deadline (a slow JWKS): that
@@ -91,8 +98,7 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 			return Identity{}, closeAuthTimeout
 		}
 		ce := refusal(err)
-		srv.opts.Logger.Info("wsauth: token refused", "session", s.id, "remote", s.remoteAddr,
-			"reauth", !first, "code", int(ce.Code), "reason", ce.Reason)
+		srv.opts.Logger.Info("wsauth: token refused", append(logAttrs, "code", int(ce.Code), "reason", ce.Reason)...)
 		return Identity{}, ce
 	}
 	if srv.opts.Expiry != ExpiryIgnore {
@@ -108,8 +114,7 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 		return Identity{}, closeMissingSub
 	}
 	if srv.revoked.refuses(ident, srv.opts.Clock.Now()) {
-		srv.opts.Logger.Info("wsauth: revoked token refused", "session", s.id, "remote", s.remoteAddr,
-			"reauth", !first, "sub", ident.Subject, "iss", ident.Issuer)
+		srv.opts.Logger.Info("wsauth: revoked token refused", append(logAttrs, "sub", ident.Subject, "iss", ident.Issuer)...)
 		return Identity{}, closeTokenRevoked
 	}
 	return ident, nil

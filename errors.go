@@ -47,11 +47,14 @@ var (
 	closeMissingSub   = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "missing sub"}
 	closeTokenExpired = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "token expired"}
 	// Identity and expiry.
-	closeSubject        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}
-	closeForbidden      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "forbidden"}
-	closeRevoked        = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "session revoked"}
-	closeTokenRevoked   = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "token revoked"}
-	closeSessionExpired = &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: "session expired"}
+	closeSubject      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "subject changed"}
+	closeForbidden    = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "forbidden"}
+	closeRevoked      = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "session revoked"}
+	closeTokenRevoked = &protocol.CloseError{Code: protocol.CloseForbidden, Reason: "token revoked"}
+	// Upgrade credentials, answered with HTTP statuses (refuseCredential).
+	closeBadTicket          = &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: "invalid ticket"}
+	closeTicketsUnavailable = &protocol.CloseError{Code: protocol.CloseTryAgainLater, Reason: "tickets unavailable"}
+	closeSessionExpired     = &protocol.CloseError{Code: protocol.CloseSessionExpired, Reason: "session expired"}
 	// closeStreamUnavailable refuses a resume whose history the broker
 	// cannot read now.
 	closeStreamUnavailable = &protocol.CloseError{Code: protocol.CloseTryAgainLater, Reason: "stream unavailable"}

@@ -16,7 +16,7 @@ func TestFixedCloseReasons(t *testing.T) {
 	t.Parallel()
 	all := []*protocol.CloseError{
 		closeAuthRequired, closeAuthTimeout, closeFlood, closeBinary, closeMalformed, closeTooLarge,
-		closeMissingExp, closeMissingSub, closeTokenExpired, closeSubject, closeForbidden, closeRevoked, closeTokenRevoked,
+		closeMissingExp, closeMissingSub, closeTokenExpired, closeSubject, closeForbidden, closeRevoked, closeTokenRevoked, closeBadTicket, closeTicketsUnavailable,
 		closeSessionExpired, closeStreamUnavailable, closeOverflow, closeNotReading, closeInternal, closeShutdown, closeConnectionLost,
 	}
 	codeOf := map[string]protocol.CloseCode{}

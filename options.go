@@ -162,6 +162,25 @@ type Options struct {
 	// the messages a session could not write go to OnUndelivered.
 	Broker broker.Broker
 
+	// TokenInHeader accepts a token in the upgrade request's
+	// "Authorization: Bearer <JWT>" header (servers, mobile and command-line
+	// clients can set it; browsers cannot): a refused one gets 401 before
+	// the upgrade, a good one starts the session authenticated. Default
+	// false: the header is ignored.
+	TokenInHeader bool
+	// TokenInSubprotocol accepts a token offered as a second
+	// Sec-WebSocket-Protocol value beside wsauth.v1 (a browser's
+	// new WebSocket(url, ["wsauth.v1", token])), like TokenInHeader. The
+	// server answers with wsauth.v1, never the token. Tokens in this header
+	// may reach proxies' logs: prefer tickets (TicketHandler). Default false.
+	TokenInSubprotocol bool
+	// TicketTTL is how long an upgrade ticket (TicketHandler) is valid, at
+	// most until its token's exp. Default 30s.
+	TicketTTL time.Duration
+	// TicketBindIP makes a ticket work only from the client IP (ClientIP)
+	// that asked for it. Default false: mobile clients change networks.
+	TicketBindIP bool
+
 	// RevokeFor is how long a revocation (Server.Revoke, RevokeToken)
 	// refuses the tokens it names: at least as long as the longest-lived
 	// token the identity providers issue. Default 24h.
@@ -211,6 +230,7 @@ const (
 	defaultReauthLead      = 30 * time.Second
 	defaultReauthGrace     = 10 * time.Second
 	defaultRevokeFor       = 24 * time.Hour
+	defaultTicketTTL       = 30 * time.Second
 	defaultBufferMessages  = 256
 	defaultBufferBytes     = 1 << 20
 )
@@ -230,6 +250,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"ReauthLead", &o.ReauthLead, defaultReauthLead},
 		{"ReauthGrace", &o.ReauthGrace, defaultReauthGrace},
 		{"RevokeFor", &o.RevokeFor, defaultRevokeFor},
+		{"TicketTTL", &o.TicketTTL, defaultTicketTTL},
 	} {
 		if *d.v < 0 {
 			return o, fmt.Errorf("wsauth: Options.%s must not be negative", d.name)

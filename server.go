@@ -38,6 +38,8 @@ type Server struct {
 	member    broker.Member // with Options.Broker; nil without
 	streams   streamSet     // with Options.Broker: the users' streams this node has sessions of
 	revoked   revocations
+	once      onceStore     // tickets: member, or private without a broker
+	private   broker.Member // the private broker's member, left at Shutdown
 	stallWait time.Duration // see outbound.go
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -77,6 +79,11 @@ func New(opts Options) (*Server, error) {
 			srv.cancel()
 			return nil, fmt.Errorf("wsauth: joining the broker: %w", err)
 		}
+		srv.once = srv.member
+	} else {
+		// Tickets of one process: a broker of its own keeps them.
+		srv.private, _ = broker.NewMemory(broker.MemoryOptions{Now: o.Clock.Now}).Join(srv.ctx, srv.node, nopHandler{})
+		srv.once = srv.private
 	}
 	gopts := func(subprotocols []string) *gws.ServerOption {
 		return &gws.ServerOption{
@@ -276,6 +283,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		if lerr := srv.member.Leave(); lerr != nil {
 			srv.opts.Logger.Warn("wsauth: leaving the broker failed", "err", lerr)
 		}
+	}
+	if srv.private != nil {
+		_ = srv.private.Leave()
 	}
 	return err
 }

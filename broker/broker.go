@@ -24,6 +24,9 @@ var (
 	ErrLost = errors.New("broker: position lost")
 	// ErrNoSession: no node has a session with that id.
 	ErrNoSession = errors.New("broker: no such session")
+	// ErrNotFound: no value is kept under that key (it was never put,
+	// was taken already, or expired).
+	ErrNotFound = errors.New("broker: not found")
 )
 
 // A Revocation refuses tokens cluster-wide: every token of Principal issued
@@ -82,6 +85,14 @@ type Member interface {
 	// names and close the sessions that hold them. It returns once the
 	// cluster has kept it.
 	Revoke(ctx context.Context, r Revocation) error
+	// PutOnce keeps value under key, for any member to take once, until
+	// ttl passes (upgrade tickets). Keys are random and never reused.
+	PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// TakeOnce removes the value under key and returns it. Of members
+	// taking one key at the same time, exactly one gets it; the others,
+	// and every later call, get ErrNotFound, as for a key never put or
+	// expired.
+	TakeOnce(ctx context.Context, key string) ([]byte, error)
 	// Leave ends the membership: Handler gets nothing more.
 	Leave() error
 }

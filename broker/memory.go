@@ -54,6 +54,12 @@ type Memory struct {
 	total   int       // bytes of data kept
 	members map[string]*memMember
 	revoked []Revocation // oldest first, within RevokeFor
+	once    map[string]onceValue
+}
+
+type onceValue struct {
+	value   []byte
+	expires time.Time
 }
 
 // maxRevocations bounds the revocations a Memory keeps.
@@ -360,6 +366,40 @@ func (m *Memory) dropOldRevocations() {
 		i++
 	}
 	m.revoked = slices.Delete(m.revoked, 0, i)
+}
+
+func (mm *memMember) PutOnce(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	m := mm.m
+	now := m.opts.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.once == nil {
+		m.once = make(map[string]onceValue)
+	}
+	if len(m.once) >= maxRevocations { // bounded: drop the expired ones
+		for k, v := range m.once {
+			if !now.Before(v.expires) {
+				delete(m.once, k)
+			}
+		}
+		if len(m.once) >= maxRevocations {
+			return ErrUnavailable
+		}
+	}
+	m.once[key] = onceValue{slices.Clone(value), now.Add(ttl)}
+	return nil
+}
+
+func (mm *memMember) TakeOnce(_ context.Context, key string) ([]byte, error) {
+	m := mm.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.once[key]
+	delete(m.once, key)
+	if !ok || !m.opts.Now().Before(v.expires) {
+		return nil, ErrNotFound
+	}
+	return v.value, nil
 }
 
 func (mm *memMember) Leave() error {

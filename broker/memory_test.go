@@ -126,3 +126,15 @@ func TestMemoryLeft(t *testing.T) {
 	_, err = m.Publish(context.Background(), alice, json.RawMessage(`1`))
 	assert.True(t, errors.Is(err, broker.ErrUnavailable))
 }
+
+// A value put once is gone when its ttl has passed.
+func TestMemoryOnceExpires(t *testing.T) {
+	t.Parallel()
+	clock := wsauthtest.NewClock(time.Unix(1_900_000_000, 0))
+	m := join(t, broker.NewMemory(broker.MemoryOptions{Now: clock.Now}))
+	ctx := context.Background()
+	require.NoError(t, m.PutOnce(ctx, "k", []byte("v"), 30*time.Second))
+	clock.Advance(30 * time.Second)
+	_, err := m.TakeOnce(ctx, "k")
+	assert.ErrorIs(t, err, broker.ErrNotFound)
+}

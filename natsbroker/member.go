@@ -2,6 +2,7 @@ package natsbroker
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -459,6 +460,49 @@ func decodeRevocation(h nats.Header) (broker.Revocation, bool) {
 		r.TokenID = string(id)
 	}
 	return r, !r.At.IsZero()
+}
+
+func (m *member) PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	opCtx, done, err := m.op(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	// The bucket's TTL bounds every key; a shorter ttl travels with the
+	// value and is checked when taking.
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(value)), uint64(time.Now().Add(ttl).UnixNano()))
+	if _, err := m.b.once.Create(opCtx, key, append(v, value...)); err != nil {
+		return m.fail(ctx, opCtx, "put once", err)
+	}
+	return nil
+}
+
+func (m *member) TakeOnce(ctx context.Context, key string) ([]byte, error) {
+	opCtx, done, err := m.op(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	e, err := m.b.once.Get(opCtx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+		return nil, broker.ErrNotFound
+	case err != nil:
+		return nil, m.fail(ctx, opCtx, "take once", err)
+	}
+	// Delete only the revision read: of concurrent takers one succeeds.
+	if err := m.b.once.Delete(opCtx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return nil, broker.ErrNotFound
+		}
+		return nil, m.fail(ctx, opCtx, "take once", err)
+	}
+	v := e.Value()
+	if len(v) < 8 || time.Now().UnixNano() >= int64(binary.BigEndian.Uint64(v)) {
+		return nil, broker.ErrNotFound
+	}
+	return v[8:], nil
 }
 
 func (m *member) Leave() error {

@@ -56,6 +56,11 @@ type Options struct {
 	// revocations themselves are kept like messages (the last MaxMessages
 	// per user, within MaxBytes). Default 24 hours.
 	RevokeFor time.Duration
+	// OnceFor bounds how long a value put with PutOnce (an upgrade ticket)
+	// may live: the TTL of the key-value bucket that keeps them
+	// (Stream+"_ONCE"); shorter ttls are enforced when taking. Default 5
+	// minutes.
+	OnceFor time.Duration
 }
 
 const (
@@ -89,6 +94,7 @@ const (
 type Broker struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
+	once jetstream.KeyValue // PutOnce, TakeOnce
 	opts Options
 
 	userPrefix   string // Stream+".u.": a user's stream, captured by JetStream
@@ -145,6 +151,9 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	if opts.RevokeFor <= 0 {
 		opts.RevokeFor = 24 * time.Hour
 	}
+	if opts.OnceFor <= 0 {
+		opts.OnceFor = 5 * time.Minute
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
@@ -187,6 +196,16 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: stream %s: %w", s, err)
+	}
+	b.once, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      s + "_ONCE",
+		Description: "wsauth: values taken once (upgrade tickets)",
+		TTL:         opts.OnceFor,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: bucket %s_ONCE: %w", s, err)
 	}
 	return b, nil
 }

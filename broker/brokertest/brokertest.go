@@ -31,6 +31,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 	t.Run("concurrent publishers share one numbering", c.testConcurrent)
 	t.Run("broadcast, send and revoke", c.testSignals)
 	t.Run("revocations are kept for later members", c.testRevocationsKept)
+	t.Run("values taken once", c.testOnce)
 	t.Run("leave", c.testLeave)
 }
 
@@ -309,5 +310,46 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func (c *cluster) testOnce(t *testing.T) {
+	t.Parallel()
+	a, _ := c.join(t)
+	ctx := context.Background()
+	c.mu.Lock()
+	c.n++
+	key := fmt.Sprintf("key-%d-%d", time.Now().UnixNano(), c.n)
+	c.mu.Unlock()
+	must(t, a.PutOnce(ctx, key, []byte("v1"), time.Minute))
+	const takers = 4
+	got := make(chan []byte, takers)
+	var wg sync.WaitGroup
+	for range takers {
+		m, _ := c.join(t)
+		wg.Go(func() {
+			v, err := m.TakeOnce(ctx, key)
+			switch {
+			case err == nil:
+				got <- v
+			case !errors.Is(err, broker.ErrNotFound):
+				t.Errorf("TakeOnce: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	close(got)
+	var wins [][]byte
+	for v := range got {
+		wins = append(wins, v)
+	}
+	if len(wins) != 1 || string(wins[0]) != "v1" {
+		t.Fatalf("concurrent takes got %q, want exactly one v1", wins)
+	}
+	if _, err := a.TakeOnce(ctx, key); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("a second take: %v, want ErrNotFound", err)
+	}
+	if _, err := a.TakeOnce(ctx, key+"-never"); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("a key never put: %v, want ErrNotFound", err)
 	}
 }
