@@ -1,6 +1,7 @@
 package wsauth_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -228,4 +229,53 @@ func TestTokenInSubprotocol(t *testing.T) {
 	require.NoError(t, c2.Auth(tok))
 	readType(t, c2, "auth_ok")
 	assert.False(t, strings.Contains(h.logs.String(), tok), "the token was logged")
+}
+
+// TestTokenPerMessage: with TokenPerMessage every message carries its own
+// token, verified, and the handler sees whose it is; a message without one,
+// with a refused one or with another user's is answered with an error frame
+// and never reaches the handler. Without the mode, Message.Identity is the
+// session's.
+func TestTokenPerMessage(t *testing.T) {
+	t.Parallel()
+	got := make(chan wsauth.Message, 10)
+	handler := func(_ context.Context, _ *wsauth.Session, m wsauth.Message) error {
+		m.Data = append(json.RawMessage(nil), m.Data...)
+		got <- m
+		return nil
+	}
+	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
+		o.TokenPerMessage = true
+		o.OnMessage = handler
+	}})
+	now := h.clock.Now()
+	c, _ := h.loginT(t, h.idp.Token("pam", time.Hour))
+	send := func(id, token string) {
+		require.NoError(t, c.WriteText(string(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, ID: id, Token: token, Data: json.RawMessage(`1`)}))))
+	}
+	refused := func(id string, code float64, reason string) {
+		t.Helper()
+		assert.Equal(t, map[string]any{"type": "error", "code": code, "message": reason, "ref": id}, readType(t, c, "error"))
+	}
+	send("m1", tokenWithID(h.idp, now, "pam", "job-1", time.Hour))
+	m := <-got
+	assert.Equal(t, "pam", m.Identity.Subject)
+	assert.Equal(t, "job-1", m.Identity.Claims["jti"])
+
+	send("m2", "")
+	refused("m2", 4401, "token required")
+	send("m3", h.idp.Token("pam", -time.Minute))
+	refused("m3", 4401, "token expired")
+	send("m4", h.idp.Token("someone-else", time.Hour))
+	refused("m4", 4403, "subject changed")
+	_, err := h.srv.RevokeToken(context.Background(), h.p("pam"), "job-2")
+	require.NoError(t, err)
+	send("m5", tokenWithID(h.idp, now, "pam", "job-2", time.Hour))
+	refused("m5", 4403, "token revoked")
+	assert.Empty(t, got, "a refused message reached the handler")
+
+	off := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) { o.OnMessage = handler }})
+	c2, _ := off.loginT(t, off.idp.Token("pat", time.Hour))
+	require.NoError(t, c2.WriteText(`{"type":"message","token":"ignored","data":2}`))
+	assert.Equal(t, "pat", (<-got).Identity.Subject, "the session's identity")
 }

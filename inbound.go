@@ -1,6 +1,7 @@
 package wsauth
 
 import (
+	"context"
 	"errors"
 
 	"github.com/lxzan/gws"
@@ -69,7 +70,11 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	case st == session.Expired:
 		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorReauthRequired, Message: "reauth required", Ref: f.ID}))
 	default:
-		s.handleMessage(Message{ID: f.ID, Data: f.Data})
+		m := Message{ID: f.ID, Data: f.Data}
+		if !s.messageIdentity(&m, f.Token) {
+			return
+		}
+		s.handleMessage(m)
 	}
 }
 
@@ -112,4 +117,38 @@ func (s *Session) handleMessage(m Message) {
 		s.srv.opts.Logger.Error("wsauth: message handler failed", "session", s.id, "err", err)
 		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorInternal, Message: "internal error", Ref: m.ID}))
 	}
+}
+
+// messageIdentity sets m.Identity: the session's, or, with
+// Options.TokenPerMessage, that of token, verified. It answers a message
+// it refuses with an error frame and reports false.
+func (s *Session) messageIdentity(m *Message, token string) bool {
+	srv := s.srv
+	s.mu.Lock()
+	own := s.ident
+	s.mu.Unlock()
+	if !srv.opts.TokenPerMessage {
+		m.Identity = own
+		return true
+	}
+	refuse := func(code protocol.ErrorCode, reason string) bool {
+		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: code, Message: reason, Ref: m.ID}))
+		return false
+	}
+	if token == "" {
+		return refuse(protocol.ErrorReauthRequired, "token required")
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, srv.opts.AuthTimeout)
+	ident, ce := srv.check(ctx, token, "session", s.id, "message", true)
+	cancel()
+	switch {
+	case ce == closeTokenRevoked:
+		return refuse(protocol.ErrorForbidden, ce.Reason)
+	case ce != nil:
+		return refuse(protocol.ErrorReauthRequired, ce.Reason)
+	case ident.Principal() != own.Principal():
+		return refuse(protocol.ErrorForbidden, "subject changed")
+	}
+	m.Identity = ident
+	return true
 }

@@ -79,6 +79,10 @@ type Message struct {
 	// Data is the message's JSON value. It is only valid during the call to
 	// OnMessage: copy it to keep it.
 	Data json.RawMessage
+	// Identity is who sent the message: with Options.TokenPerMessage, the
+	// identity of the token the message carried; otherwise the session's
+	// (Session.Identity when the message arrived).
+	Identity Identity
 }
 
 // Options configures a Server. The zero value of every field means the
@@ -174,6 +178,16 @@ type Options struct {
 	// server answers with wsauth.v1, never the token. Tokens in this header
 	// may reach proxies' logs: prefer tickets (TicketHandler). Default false.
 	TokenInSubprotocol bool
+	// TokenPerMessage makes every client message carry a token of its own
+	// ("token"), verified like an auth frame's (with a jwks.Verifier, its
+	// token cache makes a repeated token cheap), for handlers that pass
+	// messages on to queues or stateless workers: Message.Identity is that
+	// token's identity. The session's user is pinned: a token of another
+	// user is refused. A message without a token, or with a refused one, is
+	// answered with an error frame (4401, or 4403 for another user or a
+	// revoked token) and not processed. Default false: messages need no
+	// token, and a token they carry is ignored.
+	TokenPerMessage bool
 	// TicketTTL is how long an upgrade ticket (TicketHandler) is valid, at
 	// most until its token's exp. Default 30s.
 	TicketTTL time.Duration

@@ -136,6 +136,16 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 			}
 			f.ID = string(id)
 		}
+		if v[cToken] != nil {
+			tok, ok := stringContent(v[cToken])
+			if !ok {
+				return ClientFrame{}, errTokenNotString
+			}
+			if len(tok) == 0 {
+				return ClientFrame{}, errEmptyToken
+			}
+			f.Token = string(tok)
+		}
 		f.Data = v[cData]
 		return f, nil
 	}

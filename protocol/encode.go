@@ -13,9 +13,10 @@ import (
 // AppendClient appends the client-to-server frame f to dst and returns it:
 //
 //	{"type":"auth","token":...,"resume":{"epoch":...,"seq":...}}
-//	{"type":"message","id":...,"data":...}
+//	{"type":"message","id":...,"token":...,"data":...}
 //
-// "resume" is omitted when f.Resume is nil, "id" when f.ID is empty; an id longer than
+// "resume" is omitted when f.Resume is nil, "id" and a message's "token"
+// when empty; an id longer than
 // MaxMessageIDLen makes a frame the server rejects. f.Data must be one JSON
 // value (see ValidData); empty data is encoded as null. Fields that f.Type
 // does not use are ignored. AppendClient panics if f.Type is not TypeAuth
@@ -37,6 +38,11 @@ func AppendClient(dst []byte, f ClientFrame) []byte {
 		if f.ID != "" {
 			dst = append(dst, `"id":`...)
 			dst = appendString(dst, f.ID)
+			dst = append(dst, ',')
+		}
+		if f.Token != "" {
+			dst = append(dst, `"token":`...)
+			dst = appendString(dst, f.Token)
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `"data":`...)

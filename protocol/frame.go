@@ -30,7 +30,7 @@ var ErrMalformed = errors.New("protocol: malformed frame")
 // ClientFrame is a decoded client-to-server frame.
 type ClientFrame struct {
 	Type   string          // TypeAuth or TypeMessage
-	Token  string          // auth: the token
+	Token  string          // auth: the token; message: its own token, if it carries one
 	Resume *Position       // auth: the last position the client received, if it asks to resume
 	ID     string          // message: optional client id, echoed as "ref" in error frames
 	Data   json.RawMessage // message: the data value (DecodeClient: aliases its input)
@@ -76,6 +76,10 @@ const (
 	// after the session's previous one (other than the answer to a
 	// reauth_required): it was not verified.
 	ErrorTooManyRequests ErrorCode = 4429
+	// ErrorForbidden refuses a message whose own token (on a server that
+	// wants one per message) belongs to another user than the session's,
+	// or is revoked.
+	ErrorForbidden ErrorCode = 4403
 	// ErrorInternal refuses a message whose handler failed.
 	ErrorInternal ErrorCode = 4500
 )

@@ -114,13 +114,18 @@ func refDecodeClient(b []byte) (protocol.ClientFrame, bool) {
 		if !ok {
 			return protocol.ClientFrame{}, false
 		}
-		var id string
+		var id, tok string
 		if _, present := m["id"]; present {
 			if id, ok = refString(m, "id"); !ok || len(id) > protocol.MaxMessageIDLen {
 				return protocol.ClientFrame{}, false
 			}
 		}
-		return protocol.ClientFrame{Type: typ, ID: id, Data: data}, true
+		if _, present := m["token"]; present {
+			if tok, ok = refString(m, "token"); !ok || tok == "" {
+				return protocol.ClientFrame{}, false
+			}
+		}
+		return protocol.ClientFrame{Type: typ, ID: id, Token: tok, Data: data}, true
 	}
 	return protocol.ClientFrame{}, false
 }
