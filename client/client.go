@@ -46,6 +46,10 @@ type Client struct {
 	closing atomic.Bool   // Close was called
 	pongs   atomic.Uint64 // pongs received, for tests
 
+	// The client's place in the user's stream (stream.go): what the next
+	// connection resumes from, and what the application has got.
+	read, handed streamPos
+
 	mu      sync.Mutex
 	state   State
 	err     error // terminal error, set once
@@ -95,8 +99,12 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 		sent:  window{items: make([]item, o.QueueSize)},
 		space: make(chan struct{}),
 	}
+	if o.Resume != nil {
+		c.read.set(*o.Resume)
+		c.handed.set(*o.Resume)
+	}
 	if o.OnMessage == nil {
-		c.inbox = newInbox()
+		c.inbox = newInbox(&c.handed)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cn, err := c.connect(ctx)
@@ -190,7 +198,8 @@ func (c *Client) Send(ctx context.Context, data json.RawMessage) error {
 // client reconnects). Meanwhile the client still notices a dead
 // connection when a write to it fails (a message, or a ping: see
 // Options.PingInterval) and reconnects; the messages it had read stay
-// here for Receive, in order, ahead of those of the next connection.
+// here for Receive, in order, ahead of those of the next connection (which
+// resumes the user's stream after them: see Position).
 func (c *Client) Receive(ctx context.Context) (json.RawMessage, error) {
 	if c.inbox == nil {
 		return nil, errReceiveWithHandler
@@ -286,15 +295,23 @@ func (c *Client) flushSoon() {
 	}
 }
 
-// deliver hands a message to OnMessage or Receive. It runs on the read
-// goroutine; waiting here is what makes a slow reader slow the server down.
-// The wait for Receive ends when the connection is found dead (cn.ctx).
-func (c *Client) deliver(cn *conn, data json.RawMessage) {
+// deliver hands a message to OnMessage or Receive, and moves the client's
+// stream position past it if it has one. It runs on the read goroutine;
+// waiting here is what makes a slow reader slow the server down. The wait
+// for Receive ends when the connection is found dead (cn.ctx).
+func (c *Client) deliver(cn *conn, f protocol.ServerFrame) {
+	at, moves := protocol.Position{Epoch: f.Epoch, Seq: f.Seq}, f.Seq > 0
 	if h := c.opts.OnMessage; h != nil {
-		c.guard("OnMessage", func() { h(data) })
-		return
+		c.guard("OnMessage", func() { h(f.Data) })
+		if moves {
+			c.handed.set(at)
+		}
+	} else {
+		c.inbox.put(entry{data: f.Data, at: at, moves: moves}, cn.ctx.Done())
 	}
-	c.inbox.put(data, cn.ctx.Done())
+	if moves {
+		c.read.set(at)
+	}
 }
 
 // onErrorFrame runs on the read goroutine. The server writes the error

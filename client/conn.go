@@ -43,6 +43,9 @@ type conn struct {
 	reads   atomic.Uint64 // frames read, pongs included
 	stalled atomic.Bool   // the read goroutine waits for the application
 
+	// Used by the read goroutine only.
+	started bool // the first auth_ok was read
+
 	// Used by the client's goroutine only.
 	refresh     timerSlot // early refresh, or a reauth waiting out reauthInterval
 	reauthDue   timerSlot // ReauthTimeout of the auth frame in flight
@@ -285,8 +288,13 @@ func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	}
 	switch f.Type {
 	case protocol.TypeMessage:
+		if cn.c.repeated(f) {
+			cn.c.opts.Logger.Warn("client: server repeated a stream message; dropped",
+				"epoch", f.Epoch, "seq", f.Seq)
+			return
+		}
 		cn.stalled.Store(true)
-		cn.c.deliver(cn, f.Data)
+		cn.c.deliver(cn, f)
 		cn.stalled.Store(false)
 	case protocol.TypeError:
 		if f.Ref == "" && (f.Code == protocol.ErrorReauthRequired || f.Code == protocol.ErrorTooManyRequests) {
@@ -297,7 +305,17 @@ func (cn *conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 		cn.c.onErrorFrame(f)
 		cn.stalled.Store(false)
 	case protocol.TypeAuthOK:
+		// Only the first auth_ok of a connection places the session in
+		// the user's stream; reauths keep it where it is.
+		first := !cn.started
+		cn.started = true
+		if first && f.Stream {
+			cn.c.startStream(f)
+		}
 		cn.push(event{kind: evAuthOK, frame: f})
+		if first && f.Stream && f.Resume == protocol.ResumeLost {
+			cn.c.resumeLost(cn, f)
+		}
 	case protocol.TypeReauthRequired:
 		cn.push(event{kind: evReauth, frame: f})
 	}

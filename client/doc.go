@@ -25,6 +25,16 @@
 //     come right after auth_ok, without gap or duplicate. A message over
 //     Options.ReadLimit (1 MiB) ends the client with 1009; at most 64
 //     messages and 1 MiB wait for Receive;
+//   - on a server that keeps users' streams (a wsauth server with a
+//     Broker), keeps its place in the user's stream and presents it in the
+//     first auth frame of every reconnection, to any node of a cluster:
+//     the messages sent to the user while it was away follow auth_ok, in
+//     order, and none it received before comes again (not even those still
+//     waiting for Receive). If the server no longer has them (resume
+//     "lost"), Options.OnResumeLost tells the application to
+//     resynchronise. Client.Position is the place as the application sees
+//     it; saved and passed as Options.Resume, it resumes a new client, e.g.
+//     after the process restarted;
 //   - pings the server every Options.PingInterval (the server sends no
 //     pings and has no idle timeout) and takes a connection on which
 //     nothing arrives within Options.PongTimeout of a ping for dead;
@@ -45,15 +55,17 @@
 //
 // A connected client runs two goroutines: its own, which owns every state
 // change, token fetch, write, timer and reconnection, and the read
-// goroutine of the current socket (gws's ReadLoop), which decodes frames and
-// runs OnMessage and OnError, one at a time and in order. OnState runs on the
-// client's goroutine, in order, possibly at the same time as OnMessage; it
-// reports the changes after Dial returned, not Dial's own. A slow
-// OnMessage, or an application that does not call Receive, stops reading
-// (the server buffers, up to its limit); the connection's death is still
-// noticed when a write to it fails (a message or a ping), and the client
-// reconnects once the read goroutine is free: at once when it waits for
-// Receive, when OnMessage returns otherwise. A slow OnState delays writes
+// goroutine of the current socket (gws's ReadLoop), which decodes frames
+// and runs OnMessage, OnError and OnResumeLost, one at a time and in order.
+// OnState runs on the client's goroutine, in order, possibly at the same
+// time as OnMessage; it reports the changes after Dial returned, not Dial's
+// own. A slow OnMessage, or an application that does not call Receive,
+// stops reading (the server buffers, up to its limit); the connection's
+// death is still noticed when a write to it fails (a message or a ping),
+// and the client reconnects once the read goroutine is free: at once when
+// it waits for room for Receive, when the callback returns otherwise
+// (OnResumeLost also waits for Receive to take the messages received
+// before the gap it reports). A slow OnState delays writes
 // and reconnection. Close waits for both goroutines, so it must not be
 // called from a callback. Timers (refresh, reauth timeout, keepalive,
 // backoff) are Options.Clock AfterFuncs that only signal the client's

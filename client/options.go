@@ -148,6 +148,19 @@ type Options struct {
 	// like OnMessage. Error frames with code 4401 for messages the client
 	// still holds are not reported: the client resends those messages.
 	OnError func(ErrorFrame)
+	// OnResumeLost is called when the server cannot resume the user's
+	// stream where the client left off (auth_ok says "lost": the client was
+	// away longer than the server keeps messages, by default 2 minutes and
+	// 256 messages, or its position is from a stream the server no longer
+	// has): messages sent to the user meanwhile may be missing, and the
+	// application should resynchronise, e.g. fetch its state afresh. It
+	// runs on the read goroutine, like OnMessage, after every message
+	// received before the gap has been handed to the application (with
+	// Receive: taken; the client reads nothing more until then) and before
+	// any message after it; Position then names the stream's head. For
+	// the first connection (see Resume) it may run before Dial returns. It
+	// must not call Close. Default: the client only logs the loss.
+	OnResumeLost func()
 	// OnState receives every state change of the client that Dial
 	// returned, in order, on the client's own goroutine. Dial's own
 	// transitions (Connecting, Authenticating, Active) are not reported, nor
@@ -159,6 +172,15 @@ type Options struct {
 	// Dial's result is assigned to without synchronization. It must return
 	// quickly: writes and reconnects wait for it. It must not call Close.
 	OnState func(State)
+
+	// Resume is where the first connection resumes the user's stream: a
+	// position saved from Client.Position of an earlier client of the same
+	// user and server (or cluster), so that the messages sent to the user
+	// since follow the first auth_ok, or OnResumeLost is called. Default
+	// nil: the first connection starts at the stream's head. Reconnections
+	// always resume from the client's own position, on servers that keep
+	// streams; a server that keeps none ignores Resume.
+	Resume *protocol.Position
 
 	// Clock times the early refresh (RefreshBefore), ReauthTimeout, the
 	// keepalive (PingInterval, PongTimeout), the least second between two
@@ -219,6 +241,16 @@ func (o Options) withDefaults() (Options, error) {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	if o.Resume != nil {
+		at := *o.Resume
+		// The server closes with 4400 an auth frame whose position
+		// breaks the protocol's rules: refuse it here instead.
+		frame := protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: "t", Resume: &at})
+		if _, err := protocol.DecodeClient(frame); err != nil {
+			return o, fmt.Errorf("client: Options.Resume: %w", err)
+		}
+		o.Resume = &at
 	}
 	b, err := o.Backoff.withDefaults()
 	if err != nil {

@@ -57,7 +57,11 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	c.setState(Authenticating)
 	go cn.readLoop()
 	cn.lastAuth = c.opts.Clock.Now()
-	_ = cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) // a failed write ends the read loop
+	auth := protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}
+	if at, ok := c.read.get(); ok {
+		auth.Resume = &at // the server said it keeps streams, or Options.Resume
+	}
+	_ = cn.write(protocol.AppendClient(nil, auth)) // a failed write ends the read loop
 	for {
 		select {
 		case <-hctx.Done():
