@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lxzan/gws"
-
 	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -243,7 +241,8 @@ func (s *Session) scheduleDrainLocked() {
 	s.socket.Async(s.drainFn)
 }
 
-// drainBatch is how many frames drain takes per hold of s.mu.
+// drainBatch is how many frames drain takes per hold of s.mu, and writes
+// in one write to the socket (gateConn.writeTexts).
 const drainBatch = 16
 
 // drain writes queued frames until the outbox is empty, paused or closed.
@@ -254,15 +253,19 @@ func (s *Session) drain() { _ = s.drainUpTo(-1) }
 // to a drain job. The caller set s.draining. It returns how many frames it
 // wrote itself.
 //
+// Each batch goes out in one socket write, not one per frame: with a deep
+// queue, that divides the write system calls by up to drainBatch.
+//
 // Frames are peeked, written, and only then discarded from the outbox, so
 // that the frames being written still count against the outbox's bounds.
 // Only the drainer (s.draining) removes from the outbox's front, and
 // nothing is put in front of it while a drain runs (PushFront happens at
 // the first auth, while the session is paused), so the frames discarded
-// are the ones written. A frame whose write failed stays queued: finish
-// hands it to OnUndelivered with the rest.
+// are the ones written. A frame that did not go out whole stays queued:
+// finish hands it to OnUndelivered with the rest.
 func (s *Session) drainUpTo(limit int) (written int) {
 	var batch [drainBatch]outbox.Item
+	var frames [drainBatch][]byte
 	for {
 		s.mu.Lock()
 		if s.paused || s.state == session.Closed {
@@ -287,18 +290,14 @@ func (s *Session) drainUpTo(limit int) (written int) {
 			return
 		}
 		s.mu.Unlock()
-		ok := 0
-		var err error
-		for ok < n {
-			s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
-			err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame)
-			s.writingSince.Store(0)
-			if err != nil {
-				break
-			}
-			ok++
+		for i := range n {
+			frames[i] = batch[i].Frame
 		}
+		s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
+		ok, err := s.conn.writeTexts(frames[:n])
+		s.writingSince.Store(0)
 		clear(batch[:n])
+		clear(frames[:n])
 		written += ok
 		limit -= ok
 		s.mu.Lock()
