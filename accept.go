@@ -83,7 +83,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Backstop only: the auth deadline is the scheduler's. This read deadline
 	// is cleared on authentication. gateConn keeps gws from moving it.
 	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
-	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), forGWS(r))
+	gc.br = bufio.NewReaderSize(gc, 4096)
+	socket, err := upgrader.UpgradeFromConn(gc, gc.br, forGWS(r))
 	if err != nil {
 		// gws wrote a 400 and called gc.Close, which only shuts the write
 		// side: the socket itself is ours to close.

@@ -1,6 +1,7 @@
 package wsauth
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -37,7 +38,8 @@ var (
 // frame reaches the socket whole and in one order.
 type gateConn struct {
 	net.Conn
-	prefix        []byte // bytes net/http had buffered past the request
+	prefix        []byte        // bytes net/http had buffered past the request
+	br            *bufio.Reader // gws's reader of this connection, fed by Read
 	writeTimeout  time.Duration
 	wmu           sync.Mutex    // held for each write to Conn
 	closeWritten  bool          // a close frame is out: nothing may follow it; under wmu
@@ -64,6 +66,11 @@ func (c *gateConn) Read(p []byte) (int, error) {
 		n = copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
 	} else {
+		if s := c.sess; s != nil && s.held.Load() {
+			// Replies held while the client's earlier frames were handled
+			// go out before the read goroutine waits for the client.
+			s.flushHeld()
+		}
 		n, err = c.Conn.Read(p)
 	}
 	if n > 0 {
@@ -73,6 +80,19 @@ func (c *gateConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// moreDataBuffered reports whether gws's reader holds more of the client's
+// stream that gws has not consumed yet, and all of it belongs to final,
+// masked text or binary frames: frames gws hands to OnMessage without
+// writing anything itself (no pong, no close frame, no protocol error).
+// Read goroutine only.
+func (c *gateConn) moreDataBuffered() bool {
+	if c.br == nil {
+		return false
+	}
+	n := uint64(c.br.Buffered())
+	return n > 0 && c.gate.otherAt <= c.gate.pos-n
 }
 
 // SetDeadline, SetReadDeadline and SetWriteDeadline do nothing: the
@@ -312,6 +332,12 @@ type frameGate struct {
 	hdrNeed    int
 	skip       uint64 // payload bytes of the current frame still to pass
 	msgLen     uint64 // payload bytes of the current data message so far
+	pos        uint64 // bytes of the stream parsed so far
+	hdrAt      uint64 // stream offset of the current header's first byte
+	// otherAt is 1 + the stream offset of the last frame that is not a
+	// final, masked text or binary frame (0 if none): a control frame, a
+	// fragment, or a frame gws will refuse (see moreDataBuffered).
+	otherAt uint64
 }
 
 // authenticated lifts the pre-auth limits: from now on a message may have
@@ -347,11 +373,16 @@ func (g *frameGate) parse(p []byte) error {
 				n = g.skip
 			}
 			g.skip -= n
+			g.pos += n
 			p = p[n:]
 			continue
 		}
+		if g.hdrLen == 0 {
+			g.hdrAt = g.pos
+		}
 		g.hdr[g.hdrLen] = p[0]
 		g.hdrLen++
+		g.pos++
 		p = p[1:]
 		if g.hdrLen == 2 {
 			g.hdrNeed = 2
@@ -380,6 +411,9 @@ func (g *frameGate) parse(p []byte) error {
 			length = uint64(l)
 		}
 		g.hdrLen, g.hdrNeed = 0, 0
+		if b0 := g.hdr[0]; (b0 != 0x81 && b0 != 0x82) || g.hdr[1]&0x80 == 0 {
+			g.otherAt = g.hdrAt + 1
+		}
 		if opcode := g.hdr[0] & 0x0f; opcode < 8 { // data or continuation frame
 			if opcode != 0 {
 				g.msgLen = 0

@@ -88,9 +88,12 @@ func (s *Session) Send(data json.RawMessage) error {
 // A reply made while the handler runs is written when the handler returns,
 // by the goroutine that ran it (or earlier, if the outbox fills or another
 // goroutine's Send starts a writer), which saves a goroutine handoff per
-// request/response round trip. A handler that must deliver something
-// before it finishes a long task should use Send. Called from another
-// goroutine, Reply may block until the session's client reads.
+// request/response round trip. When the client's next messages have
+// already arrived (a pipelining client), the replies wait for those
+// messages' handlers too, up to 16 frames, and go out in one write. A
+// handler that must deliver something before it finishes a long task
+// should use Send. Called from another goroutine, Reply may block until
+// the session's client reads.
 func (s *Session) Reply(data json.RawMessage) error {
 	it, err := s.srv.newItem(data)
 	if err != nil {
@@ -328,17 +331,40 @@ func (s *Session) beginHandler() {
 // else came first), unless a drain job is already at it. It writes at most
 // what is queued now, so senders on other goroutines cannot keep the read
 // goroutine from reading; anything queued after goes to a drain job.
-func (s *Session) flushAfterHandler() (written int) {
+//
+// With hold, when the client's next messages have already been read (a
+// pipelining client) and fewer than drainBatch frames are queued, it
+// writes nothing yet: the replies wait for those messages' handlers, and
+// all of them go out in one write. Held replies are written (flushHeld)
+// before the read goroutine reads from the socket again or writes anything
+// itself, and a drain job started by any other send writes them too; see
+// gateConn.moreDataBuffered for the frames they may wait behind.
+func (s *Session) flushAfterHandler(hold bool) (written int) {
 	s.mu.Lock()
 	s.inHandler = false
 	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
+		s.held.Store(false)
 		s.mu.Unlock()
 		return 0
 	}
+	if hold && s.outbox.Len() < drainBatch && s.conn.moreDataBuffered() {
+		s.held.Store(true)
+		s.mu.Unlock()
+		return 0
+	}
+	s.held.Store(false)
 	s.draining = true
 	n := s.outbox.Len()
 	s.mu.Unlock()
 	return s.drainUpTo(n)
+}
+
+// flushHeld writes the replies flushAfterHandler held, if any. Read
+// goroutine only.
+func (s *Session) flushHeld() {
+	if s.held.Load() {
+		s.flushAfterHandler(false)
+	}
 }
 
 func (s *Session) stopDrainingLocked() {

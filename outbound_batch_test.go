@@ -1,6 +1,7 @@
 package wsauth_test
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -163,5 +164,81 @@ func TestCloseFrameIsNeverHeld(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPipelinedRepliesKeepTheirPlace: a client writes several messages in
+// one write, so that they are all read at once and their replies may be
+// written together. Whatever follows them in the same write (a ping, a
+// message the handler refuses, a malformed frame, a frame gws refuses, a
+// close frame), every reply arrives, in order, before what the server
+// answers to it.
+func TestPipelinedRepliesKeepTheirPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) {
+		o.OnMessage = func(_ context.Context, s *wsauth.Session, m wsauth.Message) error {
+			if string(m.Data) == `"refuse"` {
+				return &wsauth.MessageError{Code: 4000, Message: "no"}
+			}
+			return s.Reply(m.Data)
+		}
+	})
+	const n = 40 // more than drainBatch: some replies are written before the rest are read
+	messages := func() []byte {
+		var b []byte
+		for i := range n {
+			b = append(b, wstest.Frame(true, wstest.OpText, fmt.Appendf(nil, `{"type":"message","data":%d}`, i))...)
+		}
+		return b
+	}
+	cases := []struct {
+		name  string
+		after []byte
+		want  func(t *testing.T, op byte, p []byte) // the frame after the replies
+	}{
+		{"nothing", nil, nil},
+		{"ping", wstest.Frame(true, wstest.OpPing, []byte("p")), func(t *testing.T, op byte, p []byte) {
+			require.Equal(t, byte(wstest.OpPong), op)
+			require.Equal(t, "p", string(p))
+		}},
+		{"refused message", wstest.Frame(true, wstest.OpText, []byte(`{"type":"message","data":"refuse"}`)), func(t *testing.T, op byte, p []byte) {
+			require.Equal(t, byte(wstest.OpText), op)
+			require.Contains(t, string(p), `"type":"error"`)
+		}},
+		{"malformed frame", wstest.Frame(true, wstest.OpText, []byte(`{`)), closeWith(protocol.CloseMalformed)},
+		{"reserved opcode", wstest.Frame(true, 0x3, nil), closeWith(1002)},
+		{"close frame", wstest.Frame(true, wstest.OpClose, []byte{0x03, 0xe8}), closeWith(1000)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := e.login("pipeliner", time.Hour)
+			require.NoError(t, c.WriteFrame(true, wstest.OpPing, []byte("sync")))
+			_, err := c.Conn.Write(append(messages(), tc.after...))
+			require.NoError(t, err)
+			got := 0
+			for got < n {
+				op, p, err := c.ReadFrame()
+				require.NoError(t, err, "after %d replies", got)
+				if op == wstest.OpPong && string(p) == "sync" {
+					continue
+				}
+				require.Equal(t, byte(wstest.OpText), op, "frame %q after %d replies", p, got)
+				require.Equal(t, got, messageNumber(t, p))
+				got++
+			}
+			if tc.want != nil {
+				op, p, err := c.ReadFrame()
+				require.NoError(t, err)
+				tc.want(t, op, p)
+			}
+		})
+	}
+}
+
+func closeWith(code protocol.CloseCode) func(t *testing.T, op byte, p []byte) {
+	return func(t *testing.T, op byte, p []byte) {
+		require.Equal(t, byte(wstest.OpClose), op, "frame %q", p)
+		require.GreaterOrEqual(t, len(p), 2)
+		require.Equal(t, int(code), int(binary.BigEndian.Uint16(p)))
 	}
 }
