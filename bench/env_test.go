@@ -133,14 +133,6 @@ func (t *targets) poolSet(b *testing.B, conns int) []*loadgen.Pool {
 	return set
 }
 
-// interleave measures n operations on each of the two targets (0: gws, 1:
-// wsauth) in alternating rounds and returns their totals.
-func interleave(b *testing.B, n int64, run func(target int, n int64) (loadgen.Stats, error)) (gws, ws loadgen.Stats) {
-	b.Helper()
-	total := interleaveN(b, n, 2, run)
-	return total[0], total[1]
-}
-
 // interleaveN measures n operations on each of k targets in rounds whose
 // order rotates and alternates direction (0 1 2, 2 1 0, 1 2 0, 0 2 1, ...
 // for three), so that no target always runs first or after the same one,
