@@ -133,14 +133,20 @@ func (t *targets) poolSet(b *testing.B, conns int) []*loadgen.Pool {
 	return set
 }
 
-// interleaveN measures n operations on each of k targets in rounds whose
-// order rotates and alternates direction (0 1 2, 2 1 0, 1 2 0, 0 2 1, ...
-// for three), so that no target always runs first or after the same one,
-// and returns their totals.
+// interleaveN measures n operations on each of k targets in rounds (1, 4
+// or 8, by n) whose order rotates and alternates direction (0 1 2, 2 1 0,
+// 1 2 0, 0 2 1, ... for three), so that no target always runs first or
+// after the same one, and returns their totals.
 func interleaveN(b *testing.B, n int64, k int, run func(target int, n int64) (loadgen.Stats, error)) []loadgen.Stats {
 	b.Helper()
+	// More rounds when there are enough operations: the load other
+	// processes put on a shared machine changes from one second to the
+	// next, and finer interleaving spreads it more evenly.
 	rounds := int64(1)
-	if n >= 2000 {
+	switch {
+	case n >= 16000:
+		rounds = 8
+	case n >= 2000:
 		rounds = 4
 	}
 	total := make([]loadgen.Stats, k)
