@@ -1,7 +1,6 @@
 package wsauth
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -81,6 +80,10 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b, _ := brw.Reader.Peek(n)
 		gc.prefix = append([]byte(nil), b...)
 	}
+	// net/http hands its buffered reader over with the connection: gws
+	// reads through it, from gc, instead of a new 4 KiB one.
+	brw.Reader.Reset(gc)
+	gc.br = brw.Reader
 	upgrader := srv.plain
 	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
 		upgrader = srv.versioned
@@ -88,7 +91,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Backstop only: the auth deadline is the scheduler's. This read deadline
 	// is cleared on authentication. gateConn keeps gws from moving it.
 	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
-	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), forGWS(r))
+	socket, err := upgrader.UpgradeFromConn(gc, gc.br, forGWS(r))
 	if err != nil {
 		// gws wrote a 400 and called gc.Close, which only shuts the write
 		// side: the socket itself is ours to close.
@@ -119,11 +122,12 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Sec-WebSocket-Key that is the base64 encoding of 16 bytes (RFC 6455
 // section 4.1).
 func validKey(values []string) bool {
-	if len(values) != 1 {
+	if len(values) != 1 || len(values[0]) != 24 {
 		return false
 	}
-	b, err := base64.StdEncoding.DecodeString(values[0])
-	return err == nil && len(b) == 16
+	var b [18]byte
+	n, err := base64.StdEncoding.Decode(b[:], []byte(values[0]))
+	return err == nil && n == 16
 }
 
 // forGWS returns r with the headers gws reads in the form it reads them.
@@ -217,7 +221,9 @@ func newNodeID() string {
 // case-insensitively.
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
-		for _, part := range strings.Split(v, ",") {
+		for v != "" {
+			var part string
+			part, v, _ = strings.Cut(v, ",")
 			if strings.EqualFold(strings.TrimSpace(part), token) {
 				return true
 			}

@@ -1,11 +1,13 @@
 package wsauth
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"math"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +31,18 @@ var (
 )
 
 // gateConn wraps the hijacked connection of one session.
+//
+// Two paths write to it: gws's (Write: auth_ok, error and control frames,
+// pongs, close frames, each under gws's own write mutex) and wsauth's
+// batches of message frames (writeTexts). wmu serialises the two, so every
+// frame reaches the socket whole and in one order.
 type gateConn struct {
 	net.Conn
-	prefix        []byte // bytes net/http had buffered past the request
+	prefix        []byte        // bytes net/http had buffered past the request
+	br            *bufio.Reader // gws's reader of this connection, fed by Read
 	writeTimeout  time.Duration
+	wmu           sync.Mutex    // held for each write to Conn
+	closeWritten  bool          // a close frame is out: nothing may follow it; under wmu
 	writeUntil    atomic.Int64  // the write deadline set last, as time since monoEpoch
 	writeFailed   atomic.Bool   // a write failed: the connection is dead
 	writeTimedOut atomic.Bool   // ... because the client did not read for writeTimeout
@@ -56,6 +66,11 @@ func (c *gateConn) Read(p []byte) (int, error) {
 		n = copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
 	} else {
+		if s := c.sess; s != nil && s.held.Load() {
+			// Replies held while the client's earlier frames were handled
+			// go out before the read goroutine waits for the client.
+			s.flushHeld()
+		}
 		n, err = c.Conn.Read(p)
 	}
 	if n > 0 {
@@ -65,6 +80,19 @@ func (c *gateConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// moreDataBuffered reports whether gws's reader holds more of the client's
+// stream that gws has not consumed yet, and all of it belongs to final,
+// masked text or binary frames: frames gws hands to OnMessage without
+// writing anything itself (no pong, no close frame, no protocol error).
+// Read goroutine only.
+func (c *gateConn) moreDataBuffered() bool {
+	if c.br == nil {
+		return false
+	}
+	n := uint64(c.br.Buffered())
+	return n > 0 && c.gate.otherAt <= c.gate.pos-n
 }
 
 // SetDeadline, SetReadDeadline and SetWriteDeadline do nothing: the
@@ -91,14 +119,16 @@ func (c *gateConn) SetWriteDeadline(time.Time) error { return nil }
 // replaced by the code's fixed name, and the code is recorded so that
 // OnClose reports what the client was actually sent.
 func (c *gateConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if c.writeFailed.Load() {
 		return 0, net.ErrClosed
 	}
-	if until := time.Since(monoEpoch) + c.writeTimeout; until-time.Duration(c.writeUntil.Load()) > c.writeTimeout/8 {
-		if err := c.Conn.SetWriteDeadline(monoEpoch.Add(until)); err != nil {
-			return 0, c.failed(err)
-		}
-		c.writeUntil.Store(int64(until))
+	if err := c.moveDeadlineLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) > 0 && p[0] == 0x88 { // a final close frame (gws writes nothing else with opcode 8)
+		c.closeWritten = true
 	}
 	if code, ok := closeFrameCode(p); ok {
 		c.sentClose.Store(uint32(code))
@@ -114,6 +144,114 @@ func (c *gateConn) Write(p []byte) (int, error) {
 		return n, c.failed(err)
 	}
 	return n, nil
+}
+
+// moveDeadlineLocked moves the write deadline if it is an eighth of the
+// write timeout behind (see Write). c.wmu is held.
+func (c *gateConn) moveDeadlineLocked() error {
+	if until := time.Since(monoEpoch) + c.writeTimeout; until-time.Duration(c.writeUntil.Load()) > c.writeTimeout/8 {
+		if err := c.Conn.SetWriteDeadline(monoEpoch.Add(until)); err != nil {
+			return c.failed(err)
+		}
+		c.writeUntil.Store(int64(until))
+	}
+	return nil
+}
+
+// maxWriteBatch bounds the bytes writeTexts puts in one write, and so the
+// buffers it keeps pooled; a larger frame goes alone.
+const maxWriteBatch = 64 << 10
+
+// maxFrameHeader is the longest header of an unmasked frame.
+const maxFrameHeader = 10
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeTexts writes each of frames as one unmasked text frame, in order,
+// all in one write to the socket (several only past maxWriteBatch bytes),
+// where gws would make one write per frame. It returns how many frames
+// were written whole; the first error ends it and, like any failed write,
+// closes the socket. It writes nothing after a close frame.
+//
+// Framing here instead of in gws is sound because wsauth turns off what
+// gws's framing adds: no permessage-deflate (so no RSV1 and no compression
+// window to keep in step) and no UTF-8 check (the frames are JSON that
+// newItem validated). gws's write mutex is not taken, so wmu alone keeps
+// the frames of the two paths whole and ordered.
+func (c *gateConn) writeTexts(frames [][]byte) (written int, err error) {
+	bp := writeBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) > 2*maxWriteBatch {
+			*bp = make([]byte, 0, 4096) // do not keep a large frame's buffer
+		}
+		writeBufs.Put(bp)
+	}()
+	for written < len(frames) {
+		buf, end := (*bp)[:0], written
+		for end < len(frames) && (end == written || len(buf)+maxFrameHeader+len(frames[end]) <= maxWriteBatch) {
+			buf = appendTextFrame(buf, frames[end])
+			end++
+		}
+		*bp = buf
+		n, err := c.writeRaw(buf)
+		if err != nil {
+			// Count the frames that went out whole before the error.
+			for i := written; i < end; i++ {
+				size := frameSize(len(frames[i]))
+				if n < size {
+					break
+				}
+				n -= size
+				written++
+			}
+			return written, err
+		}
+		written = end
+	}
+	return written, nil
+}
+
+// writeRaw writes p, whole frames, unless the connection is closing.
+func (c *gateConn) writeRaw(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writeFailed.Load() || c.closeWritten || c.lingered.Load() {
+		return 0, net.ErrClosed
+	}
+	if err := c.moveDeadlineLocked(); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		return n, c.failed(err)
+	}
+	return n, nil
+}
+
+// appendTextFrame appends payload as an unmasked, final text frame.
+func appendTextFrame(dst, payload []byte) []byte {
+	switch n := len(payload); {
+	case n < 126:
+		dst = append(dst, 0x81, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, 0x81, 126)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	default:
+		dst = append(dst, 0x81, 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, payload...)
+}
+
+// frameSize is the size on the wire of an unmasked frame of n payload bytes.
+func frameSize(n int) int {
+	switch {
+	case n < 126:
+		return 2 + n
+	case n <= math.MaxUint16:
+		return 4 + n
+	}
+	return 10 + n
 }
 
 // failed records a write error and closes the socket.
@@ -194,6 +332,12 @@ type frameGate struct {
 	hdrNeed    int
 	skip       uint64 // payload bytes of the current frame still to pass
 	msgLen     uint64 // payload bytes of the current data message so far
+	pos        uint64 // bytes of the stream parsed so far
+	hdrAt      uint64 // stream offset of the current header's first byte
+	// otherAt is 1 + the stream offset of the last frame that is not a
+	// final, masked text or binary frame (0 if none): a control frame, a
+	// fragment, or a frame gws will refuse (see moreDataBuffered).
+	otherAt uint64
 }
 
 // authenticated lifts the pre-auth limits: from now on a message may have
@@ -229,11 +373,16 @@ func (g *frameGate) parse(p []byte) error {
 				n = g.skip
 			}
 			g.skip -= n
+			g.pos += n
 			p = p[n:]
 			continue
 		}
+		if g.hdrLen == 0 {
+			g.hdrAt = g.pos
+		}
 		g.hdr[g.hdrLen] = p[0]
 		g.hdrLen++
+		g.pos++
 		p = p[1:]
 		if g.hdrLen == 2 {
 			g.hdrNeed = 2
@@ -262,6 +411,9 @@ func (g *frameGate) parse(p []byte) error {
 			length = uint64(l)
 		}
 		g.hdrLen, g.hdrNeed = 0, 0
+		if b0 := g.hdr[0]; (b0 != 0x81 && b0 != 0x82) || g.hdr[1]&0x80 == 0 {
+			g.otherAt = g.hdrAt + 1
+		}
 		if opcode := g.hdr[0] & 0x0f; opcode < 8 { // data or continuation frame
 			if opcode != 0 {
 				g.msgLen = 0

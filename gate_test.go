@@ -3,6 +3,7 @@ package wsauth
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -225,4 +226,119 @@ func BenchmarkFrameGate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// recordingConn records each Write; it accepts at most accept bytes in all
+// (negative: no limit), then fails.
+type recordingConn struct {
+	net.Conn
+	writes [][]byte
+	accept int
+}
+
+var errRecordingFull = errors.New("recordingConn: full")
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	if c.accept >= 0 && len(p) > c.accept {
+		n := c.accept
+		c.writes = append(c.writes, bytes.Clone(p[:n]))
+		c.accept = 0
+		return n, errRecordingFull
+	}
+	if c.accept >= 0 {
+		c.accept -= len(p)
+	}
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *recordingConn) Close() error                     { return nil }
+
+// serverFrames parses unmasked server frames.
+func serverFrames(t *testing.T, b []byte) (ops []byte, payloads [][]byte) {
+	t.Helper()
+	for len(b) > 0 {
+		require.GreaterOrEqual(t, len(b), 2)
+		require.Zero(t, b[1]&0x80, "a server frame is masked")
+		n, h := uint64(b[1]&0x7f), 2
+		switch n {
+		case 126:
+			n, h = uint64(binary.BigEndian.Uint16(b[2:])), 4
+		case 127:
+			n, h = binary.BigEndian.Uint64(b[2:]), 10
+		}
+		require.GreaterOrEqual(t, uint64(len(b)-h), n, "truncated frame")
+		ops = append(ops, b[0])
+		payloads = append(payloads, b[h:h+int(n)])
+		b = b[h+int(n):]
+	}
+	return ops, payloads
+}
+
+// TestWriteTexts checks the batched write of drain: a batch is one write of
+// whole text frames in order, of every length encoding; a batch past
+// maxWriteBatch bytes is split between frames; a failed write counts only
+// the frames that went out whole; nothing is written after a close frame.
+func TestWriteTexts(t *testing.T) {
+	t.Parallel()
+	sizes := []int{0, 1, 125, 126, 1000, 65535, 65536, 70000, 3}
+	var frames [][]byte
+	for i, n := range sizes {
+		frames = append(frames, bytes.Repeat([]byte{byte('a' + i)}, n))
+	}
+
+	rc := &recordingConn{accept: -1}
+	c := &gateConn{Conn: rc, writeTimeout: time.Second}
+	n, err := c.writeTexts(frames[:4])
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+	require.Len(t, rc.writes, 1, "a small batch is one write")
+	ops, got := serverFrames(t, rc.writes[0])
+	require.Equal(t, []byte{0x81, 0x81, 0x81, 0x81}, ops)
+	require.Equal(t, frames[:4], got)
+
+	rc.writes = nil
+	n, err = c.writeTexts(frames)
+	require.NoError(t, err)
+	require.Equal(t, len(frames), n)
+	var all []byte
+	for _, w := range rc.writes {
+		require.LessOrEqual(t, len(w), maxWriteBatch+maxFrameHeader+70000)
+		_, ws := serverFrames(t, w) // every write holds whole frames
+		require.NotEmpty(t, ws)
+		all = append(all, w...)
+	}
+	_, got = serverFrames(t, all)
+	require.Equal(t, frames, got)
+	require.Greater(t, len(rc.writes), 1, "past maxWriteBatch the batch is split")
+
+	// The socket takes the first two frames and half the third: two were
+	// written; the connection is then dead.
+	rc = &recordingConn{accept: frameSize(len(frames[0])) + frameSize(len(frames[1])) + 60}
+	c = &gateConn{Conn: rc, writeTimeout: time.Second}
+	n, err = c.writeTexts(frames[:4])
+	require.ErrorIs(t, err, errRecordingFull)
+	require.Equal(t, 2, n)
+	n, err = c.writeTexts(frames[:1])
+	require.ErrorIs(t, err, net.ErrClosed)
+	require.Zero(t, n)
+
+	// After a close frame (gws's Write), a batch writes nothing.
+	rc = &recordingConn{accept: -1}
+	c = &gateConn{Conn: rc, writeTimeout: time.Second}
+	c.ownClose.Store(true)
+	_, err = c.Write(closeFrame(4000, "bye"))
+	require.NoError(t, err)
+	n, err = c.writeTexts(frames[:1])
+	require.ErrorIs(t, err, net.ErrClosed)
+	require.Zero(t, n)
+	require.Len(t, rc.writes, 1)
+	// A close frame without a code counts too.
+	rc = &recordingConn{accept: -1}
+	c = &gateConn{Conn: rc, writeTimeout: time.Second}
+	_, err = c.Write([]byte{0x88, 0})
+	require.NoError(t, err)
+	_, err = c.writeTexts(frames[:1])
+	require.ErrorIs(t, err, net.ErrClosed)
 }

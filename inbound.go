@@ -33,6 +33,7 @@ func (events) OnMessage(socket *gws.Conn, msg *gws.Message) {
 
 func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	if op != gws.OpcodeText {
+		s.flushHeld()
 		s.close(closeBinary)
 		return
 	}
@@ -40,12 +41,18 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	// reuses b only after this returns: no copy needed.
 	f, err := protocol.DecodeClient(b)
 	if err != nil {
+		s.flushHeld()
 		s.close(closeMalformed)
 		return
 	}
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
+	if f.Type != protocol.TypeMessage || st != session.Active {
+		// What follows writes frames of its own: the replies held for
+		// earlier messages go first.
+		s.flushHeld()
+	}
 	switch {
 	case st == session.Closed:
 	case f.Type == protocol.TypeAuth:
@@ -90,6 +97,7 @@ func (s *Session) onGateViolation(err error) {
 func (s *Session) handleMessage(m Message) {
 	h := s.srv.opts.OnMessage
 	if h == nil {
+		s.flushHeld()
 		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorNotAccepted, Message: "messages not accepted", Ref: m.ID}))
 		return
 	}
@@ -97,8 +105,10 @@ func (s *Session) handleMessage(m Message) {
 	s.beginHandler()
 	ctx := s.handlerContext()
 	panicked := s.srv.guard(s.id, "OnMessage", func() { err = h(ctx, s, m) })
-	// Replies first: an error frame for this message goes after them.
-	s.flushAfterHandler()
+	// Replies first: an error frame for this message goes after them. A
+	// handler that succeeded may leave its replies to be written with
+	// those of the client's next messages, if these are already here.
+	s.flushAfterHandler(err == nil && !panicked)
 	if panicked {
 		s.close(closeInternal)
 		return

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lxzan/gws"
-
 	"github.com/wsauth/wsauth/internal/outbox"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -97,9 +95,12 @@ func (s *Session) Send(data json.RawMessage) error {
 // A reply made while the handler runs is written when the handler returns,
 // by the goroutine that ran it (or earlier, if the outbox fills or another
 // goroutine's Send starts a writer), which saves a goroutine handoff per
-// request/response round trip. A handler that must deliver something
-// before it finishes a long task should use Send. Called from another
-// goroutine, Reply may block until the session's client reads.
+// request/response round trip. When the client's next messages have
+// already arrived (a pipelining client), the replies wait for those
+// messages' handlers too, up to 16 frames, and go out in one write. A
+// handler that must deliver something before it finishes a long task
+// should use Send. Called from another goroutine, Reply may block until
+// the session's client reads.
 func (s *Session) Reply(data json.RawMessage) error {
 	it, err := s.srv.newItem(data)
 	if err != nil {
@@ -269,7 +270,8 @@ func (s *Session) scheduleDrainLocked() {
 	s.socket.Async(s.drainFn)
 }
 
-// drainBatch is how many frames drain takes per hold of s.mu.
+// drainBatch is how many frames drain takes per hold of s.mu, and writes
+// in one write to the socket (gateConn.writeTexts).
 const drainBatch = 16
 
 // drain writes queued frames until the outbox is empty, paused or closed.
@@ -280,15 +282,19 @@ func (s *Session) drain() { _ = s.drainUpTo(-1) }
 // to a drain job. The caller set s.draining. It returns how many frames it
 // wrote itself.
 //
+// Each batch goes out in one socket write, not one per frame: with a deep
+// queue, that divides the write system calls by up to drainBatch.
+//
 // Frames are peeked, written, and only then discarded from the outbox, so
 // that the frames being written still count against the outbox's bounds.
 // Only the drainer (s.draining) removes from the outbox's front, and
 // nothing is put in front of it while a drain runs (PushFront happens at
 // the first auth, while the session is paused), so the frames discarded
-// are the ones written. A frame whose write failed stays queued: finish
-// hands it to OnUndelivered with the rest.
+// are the ones written. A frame that did not go out whole stays queued:
+// finish hands it to OnUndelivered with the rest.
 func (s *Session) drainUpTo(limit int) (written int) {
 	var batch [drainBatch]outbox.Item
+	var frames [drainBatch][]byte
 	for {
 		s.mu.Lock()
 		if s.paused || s.state == session.Closed {
@@ -313,18 +319,14 @@ func (s *Session) drainUpTo(limit int) (written int) {
 			return
 		}
 		s.mu.Unlock()
-		ok := 0
-		var err error
-		for ok < n {
-			s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
-			err = s.socket.WriteMessage(gws.OpcodeText, batch[ok].Frame)
-			s.writingSince.Store(0)
-			if err != nil {
-				break
-			}
-			ok++
+		for i := range n {
+			frames[i] = batch[i].Frame
 		}
+		s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
+		ok, err := s.conn.writeTexts(frames[:n])
+		s.writingSince.Store(0)
 		clear(batch[:n])
+		clear(frames[:n])
 		written += ok
 		limit -= ok
 		s.mu.Lock()
@@ -356,17 +358,40 @@ func (s *Session) beginHandler() {
 // else came first), unless a drain job is already at it. It writes at most
 // what is queued now, so senders on other goroutines cannot keep the read
 // goroutine from reading; anything queued after goes to a drain job.
-func (s *Session) flushAfterHandler() (written int) {
+//
+// With hold, when the client's next messages have already been read (a
+// pipelining client) and fewer than drainBatch frames are queued, it
+// writes nothing yet: the replies wait for those messages' handlers, and
+// all of them go out in one write. Held replies are written (flushHeld)
+// before the read goroutine reads from the socket again or writes anything
+// itself, and a drain job started by any other send writes them too; see
+// gateConn.moreDataBuffered for the frames they may wait behind.
+func (s *Session) flushAfterHandler(hold bool) (written int) {
 	s.mu.Lock()
 	s.inHandler = false
 	if s.draining || s.paused || s.state == session.Closed || s.outbox.Len() == 0 {
+		s.held.Store(false)
 		s.mu.Unlock()
 		return 0
 	}
+	if hold && s.outbox.Len() < drainBatch && s.conn.moreDataBuffered() {
+		s.held.Store(true)
+		s.mu.Unlock()
+		return 0
+	}
+	s.held.Store(false)
 	s.draining = true
 	n := s.outbox.Len()
 	s.mu.Unlock()
 	return s.drainUpTo(n)
+}
+
+// flushHeld writes the replies flushAfterHandler held, if any. Read
+// goroutine only.
+func (s *Session) flushHeld() {
+	if s.held.Load() {
+		s.flushAfterHandler(false)
+	}
 }
 
 func (s *Session) stopDrainingLocked() {

@@ -82,7 +82,7 @@ func TestInlineFlushIsBounded(t *testing.T) {
 	require.Equal(t, 3, n)
 	require.False(t, draining)
 	// When it returns, the read goroutine writes them itself.
-	assert.Equal(t, 3, s.flushAfterHandler())
+	assert.Equal(t, 3, s.flushAfterHandler(false))
 	n, draining = queued()
 	assert.Equal(t, 0, n)
 	assert.False(t, draining)
@@ -99,5 +99,5 @@ func TestInlineFlushIsBounded(t *testing.T) {
 
 	// With nothing queued, a flush writes nothing.
 	s.beginHandler()
-	assert.Equal(t, 0, s.flushAfterHandler())
+	assert.Equal(t, 0, s.flushAfterHandler(false))
 }

@@ -58,6 +58,7 @@ type Session struct {
 	paused       bool                 // outbox is held: before auth_ok, and while expired
 	draining     bool                 // a drain job is queued or running
 	inHandler    bool                 // OnMessage runs: replies wait for it to return
+	held         atomic.Bool          // replies wait for the read goroutine (flushAfterHandler); set under mu
 	overflowed   []outbox.Item        // refused by a full outbox: undelivered, last
 	closeErr     *protocol.CloseError // why the server closed the session
 	finished     bool                 // finish ran

@@ -1,7 +1,11 @@
 package bench_test
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
@@ -19,8 +23,11 @@ import (
 // 20 loopback addresses, a quarter sending junk frames (closed at once,
 // 4400), half pinging every 10 ms (closed when the 16 KiB pre-auth budget
 // is spent, 4429) and a quarter silent (closed at the 5 s auth deadline,
-// 4408), each reconnecting at once. Attackers and clients share the
-// machine's two cores with the server.
+// 4408), each reconnecting at once. The attackers run in a child process
+// (this test binary, running TestBenchFloodChild), pinned with taskset to
+// the machine's last CPU where taskset exists, so that their own work
+// takes at most that CPU from the server and its clients; the server and
+// the clients are not pinned.
 //
 // The same flood against the gws baseline (target=gws: no gate, so its
 // attackers are never closed and ping or echo junk forever) tells what the
@@ -34,11 +41,11 @@ import (
 func BenchmarkUnderAttack(b *testing.B) {
 	const clients = 100
 	attackers := 1000
-	// Both ends of every socket are in this process: the clients of both
-	// targets and one flood at a time.
-	need := uint64(2*(2*clients+attackers) + 512)
+	// Both ends of the clients' sockets are in this process, and the
+	// server's end of the attackers'.
+	need := uint64(2*2*clients + attackers + 512)
 	if limit, err := loadgen.RaiseFileLimit(need); err != nil || limit < need {
-		attackers = max(int(limit)-512, 0)/2 - 2*clients
+		attackers = max(int(limit)-512, 0) - 4*clients
 		if attackers < 100 {
 			b.Skipf("RLIMIT_NOFILE is %d (%v): too few descriptors for a flood", limit, err)
 		}
@@ -93,7 +100,7 @@ func benchAttack(b *testing.B, srv *loadgen.Server, pool *loadgen.Pool, attacker
 	for range b.N {
 		settle(b, srv, len(pool.Conns))
 		quiet.Add(echo(d / 2))
-		flood := loadgen.StartFlood(ctx, srv.URL, loadgen.FloodOptions{Sockets: attackers, Interval: interval})
+		flood := startFloodChild(b, srv.URL, loadgen.FloodOptions{Sockets: attackers, Interval: interval})
 		// Let the flood ramp up: every attacker connected at least once.
 		warm := time.Now()
 		for flood.Stats().Connects < int64(attackers) && time.Since(warm) < 10*time.Second {
@@ -128,6 +135,38 @@ func benchAttack(b *testing.B, srv *loadgen.Server, pool *loadgen.Pool, attacker
 	b.ReportMetric(0, "ns/op")
 	if pool.Closes() > 0 {
 		b.Fatalf("%d authenticated clients were disconnected", pool.Closes())
+	}
+}
+
+// startFloodChild starts the flood in a child process pinned to the last
+// CPU (see BenchmarkUnderAttack).
+func startFloodChild(b *testing.B, url string, opts loadgen.FloodOptions) loadgen.Flooder {
+	b.Helper()
+	ctx := benchCtx(b)
+	pinned := false
+	f, err := loadgen.StartFloodChild(ctx, url, opts, func() *exec.Cmd {
+		var cmd *exec.Cmd
+		cmd, pinned = loadgen.PinnedCommand(ctx, runtime.NumCPU(), os.Args[0],
+			"-test.run=^TestBenchFloodChild$", "-test.bench=^$", "-test.count=1")
+		return cmd
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !pinned {
+		b.Log("taskset not found or a single CPU: the attackers' process is not pinned")
+	}
+	return f
+}
+
+// TestBenchFloodChild is the attackers' side of BenchmarkUnderAttack; it
+// only runs in the child process the benchmark starts.
+func TestBenchFloodChild(t *testing.T) {
+	if !loadgen.IsFloodChild() {
+		t.Skip("runs only as BenchmarkUnderAttack's flood child")
+	}
+	if err := loadgen.RunFloodChild(context.Background(), os.Stdin, os.Stdout); err != nil {
+		t.Fatal(err)
 	}
 }
 

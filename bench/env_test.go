@@ -32,17 +32,34 @@ func benchCtx(b *testing.B) context.Context {
 	return ctx
 }
 
-// targets is a wsauth server and the gws baseline, with client pools cached
-// by size so that sub-benchmarks (and the benchmark framework's repeated
-// calls with growing b.N) reuse their connections.
+// targets is a wsauth server and the gws baseline, and optionally the
+// Centrifuge baseline, with client pools cached by size so that
+// sub-benchmarks (and the benchmark framework's repeated calls with growing
+// b.N) reuse their connections.
 type targets struct {
 	ws, raw *loadgen.Server
-	pools   map[int][2]*loadgen.Pool // conns -> {gws, wsauth}
+	cf      *loadgen.Server         // nil unless asked for
+	pools   map[int][]*loadgen.Pool // conns -> {gws, wsauth[, centrifuge]}
 }
+
+// Target indexes in interleave and poolSet.
+const (
+	targetGws = iota
+	targetWsauth
+	targetCentrifuge
+)
+
+var targetNames = [...]string{"gws", "wsauth", "centrifuge"}
 
 // startTargets starts both servers; they and every cached pool close when
 // the top-level benchmark b ends.
 func startTargets(b *testing.B, opts loadgen.ServerOptions) *targets {
+	return startTargetsWith(b, opts, false)
+}
+
+// startTargetsWith starts both servers and, with centrifuge, the
+// Centrifuge baseline with an identity provider of the same algorithm.
+func startTargetsWith(b *testing.B, opts loadgen.ServerOptions, centrifuge bool) *targets {
 	b.Helper()
 	ws, err := loadgen.StartWsauth(opts)
 	if err != nil {
@@ -53,67 +70,104 @@ func startTargets(b *testing.B, opts loadgen.ServerOptions) *targets {
 		_ = ws.Close()
 		b.Fatal(err)
 	}
-	t := &targets{ws: ws, raw: raw, pools: make(map[int][2]*loadgen.Pool)}
+	t := &targets{ws: ws, raw: raw, pools: make(map[int][]*loadgen.Pool)}
+	if centrifuge {
+		if t.cf, err = loadgen.StartCentrifuge(opts.Algorithm); err != nil {
+			_ = ws.Close()
+			_ = raw.Close()
+			b.Fatal(err)
+		}
+	}
 	b.Cleanup(func() {
-		for _, p := range t.pools {
-			p[0].Close()
-			p[1].Close()
+		for _, set := range t.pools {
+			for _, p := range set {
+				p.Close()
+			}
 		}
-		if err := ws.Close(); err != nil {
-			b.Error(err)
-		}
-		if err := raw.Close(); err != nil {
-			b.Error(err)
+		for _, s := range []*loadgen.Server{ws, raw, t.cf} {
+			if s == nil {
+				continue
+			}
+			if err := s.Close(); err != nil {
+				b.Error(err)
+			}
 		}
 	})
 	return t
 }
 
+// servers returns the targets in index order: gws, wsauth, then
+// Centrifuge if it runs.
+func (t *targets) servers() []*loadgen.Server {
+	if t.cf != nil {
+		return []*loadgen.Server{t.raw, t.ws, t.cf}
+	}
+	return []*loadgen.Server{t.raw, t.ws}
+}
+
 // poolPair returns conns connections to each server: {gws, wsauth}.
 func (t *targets) poolPair(b *testing.B, conns int) [2]*loadgen.Pool {
+	set := t.poolSet(b, conns)
+	return [2]*loadgen.Pool{set[targetGws], set[targetWsauth]}
+}
+
+// poolSet returns conns connections to each server, in servers' order.
+func (t *targets) poolSet(b *testing.B, conns int) []*loadgen.Pool {
 	b.Helper()
 	if p, ok := t.pools[conns]; ok {
 		return p
 	}
 	ctx := benchCtx(b)
-	raw, err := loadgen.Dial(ctx, t.raw.Target(), conns, loadgen.DialOptions{})
-	if err != nil {
-		b.Fatal(err)
+	var set []*loadgen.Pool
+	for _, s := range t.servers() {
+		p, err := loadgen.Dial(ctx, s.Target(), conns, loadgen.DialOptions{})
+		if err != nil {
+			for _, p := range set {
+				p.Close()
+			}
+			b.Fatalf("%s: %v", s.Kind, err)
+		}
+		set = append(set, p)
 	}
-	ws, err := loadgen.Dial(ctx, t.ws.Target(), conns, loadgen.DialOptions{})
-	if err != nil {
-		raw.Close()
-		b.Fatal(err)
-	}
-	t.pools[conns] = [2]*loadgen.Pool{raw, ws}
-	return t.pools[conns]
+	t.pools[conns] = set
+	return set
 }
 
-// interleave measures n operations on each of the two targets (0: gws, 1:
-// wsauth) in alternating rounds and returns their totals.
-func interleave(b *testing.B, n int64, run func(target int, n int64) (loadgen.Stats, error)) (gws, ws loadgen.Stats) {
+// interleaveN measures n operations on each of k targets in rounds (1, 4
+// or 8, by n) whose order rotates and alternates direction (0 1 2, 2 1 0,
+// 1 2 0, 0 2 1, ... for three), so that no target always runs first or
+// after the same one, and returns their totals.
+func interleaveN(b *testing.B, n int64, k int, run func(target int, n int64) (loadgen.Stats, error)) []loadgen.Stats {
 	b.Helper()
+	// More rounds when there are enough operations: the load other
+	// processes put on a shared machine changes from one second to the
+	// next, and finer interleaving spreads it more evenly.
 	rounds := int64(1)
-	if n >= 2000 {
+	switch {
+	case n >= 16000:
+		rounds = 8
+	case n >= 2000:
 		rounds = 4
 	}
-	var total [2]loadgen.Stats
-	order := [...]int{0, 1, 1, 0}
+	total := make([]loadgen.Stats, k)
 	for r := range rounds {
 		chunk := n / rounds
 		if r < n%rounds {
 			chunk++
 		}
-		for i := range 2 {
-			target := order[(2*int(r)+i)%4]
+		for i := range k {
+			target := (i + int(r)/2) % k
+			if r%2 == 1 {
+				target = (k - 1 - i + int(r)/2) % k
+			}
 			st, err := run(target, chunk)
 			if err != nil {
-				b.Fatalf("%s: %v", [2]string{"gws", "wsauth"}[target], err)
+				b.Fatalf("%s: %v", targetNames[target], err)
 			}
 			total[target].Add(st)
 		}
 	}
-	return total[0], total[1]
+	return total
 }
 
 // reportPair reports the throughput, latency and allocations of both
@@ -133,6 +187,21 @@ func reportPair(b *testing.B, gws, ws loadgen.Stats) {
 	}
 	b.ReportMetric(gws.AllocsPerMsg(), "gws-allocs/msg")
 	b.ReportMetric(ws.AllocsPerMsg(), "wsauth-allocs/msg")
+}
+
+// reportCentrifuge reports the Centrifuge baseline's throughput, latency
+// and allocations, and wsauth's ratios to it: x-centrifuge is wsauth's
+// throughput over Centrifuge's.
+func reportCentrifuge(b *testing.B, ws, cf loadgen.Stats) {
+	b.ReportMetric(cf.Rate(), "centrifuge-msg/s")
+	if cf.Rate() > 0 {
+		b.ReportMetric(ws.Rate()/cf.Rate(), "x-centrifuge")
+	}
+	b.ReportMetric(us(cf.Hist.Quantile(0.99)), "centrifuge-p99-us")
+	if p := cf.Hist.Quantile(0.99); p > 0 {
+		b.ReportMetric(float64(ws.Hist.Quantile(0.99))/float64(p), "p99-x-centrifuge")
+	}
+	b.ReportMetric(cf.AllocsPerMsg(), "centrifuge-allocs/msg")
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -8,14 +8,30 @@ import (
 )
 
 // BenchmarkEcho measures authenticated echo round-trips: a client message,
-// OnMessage, Session.Send back; each connection has one round-trip in
-// flight. The baseline echoes with gws's WriteMessage. One op is one
-// round-trip on each target (ns/op covers both); payload is the size of
-// the frame in each direction, identical on both targets.
+// OnMessage, Session.Reply back; each connection has one round-trip in
+// flight. The gws baseline echoes with gws's WriteMessage; the Centrifuge
+// baseline answers an RPC carrying the same data. One op is one round-trip
+// on each target (ns/op covers all three); payload is the size of the
+// frame in each direction, identical on wsauth and gws (Centrifuge's
+// envelope adds about 20 bytes).
 func BenchmarkEcho(b *testing.B) {
-	t := startTargets(b, loadgen.ServerOptions{})
+	t := startTargetsWith(b, loadgen.ServerOptions{}, true)
 	benchThroughput(b, t, func(ctx context.Context, pool *loadgen.Pool, _, _, payload int, n int64) (loadgen.Stats, error) {
 		return pool.Echo(ctx, n, payload)
+	})
+}
+
+// pipelineWindow is the number of echo messages a pipelining client keeps
+// in flight.
+const pipelineWindow = 256
+
+// BenchmarkPipelined measures echo with pipelining clients: each
+// connection keeps pipelineWindow messages in flight (it sends one more for
+// each reply) and reads every reply. Otherwise as BenchmarkEcho.
+func BenchmarkPipelined(b *testing.B) {
+	t := startTargetsWith(b, loadgen.ServerOptions{}, true)
+	benchThroughputOver(b, t, []int{1, 100}, func(ctx context.Context, pool *loadgen.Pool, _, _, payload int, n int64) (loadgen.Stats, error) {
+		return pool.EchoPipelined(ctx, n, payload, pipelineWindow)
 	})
 }
 
@@ -37,20 +53,27 @@ func BenchmarkPush(b *testing.B) {
 	})
 }
 
-// benchThroughput runs phase on both targets for every connection count and
-// payload, b.N messages each, in interleaved rounds. target is 0 for gws, 1
-// for wsauth.
+// benchThroughput runs phase on every target for every connection count and
+// payload, b.N messages each, in interleaved rounds. target is targetGws,
+// targetWsauth or targetCentrifuge.
 func benchThroughput(b *testing.B, t *targets, phase func(ctx context.Context, pool *loadgen.Pool, target, conns, payload int, n int64) (loadgen.Stats, error)) {
-	for _, conns := range benchConns {
+	benchThroughputOver(b, t, benchConns, phase)
+}
+
+func benchThroughputOver(b *testing.B, t *targets, connCounts []int, phase func(ctx context.Context, pool *loadgen.Pool, target, conns, payload int, n int64) (loadgen.Stats, error)) {
+	for _, conns := range connCounts {
 		for _, payload := range benchPayloads {
 			b.Run(pairName(conns, payload), func(b *testing.B) {
-				pools := t.poolPair(b, conns)
+				pools := t.poolSet(b, conns)
 				ctx := benchCtx(b)
 				b.ResetTimer()
-				gws, ws := interleave(b, int64(b.N), func(target int, n int64) (loadgen.Stats, error) {
+				total := interleaveN(b, int64(b.N), len(pools), func(target int, n int64) (loadgen.Stats, error) {
 					return phase(ctx, pools[target], target, conns, payload, n)
 				})
-				reportPair(b, gws, ws)
+				reportPair(b, total[targetGws], total[targetWsauth])
+				if len(total) > targetCentrifuge {
+					reportCentrifuge(b, total[targetWsauth], total[targetCentrifuge])
+				}
 			})
 		}
 	}

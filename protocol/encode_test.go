@@ -231,3 +231,22 @@ func TestAppendUnknownTypePanics(t *testing.T) {
 		assert.Panics(t, func() { protocol.AppendServer(nil, protocol.ServerFrame{Type: typ}) }, "server %q", typ)
 	}
 }
+
+// TestValidDataStrings checks the string scanner, which skips eight plain
+// bytes at a time, against encoding/json (and utf8.Valid, which json.Valid
+// does not check): a string of every length up to 40
+// with one byte of every kind that ends or breaks a run of plain bytes at
+// every position, so that it falls at every place in an eight-byte word.
+func TestValidDataStrings(t *testing.T) {
+	t.Parallel()
+	specials := []string{`"`, `\`, `\n`, `\"`, `\\`, `\u00e9`, `\x`, "\x00", "\x1f", "\x7f", " ", "é", "\u2028", "\xff"}
+	for n := range 41 {
+		for at := 0; at <= n; at++ {
+			for _, sp := range specials {
+				s := `"` + strings.Repeat("a", at) + sp + strings.Repeat("b", n-at) + `"`
+				want := json.Valid([]byte(s)) && utf8.ValidString(s)
+				assert.Equal(t, want, protocol.ValidData([]byte(s)), "%q", s)
+			}
+		}
+	}
+}

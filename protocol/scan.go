@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/binary"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -159,6 +160,21 @@ func scanKey(b []byte, i int) (int, error) {
 	return skipSpace(b, i+1), nil
 }
 
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// hasSpecial reports whether any of the eight bytes of w is not plain: a
+// control character (below 0x20), '"' or '\\'. (x-ones)&^x&highs is
+// non-zero exactly when a byte of x is zero; for bytes below 0x20 the same
+// holds with 0x20 in place of 1, bytes of 0x80 and above never counting.
+func hasSpecial(w uint64) bool {
+	q := w ^ (ones * '"')
+	bs := w ^ (ones * '\\')
+	return ((w-ones*0x20)&^w|(q-ones)&^q|(bs-ones)&^bs)&highs != 0
+}
+
 // plain marks the bytes that stand for themselves inside a JSON string.
 var plain = func() (t [256]bool) {
 	for c := 0x20; c < 256; c++ {
@@ -171,6 +187,11 @@ var plain = func() (t [256]bool) {
 // index just past its closing quote.
 func scanString(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
+		// Skip eight plain bytes at a time, then byte by byte up to the
+		// next byte that is not plain.
+		for i+8 <= len(b) && !hasSpecial(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
 		for i < len(b) && plain[b[i]] {
 			i++
 		}

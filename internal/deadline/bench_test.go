@@ -3,6 +3,7 @@ package deadline_test
 import (
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 	"unsafe"
@@ -161,6 +162,66 @@ func BenchmarkCancel(b *testing.B) {
 		h.s.Cancel(e)
 		h.s.Schedule(e, h.ats[j], benchNop)
 		i++
+	}
+}
+
+// BenchmarkCancelVsAfterFunc measures, in the same run, a Cancel +
+// Schedule of a random Entry of 1M (as BenchmarkCancel) and what a runtime
+// timer per session costs for the same job: Stop of a random one of 1M
+// time.AfterFunc timers with deadlines within the hour, and a new
+// AfterFunc in its place. The two alternate in batches of 4,096, so that
+// both see the same load from the rest of the machine. The garbage
+// collector is off while they run: each new runtime timer is an
+// allocation, and the collections they cause would otherwise land in
+// either side's batches; the runtime timers' share of GC is left out, in
+// their favour. It reports each one's ns per pair and x-afterfunc, the
+// Scheduler's time over the runtime's (goal <= 0.5).
+func BenchmarkCancelVsAfterFunc(b *testing.B) {
+	h := newBenchHeap(b)
+	timers := make([]*time.Timer, benchSessions)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range timers {
+		timers[i] = time.AfterFunc(time.Duration(rng.Int64N(int64(time.Hour))), benchNop)
+	}
+	b.Cleanup(func() {
+		for _, t := range timers {
+			t.Stop()
+		}
+	})
+	const batch = 4096
+	var sched, runtimeTimers time.Duration
+	i := 0
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n += batch {
+		k := min(batch, b.N-n)
+		t0 := time.Now()
+		for range k {
+			j := i % benchTable
+			e := &h.sessions[h.idx[j]].expiry
+			h.s.Cancel(e)
+			h.s.Schedule(e, h.ats[j], benchNop)
+			i++
+		}
+		t1 := time.Now()
+		i -= k
+		for range k {
+			j := i % benchTable
+			x := h.idx[j]
+			timers[x].Stop()
+			timers[x] = time.AfterFunc(h.ats[j].Sub(epoch), benchNop)
+			i++
+		}
+		sched += t1.Sub(t0)
+		runtimeTimers += time.Since(t1)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sched)/float64(b.N), "scheduler-ns/pair")
+	b.ReportMetric(float64(runtimeTimers)/float64(b.N), "afterfunc-ns/pair")
+	if runtimeTimers > 0 {
+		b.ReportMetric(float64(sched)/float64(runtimeTimers), "x-afterfunc")
 	}
 }
 

@@ -1,22 +1,28 @@
 // Command wsauth-bench is a load generator for wsauth. It starts an
-// in-process wsauth server, the plain gws baseline, or both (measured in
-// interleaved rounds), or drives an external wsauth endpoint such as the
-// demo's, and prints a table: connections, messages per second, p50/p99
-// latency and bytes per connection.
+// in-process wsauth server, the plain gws baseline, the Centrifuge
+// baseline, or several of them (measured in interleaved rounds), or drives
+// an external wsauth endpoint such as the demo's, and prints a table:
+// connections, messages per second, p50/p99 latency and bytes per
+// connection.
 //
 // It belongs to the bench module (github.com/wsauth/wsauth/bench), not to
 // the library's; run it from the bench/ directory:
 //
 //	go run ./cmd/wsauth-bench -target both -mode echo -conns 100 -payload 64 -duration 10s
+//	go run ./cmd/wsauth-bench -target all -mode echo -window 256 -conns 1 -duration 10s
+//	go run ./cmd/wsauth-bench -target gws,wsauth,centrifuge -mode handshake -workers 16
 //	go run ./cmd/wsauth-bench -target wsauth -mode push -conns 1000 -cpuprofile cpu.out
 //	go run ./cmd/wsauth-bench -mode idle -conns 10000
 //	go run ./cmd/wsauth-bench -url ws://127.0.0.1:8080/ws -token-url http://127.0.0.1:8080/token -mode echo -conns 10
 //
-// Modes: echo (round-trips, one in flight per connection), push (the
+// Modes: echo (round-trips, -window in flight per connection: 1 by
+// default, e.g. 256 for a pipelining client), push (the
 // server sends; in-process only, external servers are measured by counting
 // what they send, e.g. the demo's -tick), handshake (connect + auth +
 // auth_ok + close, -workers at a time) and idle (server memory per idle
 // connection; the clients run in a child process, in-process targets only).
+// The Centrifuge baseline runs echo (an RPC that returns its data) and
+// handshake (connect with the same JWT) only.
 //
 // Every run is bounded: -duration (at most 10 minutes) plus setup, and a
 // progress line goes to stderr every 5 seconds. The whole process, clients
@@ -35,6 +41,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -67,7 +74,7 @@ var errUsage = errors.New("usage error")
 const maxDuration = 10 * time.Minute
 
 type config struct {
-	targets  []string // in-process: "wsauth", "gws"
+	targets  []string // in-process: "gws", "wsauth", "centrifuge"
 	url      string   // external endpoint
 	tokenURL string
 	tokenTTL time.Duration
@@ -89,7 +96,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("wsauth-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	target := fs.String("target", "both", "in-process `server`: wsauth, gws or both (interleaved rounds)")
+	target := fs.String("target", "both", "in-process `servers`: wsauth, gws, centrifuge, a comma-separated list of them, "+
+		"both (gws,wsauth) or all (gws,wsauth,centrifuge); several run in interleaved rounds")
 	fs.StringVar(&cfg.url, "url", "", "drive an external wsauth endpoint at this ws:// `URL` instead")
 	fs.StringVar(&cfg.tokenURL, "token-url", "", "development IdP token `URL` of the external endpoint (POST {\"sub\",\"ttl\"})")
 	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "lifetime of the tokens asked from -token-url")
@@ -98,7 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.payload, "payload", 64, "frame size in `bytes` (echo, push; at least 53)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time per target (at most 10m)")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per target with -target both: wsauth and gws alternate")
-	fs.IntVar(&cfg.window, "window", 0, "push: messages in flight per connection (0: 4096/conns, between 4 and 64)")
+	fs.IntVar(&cfg.window, "window", 0, "messages in flight per connection: echo 1 by default (256 for a pipelining client), "+
+		"push 4096/conns between 4 and 64 by default")
 	fs.IntVar(&cfg.workers, "workers", 16, "handshake: concurrent handshakes")
 	fs.StringVar(&cfg.alg, "alg", "RS256", "in-process IdP `algorithm`: RS256 or ES256")
 	variants := fs.String("gws", "", "comma-separated `variants` of the gws baseline, to measure a design change first: "+
@@ -134,10 +143,21 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	switch *target {
 	case "both":
 		cfg.targets = []string{"gws", "wsauth"}
-	case "wsauth", "gws":
-		cfg.targets = []string{*target}
+	case "all":
+		cfg.targets = []string{"gws", "wsauth", "centrifuge"}
 	default:
-		return fail("-target must be wsauth, gws or both")
+		seen := map[string]bool{}
+		for _, t := range strings.Split(*target, ",") {
+			t = strings.TrimSpace(t)
+			switch {
+			case t != "wsauth" && t != "gws" && t != "centrifuge":
+				return fail("-target must be wsauth, gws, centrifuge, a list of them, both or all")
+			case seen[t]:
+				return fail("-target names %s twice", t)
+			}
+			seen[t] = true
+			cfg.targets = append(cfg.targets, t)
+		}
 	}
 	switch cfg.mode {
 	case "echo", "push", "handshake", "idle":
@@ -157,6 +177,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return fail("-payload must be at least 53 bytes")
 	case cfg.alg != "RS256" && cfg.alg != "ES256":
 		return fail("-alg must be RS256 or ES256")
+	case cfg.window < 0:
+		return fail("-window must not be negative")
+	case slices.Contains(cfg.targets, "centrifuge") && cfg.mode != "echo" && cfg.mode != "handshake":
+		return fail("the centrifuge target runs -mode echo and handshake only")
 	}
 	if cfg.url != "" {
 		if !strings.HasPrefix(cfg.url, "ws://") && !strings.HasPrefix(cfg.url, "wss://") {
@@ -279,9 +303,12 @@ func runInProcess(ctx context.Context, cfg *config, stderr io.Writer) ([]loadgen
 	}()
 	for i, name := range cfg.targets {
 		var err error
-		if name == "gws" {
+		switch name {
+		case "gws":
 			servers[i], err = loadgen.StartGws(cfg.gws)
-		} else {
+		case "centrifuge":
+			servers[i], err = loadgen.StartCentrifuge(cfg.alg)
+		default:
 			servers[i], err = loadgen.StartWsauth(loadgen.ServerOptions{Algorithm: cfg.alg})
 		}
 		if err != nil {
@@ -312,9 +339,9 @@ func runInProcess(ctx context.Context, cfg *config, stderr io.Writer) ([]loadgen
 	per := cfg.duration / time.Duration(cfg.rounds)
 	for r := range cfg.rounds {
 		for j := range servers {
-			i := j
-			if r%2 == 1 { // alternate which target goes first
-				i = len(servers) - 1 - j
+			i := (j + r/2) % len(servers) // rotate which target goes first
+			if r%2 == 1 {                 // and alternate the direction
+				i = len(servers) - 1 - i
 			}
 			s := servers[i]
 			st, err := runPhase(ctx, cfg, s.Target(), pools[i], s.Push(), per, progress(stderr, s.Kind))
@@ -329,16 +356,30 @@ func runInProcess(ctx context.Context, cfg *config, stderr io.Writer) ([]loadgen
 	for i, s := range servers {
 		rows = append(rows, stats[i].Row(s.Kind, cfg.mode, conns, payload))
 	}
-	if len(rows) == 2 {
-		rows = append(rows, loadgen.Ratio(rows[1], rows[0]))
+	return append(rows, ratios(rows)...), nil
+}
+
+// ratios compares wsauth's row with each baseline's, if wsauth ran.
+func ratios(rows []loadgen.Row) []loadgen.Row {
+	i := slices.IndexFunc(rows, func(r loadgen.Row) bool { return r.Target == "wsauth" })
+	if i < 0 || len(rows) < 2 {
+		return nil
 	}
-	return rows, nil
+	var out []loadgen.Row
+	for _, base := range rows {
+		if base.Target != "wsauth" {
+			r := loadgen.Ratio(rows[i], base)
+			r.Target = "wsauth/" + base.Target
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func runPhase(ctx context.Context, cfg *config, t loadgen.Target, pool *loadgen.Pool, push loadgen.PushFunc, d time.Duration, p loadgen.Progress) (loadgen.Stats, error) {
 	switch cfg.mode {
 	case "echo":
-		return pool.EchoFor(ctx, d, cfg.payload, p)
+		return pool.EchoFor(ctx, d, cfg.payload, max(cfg.window, 1), p)
 	case "push":
 		if push == nil {
 			return pool.CountFor(ctx, d, p)
@@ -370,10 +411,7 @@ func runIdle(ctx context.Context, cfg *config, servers []*loadgen.Server, stderr
 			s.Kind, res.Heap, res.Stack, res.RSS, res.Connect.Round(time.Millisecond))
 		rows = append(rows, res.Row(s.Kind))
 	}
-	if len(rows) == 2 {
-		rows = append(rows, loadgen.Ratio(rows[1], rows[0]))
-	}
-	return rows, nil
+	return append(rows, ratios(rows)...), nil
 }
 
 // runExternal drives an endpoint this process does not run: no push and no

@@ -49,7 +49,10 @@ func TestInProcessModes(t *testing.T) {
 		args    []string
 		targets []string
 	}{
-		{[]string{"-target", "both", "-mode", "echo", "-conns", "4", "-rounds", "2"}, []string{"gws", "wsauth", "ratio"}},
+		{[]string{"-target", "both", "-mode", "echo", "-conns", "4", "-rounds", "2"}, []string{"gws", "wsauth", "wsauth/gws"}},
+		{[]string{"-target", "all", "-mode", "echo", "-window", "64", "-conns", "2", "-rounds", "3"},
+			[]string{"gws", "wsauth", "centrifuge", "wsauth/gws", "wsauth/centrifuge"}},
+		{[]string{"-target", "wsauth,centrifuge", "-mode", "handshake", "-workers", "2"}, []string{"wsauth", "centrifuge", "wsauth/centrifuge"}},
 		{[]string{"-target", "wsauth", "-mode", "push", "-conns", "3", "-payload", "1024"}, []string{"wsauth"}},
 		{[]string{"-target", "gws", "-mode", "handshake", "-workers", "2"}, []string{"gws"}},
 		{[]string{"-target", "wsauth", "-mode", "handshake", "-workers", "2", "-alg", "ES256"}, []string{"wsauth"}},
@@ -63,7 +66,7 @@ func TestInProcessModes(t *testing.T) {
 			require.Len(t, rows, len(tc.targets), "table:\n%s", table)
 			for i, r := range rows {
 				assert.Equal(t, tc.targets[i], r[0])
-				if r[0] != "ratio" {
+				if !strings.Contains(r[0], "/") { // not a ratio row
 					assert.NotEqual(t, "-", r[5], "msgs/s of %s", r[0])
 					assert.Equal(t, "0", r[len(r)-1], "errors of %s", r[0])
 				}
@@ -90,6 +93,9 @@ func TestFlagErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"-target", "nginx"},
+		{"-target", "gws,gws"},
+		{"-target", "centrifuge", "-mode", "push"},
+		{"-window", "-1"},
 		{"-mode", "flood"},
 		{"-conns", "0"},
 		{"-duration", "11m"},

@@ -26,6 +26,10 @@ type Target struct {
 	// and is ready at auth_ok. Otherwise it is ready at the gws baseline's
 	// hello frame.
 	Auth bool
+	// Centrifuge: the server speaks Centrifuge's JSON protocol; a
+	// connection sends connect with a token and is ready at its reply, and
+	// echo messages are RPCs.
+	Centrifuge bool
 	// Token mints or fetches the token of a subject for the first auth.
 	Token TokenSource
 	// Refresh answers reauth_required. Default: Token.
@@ -167,9 +171,11 @@ type Conn struct {
 	Reauths     atomic.Int64
 	ErrorFrames atomic.Int64
 
-	sendMu sync.Mutex
-	buf    []byte
-	left   atomic.Int64 // echo round-trips still to do
+	sendMu   sync.Mutex
+	buf      []byte
+	ids      centrifugeIDs
+	toSend   atomic.Int64 // echo messages still to send
+	inFlight atomic.Int64 // echo messages sent and not answered
 }
 
 // Session returns the session id the server gave the connection.
@@ -277,6 +283,14 @@ func (p *Pool) dial(ctx context.Context, i int) (*Conn, error) {
 		}
 		_ = ws.WriteMessage(gws.OpcodeText, protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}))
 	}
+	if p.target.Centrifuge {
+		tok, err := p.target.Token(ctx, c.Subject)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		_ = ws.WriteMessage(gws.OpcodeText, appendCentrifugeConnect(nil, tok))
+	}
 	timer := time.NewTimer(p.opts.Timeout)
 	defer timer.Stop()
 	select {
@@ -349,6 +363,18 @@ var (
 func (c *Conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	b := msg.Bytes()
+	if c.pool.target.Centrifuge {
+		for len(b) > 0 {
+			line := b
+			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+				line, b = b[:i], b[i+1:]
+			} else {
+				b = nil
+			}
+			c.onCentrifugeReply(socket, line)
+		}
+		return
+	}
 	switch {
 	case bytes.HasPrefix(b, prefixMessage):
 		c.Received.Add(1)
@@ -377,6 +403,32 @@ func (c *Conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 		}
 	case bytes.HasPrefix(b, prefixError):
 		c.ErrorFrames.Add(1)
+	}
+}
+
+var (
+	centrifugePing    = []byte(`{}`)
+	centrifugeRPC     = []byte(`"rpc":`)
+	centrifugeConnect = []byte(`{"id":1,"connect":`)
+	centrifugeError   = []byte(`"error":`)
+)
+
+// onCentrifugeReply handles one line of a Centrifuge frame.
+func (c *Conn) onCentrifugeReply(socket *gws.Conn, b []byte) {
+	switch {
+	case bytes.Equal(b, centrifugePing):
+		_ = socket.WriteMessage(gws.OpcodeText, centrifugePing)
+	case bytes.Contains(b, centrifugeError):
+		c.ErrorFrames.Add(1)
+		c.setReady(fmt.Errorf("loadgen: centrifuge answered %s", b))
+	case bytes.HasPrefix(b, centrifugeConnect):
+		c.session = jsonString(b, `"client":`)
+		c.setReady(nil)
+	case bytes.Contains(b, centrifugeRPC):
+		c.Received.Add(1)
+		if ph := c.pool.phase.Load(); ph != nil {
+			ph.onData(c, b)
+		}
 	}
 }
 

@@ -13,6 +13,9 @@
 // that each process stays under the descriptor limit at 10,000 connections:
 // idle memory (MeasureIdle) and the reauth storm (StartStorm, whose child
 // checks the order of every session's messages and reports over a pipe).
+// A flood can run in a child too (StartFloodChild), pinned to a CPU of its
+// own with taskset (PinnedCommand), so that the attackers' work stays off
+// the server's CPU.
 //
 // # Goroutines
 //

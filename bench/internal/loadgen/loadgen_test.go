@@ -12,7 +12,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestPhases runs every phase briefly against both in-process targets.
+// TestPhases runs every phase briefly against every in-process target
+// (Centrifuge: echo and handshakes only).
 func TestPhases(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -23,8 +24,11 @@ func TestPhases(t *testing.T) {
 	raw, err := StartGws(GwsOptions{})
 	require.NoError(t, err)
 	defer func() { assert.NoError(t, raw.Close()) }()
+	cf, err := StartCentrifuge("")
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, cf.Close()) }()
 
-	for _, srv := range []*Server{ws, raw} {
+	for _, srv := range []*Server{ws, raw, cf} {
 		t.Run(srv.Kind, func(t *testing.T) {
 			pool, err := Dial(ctx, srv.Target(), 5, DialOptions{Subjects: 2})
 			require.NoError(t, err)
@@ -40,11 +44,28 @@ func TestPhases(t *testing.T) {
 			assert.Equal(t, uint64(103), st.Hist.Count())
 			assert.Positive(t, st.Hist.Quantile(0.5))
 
+			st, err = pool.EchoPipelined(ctx, 2003, 1024, 256)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2003), st.Msgs)
+			assert.Equal(t, uint64(2003), st.Hist.Count())
+
+			st, err = Handshakes(ctx, srv.Target(), 20, 0, 3, DialOptions{}, nil)
+			require.NoError(t, err)
+			assert.Equal(t, int64(20), st.Msgs)
+
+			st, err = pool.EchoFor(ctx, 200*time.Millisecond, 64, 8, nil)
+			require.NoError(t, err)
+			assert.Positive(t, st.Msgs)
+			if srv.Kind == "centrifuge" {
+				assert.Zero(t, pool.Closes())
+				return // no push
+			}
+
 			st, err = pool.Push(ctx, 1001, 1024, 4, srv.Push())
 			require.NoError(t, err)
 			assert.Equal(t, int64(1001), st.Msgs)
 
-			st, err = pool.EchoFor(ctx, 200*time.Millisecond, 64, nil)
+			st, err = pool.EchoFor(ctx, 200*time.Millisecond, 64, 1, nil)
 			require.NoError(t, err)
 			assert.Positive(t, st.Msgs)
 			st, err = pool.EchoPaced(ctx, 300*time.Millisecond, 20*time.Millisecond, 64)
@@ -54,10 +75,6 @@ func TestPhases(t *testing.T) {
 			st, err = pool.PushFor(ctx, 200*time.Millisecond, 64, 8, srv.Push(), nil)
 			require.NoError(t, err)
 			assert.Positive(t, st.Msgs)
-
-			st, err = Handshakes(ctx, srv.Target(), 20, 0, 3, DialOptions{}, nil)
-			require.NoError(t, err)
-			assert.Equal(t, int64(20), st.Msgs)
 			assert.Zero(t, pool.Closes())
 		})
 	}

@@ -146,15 +146,16 @@ func (ph *phase) onData(c *Conn, frame []byte) {
 	}
 }
 
-// next sends c's next echo message, or ends c's part of the phase.
+// next is called when one of c's echo messages came back: it sends c's
+// next message, or ends c's part of the phase once nothing is in flight.
 func (ph *phase) next(c *Conn) {
-	if !ph.stopped.Load() && c.left.Add(-1) > 0 {
+	if !ph.stopped.Load() && c.toSend.Add(-1) >= 0 {
 		if err := c.sendMessage(ph.payload); err != nil {
 			ph.abort(err)
 		}
 		return
 	}
-	if ph.active.Add(-1) == 0 {
+	if c.inFlight.Add(-1) == 0 && ph.active.Add(-1) == 0 {
 		ph.finish()
 	}
 }
@@ -162,7 +163,11 @@ func (ph *phase) next(c *Conn) {
 func (c *Conn) sendMessage(size int) error {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	c.buf = appendClientMessage(c.buf[:0], time.Now().UnixNano(), c.Index, size)
+	if c.pool.target.Centrifuge {
+		c.buf = appendCentrifugeRPC(c.buf[:0], c.ids.id(), time.Now().UnixNano(), c.Index, size)
+	} else {
+		c.buf = appendClientMessage(c.buf[:0], time.Now().UnixNano(), c.Index, size)
+	}
 	return c.ws.WriteMessage(gws.OpcodeText, c.buf)
 }
 
@@ -170,12 +175,20 @@ func (c *Conn) sendMessage(size int) error {
 // each connection with one message in flight: it sends a message of
 // payload bytes and the next one when the server echoed it back.
 func (p *Pool) Echo(ctx context.Context, msgs int64, payload int) (Stats, error) {
-	return p.echo(ctx, msgs, 0, payload, 0, nil)
+	return p.echo(ctx, msgs, 0, payload, 0, 1, nil)
 }
 
-// EchoFor runs round-trips on every connection for d.
-func (p *Pool) EchoFor(ctx context.Context, d time.Duration, payload int, progress Progress) (Stats, error) {
-	return p.echo(ctx, math.MaxInt64, d, payload, 0, progress)
+// EchoPipelined runs msgs round-trips like Echo, but each connection keeps
+// window messages in flight: it sends window messages at once, then one
+// more for each reply, and reads every reply.
+func (p *Pool) EchoPipelined(ctx context.Context, msgs int64, payload, window int) (Stats, error) {
+	return p.echo(ctx, msgs, 0, payload, 0, window, nil)
+}
+
+// EchoFor runs round-trips on every connection for d, window messages in
+// flight on each (1: one round-trip at a time).
+func (p *Pool) EchoFor(ctx context.Context, d time.Duration, payload, window int, progress Progress) (Stats, error) {
+	return p.echo(ctx, math.MaxInt64, d, payload, 0, window, progress)
 }
 
 // EchoPaced runs round-trips on every connection for d, at most one every
@@ -183,13 +196,14 @@ func (p *Pool) EchoFor(ctx context.Context, d time.Duration, payload int, progre
 // as long as round-trips are shorter than pace, so that latency measures
 // the server's responsiveness rather than the queue of a saturated machine.
 func (p *Pool) EchoPaced(ctx context.Context, d, pace time.Duration, payload int) (Stats, error) {
-	return p.echo(ctx, math.MaxInt64, d, payload, pace, nil)
+	return p.echo(ctx, math.MaxInt64, d, payload, pace, 1, nil)
 }
 
-func (p *Pool) echo(ctx context.Context, msgs int64, d time.Duration, payload int, pace time.Duration, progress Progress) (Stats, error) {
+func (p *Pool) echo(ctx context.Context, msgs int64, d time.Duration, payload int, pace time.Duration, window int, progress Progress) (Stats, error) {
 	if err := checkPayload(payload); err != nil {
 		return Stats{}, err
 	}
+	window = max(window, 1)
 	ph := newPhase(phaseEcho, payload)
 	ph.pace = pace
 	n := int64(len(p.Conns))
@@ -204,9 +218,12 @@ func (p *Pool) echo(ctx context.Context, msgs int64, d time.Duration, payload in
 		return q
 	}
 	var active int64
+	first := make([]int64, len(p.Conns)) // messages each connection sends at once
 	for i, c := range p.Conns {
 		q := quota(i)
-		c.left.Store(q)
+		first[i] = min(q, int64(window))
+		c.toSend.Store(q - first[i])
+		c.inFlight.Store(first[i])
 		if q > 0 {
 			active++
 		}
@@ -218,8 +235,9 @@ func (p *Pool) echo(ctx context.Context, msgs int64, d time.Duration, payload in
 	p.phase.Store(ph)
 	defer p.phase.Store(nil)
 	start, allocs := time.Now(), heapObjects()
+sendFirst:
 	for i, c := range p.Conns {
-		if quota(i) == 0 {
+		if first[i] == 0 {
 			continue
 		}
 		if pace > 0 {
@@ -231,9 +249,11 @@ func (p *Pool) echo(ctx context.Context, msgs int64, d time.Duration, payload in
 			})
 			continue
 		}
-		if err := c.sendMessage(payload); err != nil {
-			ph.abort(err)
-			break
+		for range first[i] {
+			if err := c.sendMessage(payload); err != nil {
+				ph.abort(err)
+				break sendFirst
+			}
 		}
 	}
 	err := p.run(ctx, ph, start, d, progress, ph.hist.Count)

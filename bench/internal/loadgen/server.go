@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/centrifugal/centrifuge"
 	"github.com/lxzan/gws"
 
 	"github.com/wsauth/wsauth"
@@ -40,6 +41,7 @@ type Server struct {
 	hs       *http.Server
 	serveErr chan error
 	raw      *rawServer
+	cf       *centrifuge.Node
 	tokens   *tokenCache
 }
 
@@ -184,8 +186,11 @@ func (s *Server) stopHTTP() {
 
 // Target returns how clients reach s.
 func (s *Server) Target() Target {
-	if s.Kind == "gws" {
+	switch s.Kind {
+	case "gws":
 		return Target{Name: "gws", URL: s.URL}
+	case "centrifuge":
+		return Target{Name: "centrifuge", URL: s.URL, Centrifuge: true, Token: s.tokens.get}
 	}
 	return Target{Name: "wsauth", URL: s.URL, Auth: true, Token: s.tokens.get}
 }
@@ -196,15 +201,22 @@ func (s *Server) Conns() int {
 	if s.raw != nil {
 		return s.raw.len()
 	}
+	if s.cf != nil {
+		return s.cf.Hub().NumClients()
+	}
 	return s.Wsauth.Len()
 }
 
 // Push returns the function a Push phase calls to send data to a
 // connection, by the session id it was given: Server.Send for wsauth;
-// WriteAsync of the same message frame for gws.
+// WriteAsync of the same message frame for gws; nil for Centrifuge, whose
+// push is not measured.
 func (s *Server) Push() PushFunc {
 	if s.raw != nil {
 		return s.raw.push
+	}
+	if s.cf != nil {
+		return nil
 	}
 	return func(id string, data json.RawMessage) error { return s.Wsauth.Send(context.Background(), id, data) }
 }
@@ -220,6 +232,9 @@ func (s *Server) Close() error {
 	}
 	if s.raw != nil {
 		err = s.raw.shutdown(ctx)
+	}
+	if s.cf != nil {
+		err = centrifugeShutdown(ctx, s.cf)
 	}
 	s.stopHTTP()
 	if s.Verifier != nil {
