@@ -28,27 +28,27 @@ import (
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		srv.refuse(w, http.StatusMethodNotAllowed, "method", "method not allowed")
 		return
 	}
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
 		r.Header.Get("Sec-WebSocket-Version") != "13" || len(r.Header.Values("Sec-WebSocket-Version")) != 1 {
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
-		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		srv.refuse(w, http.StatusUpgradeRequired, "upgrade", "websocket upgrade required")
 		return
 	}
 	if !validKey(r.Header.Values("Sec-WebSocket-Key")) {
-		http.Error(w, "bad Sec-WebSocket-Key", http.StatusBadRequest)
+		srv.refuse(w, http.StatusBadRequest, "key", "bad Sec-WebSocket-Key")
 		return
 	}
 	if !srv.opts.originAllowed(r) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		srv.refuse(w, http.StatusForbidden, "origin", "origin not allowed")
 		return
 	}
 	if srv.isClosing() {
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		srv.refuse(w, http.StatusServiceUnavailable, "shutdown", "server shutting down")
 		return
 	}
 	ident, authed, r, ok := srv.preAuthenticate(w, r)
@@ -58,13 +58,13 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ip := srv.opts.ClientIP(r)
 	if !srv.pending.acquire(ip) {
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "too many pending connections", http.StatusServiceUnavailable)
+		srv.refuse(w, http.StatusServiceUnavailable, "pending", "too many pending connections")
 		return
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		srv.pending.release(ip)
-		http.Error(w, "websocket not supported on this connection", http.StatusInternalServerError)
+		srv.refuse(w, http.StatusInternalServerError, "hijack", "websocket not supported on this connection")
 		return
 	}
 	netConn, brw, err := hj.Hijack()
@@ -167,6 +167,7 @@ func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string)
 		outbox:      outbox.New(srv.opts.BufferMessages, srv.opts.BufferBytes),
 	}
 	s.drained.L = &s.mu
+	srv.observe(Event{Kind: StateChanged, From: session.Closed, To: session.Pending})
 	s.drainFn, s.timerFn = s.drain, s.onTimer
 	s.ctx, s.cancel = context.WithCancel(srv.ctx)
 	gc.sess = s

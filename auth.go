@@ -82,14 +82,34 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
-	return srv.check(ctx, token, "session", s.id, "remote", s.remoteAddr, "reauth", !first)
+	stage := "auth"
+	if !first {
+		stage = "reauth"
+	}
+	return srv.check(ctx, stage, token, "session", s.id, "remote", s.remoteAddr, "reauth", !first)
 }
 
 // check verifies token with the Verifier and the server's own rules
 // (expiry, subject, revocations) and returns the identity, or why it is
-// refused: 4408 when ctx's deadline ran out first. logAttrs go with the
-// log line of a refusal.
-func (srv *Server) check(ctx context.Context, token string, logAttrs ...any) (Identity, *protocol.CloseError) {
+// refused: 4408 when ctx's deadline ran out first. stage says where, for the
+// Observer and the log; logAttrs go with the log line of a refusal (rate
+// limited: a client can cause them at will).
+func (srv *Server) check(ctx context.Context, stage, token string, logAttrs ...any) (Identity, *protocol.CloseError) {
+	start := time.Now()
+	ident, ce := srv.checkToken(ctx, token)
+	reason := ""
+	if ce != nil {
+		reason = ce.Reason
+		if ce != closeAuthTimeout {
+			srv.refusals.log(srv.opts.Logger, "wsauth: token refused",
+				append(logAttrs, "stage", stage, "code", int(ce.Code), "reason", ce.Reason)...)
+		}
+	}
+	srv.observe(Event{Kind: Verified, Stage: stage, Reason: reason, Took: time.Since(start)})
+	return ident, ce
+}
+
+func (srv *Server) checkToken(ctx context.Context, token string) (Identity, *protocol.CloseError) {
 	ident, err := srv.opts.Verifier.Verify(ctx, token)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -97,9 +117,7 @@ func (srv *Server) check(ctx context.Context, token string, logAttrs ...any) (Id
 			// is the client's 4408, not a verdict on its token.
 			return Identity{}, closeAuthTimeout
 		}
-		ce := refusal(err)
-		srv.opts.Logger.Info("wsauth: token refused", append(logAttrs, "code", int(ce.Code), "reason", ce.Reason)...)
-		return Identity{}, ce
+		return Identity{}, refusal(err)
 	}
 	if srv.opts.Expiry != ExpiryIgnore {
 		if ident.ExpiresAt.IsZero() {
@@ -114,7 +132,6 @@ func (srv *Server) check(ctx context.Context, token string, logAttrs ...any) (Id
 		return Identity{}, closeMissingSub
 	}
 	if srv.revoked.refuses(ident, srv.opts.Clock.Now()) {
-		srv.opts.Logger.Info("wsauth: revoked token refused", append(logAttrs, "sub", ident.Subject, "iss", ident.Issuer)...)
 		return Identity{}, closeTokenRevoked
 	}
 	return ident, nil
@@ -168,7 +185,11 @@ func (s *Session) activate(ident Identity, first bool, prev Identity, resume *pr
 		s.mu.Unlock()
 		return
 	}
-	s.state = session.Active
+	s.setStateLocked(session.Active)
+	if !first && !s.askedAt.IsZero() {
+		srv.observe(Event{Kind: Reauthenticated, Took: srv.opts.Clock.Now().Sub(s.askedAt)})
+		s.askedAt = time.Time{}
+	}
 	// Hold application messages until auth_ok is on the wire, so that the
 	// client sees auth_ok first and then what was buffered, in order.
 	s.paused = true

@@ -66,24 +66,24 @@ func (srv *Server) serveTicket(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "use POST")
+		srv.refuseJSON(w, http.StatusMethodNotAllowed, "method", "use POST")
 		return
 	}
 	if !srv.opts.originAllowed(r) {
-		writeError(w, http.StatusForbidden, "origin not allowed")
+		srv.refuseJSON(w, http.StatusForbidden, "origin", "origin not allowed")
 		return
 	}
 	token, ok := bearer(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer`)
-		writeError(w, http.StatusUnauthorized, "missing bearer token")
+		srv.refuseJSON(w, http.StatusUnauthorized, "credential", "missing bearer token")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), srv.opts.AuthTimeout)
 	defer cancel()
-	ident, ce := srv.check(ctx, token, "ticket", true, "remote", r.RemoteAddr)
+	ident, ce := srv.check(ctx, "ticket", token, "remote", r.RemoteAddr)
 	if ce != nil {
-		refuseCredential(w, ce)
+		srv.refuseCredential(w, ce)
 		return
 	}
 	var b [32]byte
@@ -104,7 +104,7 @@ func (srv *Server) serveTicket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		srv.opts.Logger.Warn("wsauth: keeping a ticket failed", "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "tickets unavailable")
+		srv.refuseJSON(w, http.StatusServiceUnavailable, "ticket", "tickets unavailable")
 		return
 	}
 	writeJSON(w, http.StatusOK, ticketResponse{Ticket: id, Expires: t.Expires.Unix()})
@@ -121,7 +121,7 @@ func (srv *Server) preAuthenticate(w http.ResponseWriter, r *http.Request) (iden
 	if id := r.URL.Query().Get("ticket"); id != "" {
 		ident, ce := srv.redeem(ctx, r, id)
 		if ce != nil {
-			refuseCredential(w, ce)
+			srv.refuseCredential(w, ce)
 			return Identity{}, false, r, false
 		}
 		return ident, true, r, true
@@ -132,7 +132,7 @@ func (srv *Server) preAuthenticate(w http.ResponseWriter, r *http.Request) (iden
 		var found bool
 		if token, found = bearer(r); !found {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_request"`)
-			writeError(w, http.StatusUnauthorized, "malformed Authorization header")
+			srv.refuseJSON(w, http.StatusUnauthorized, "credential", "malformed Authorization header")
 			return Identity{}, false, r, false
 		}
 	case srv.opts.TokenInSubprotocol:
@@ -150,7 +150,7 @@ func (srv *Server) preAuthenticate(w http.ResponseWriter, r *http.Request) (iden
 		if len(protos) > 1 || !headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
 			// One token, beside wsauth.v1, which the server answers with:
 			// never the token, never an empty header.
-			writeError(w, http.StatusBadRequest, "offer wsauth.v1 and one token")
+			srv.refuseJSON(w, http.StatusBadRequest, "subprotocol", "offer wsauth.v1 and one token")
 			return Identity{}, false, r, false
 		}
 		token = protos[0]
@@ -161,9 +161,9 @@ func (srv *Server) preAuthenticate(w http.ResponseWriter, r *http.Request) (iden
 	default:
 		return Identity{}, false, r, true
 	}
-	ident, ce := srv.check(ctx, token, "upgrade", true, "remote", r.RemoteAddr)
+	ident, ce := srv.check(ctx, "upgrade", token, "remote", r.RemoteAddr)
 	if ce != nil {
-		refuseCredential(w, ce)
+		srv.refuseCredential(w, ce)
 		return Identity{}, false, r, false
 	}
 	return ident, true, out, true
@@ -204,14 +204,14 @@ func bearer(r *http.Request) (string, bool) {
 
 // refuseCredential answers a refused credential: 401 naming the check (as
 // a close reason would), 503 when it could not be judged now.
-func refuseCredential(w http.ResponseWriter, ce *protocol.CloseError) {
+func (srv *Server) refuseCredential(w http.ResponseWriter, ce *protocol.CloseError) {
 	switch ce.Code {
 	case protocol.CloseTryAgainLater, protocol.CloseAuthTimeout:
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, ce.Reason)
+		srv.refuseJSON(w, http.StatusServiceUnavailable, "credential", ce.Reason)
 	default:
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, ce.Reason)
+		srv.refuseJSON(w, http.StatusUnauthorized, "credential", ce.Reason)
 	}
 }
 

@@ -59,6 +59,7 @@ func (s *Session) onTimer() {
 	case phaseLead:
 		s.setPhaseLocked(phaseExpire, exp)
 		s.reauthAsked = true
+		s.askedAt = s.srv.opts.Clock.Now()
 		frame := protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeReauthRequired, Exp: exp.Unix(), Deadline: exp.Add(grace).Unix()})
 		s.socket.WriteAsync(gws.OpcodeText, frame, nil)
 	case phaseExpire:
@@ -68,7 +69,7 @@ func (s *Session) onTimer() {
 			go s.writeClose(closeSessionExpired)
 			return
 		}
-		s.state = session.Expired
+		s.setStateLocked(session.Expired)
 		s.paused = true
 		s.wakeLocked() // senders waiting for room: overflow now closes
 		s.setPhaseLocked(phaseGrace, exp.Add(grace))

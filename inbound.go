@@ -77,6 +77,7 @@ func (s *Session) onFrame(op gws.Opcode, b []byte) {
 	case st == session.Expired:
 		s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrorReauthRequired, Message: "reauth required", Ref: f.ID}))
 	default:
+		s.srv.observe(Event{Kind: Received, N: 1})
 		m := Message{ID: f.ID, Data: f.Data}
 		if !s.messageIdentity(&m, f.Token) {
 			return
@@ -149,7 +150,7 @@ func (s *Session) messageIdentity(m *Message, token string) bool {
 		return refuse(protocol.ErrorReauthRequired, "token required")
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, srv.opts.AuthTimeout)
-	ident, ce := srv.check(ctx, token, "session", s.id, "message", true)
+	ident, ce := srv.check(ctx, "message", token, "session", s.id)
 	cancel()
 	switch {
 	case ce == closeTokenRevoked:

@@ -225,6 +225,10 @@ type Options struct {
 	// session; it must not block.
 	OnUndelivered func(p Principal, data []json.RawMessage)
 
+	// Observer, if set, receives an Event for everything the server does,
+	// for metrics (package prommetrics). Default nil: no events.
+	Observer Observer
+
 	// Clock is the time source of deadlines and expiries. Default: the system
 	// clock. Tests use wsauthtest.Clock.
 	Clock reauth.Clock

@@ -170,6 +170,7 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			return errHadIt // its client has it, or has it queued
 		}
 		if s.outbox.Push(it) == nil {
+			s.srv.observe(Event{Kind: Queued, N: 1, Bytes: len(it.Frame)})
 			if it.Seq != 0 {
 				s.streamEpoch, s.streamSeq = it.Epoch, it.Seq
 			}
@@ -184,12 +185,16 @@ func (s *Session) enqueue(ctx context.Context, it outbox.Item, cause *Session, r
 			// A message of the user's stream that cannot wait: the
 			// session falls behind its stream and catches up from the
 			// stream's history once its outbox has room (catchUp).
+			if !s.lagging {
+				s.srv.observe(Event{Kind: Overflowed})
+			}
 			s.lagging = true
 			s.mu.Unlock()
 			stopTimer(stall)
 			return errLagging
 		}
 		if s.state == session.Expired {
+			s.srv.observe(Event{Kind: Overflowed})
 			s.overflowed = append(s.overflowed, it)
 			s.markClosedLocked(closeOverflow)
 			s.mu.Unlock()
@@ -325,6 +330,14 @@ func (s *Session) drainUpTo(limit int) (written int) {
 		s.writingSince.Store(max(int64(time.Since(monoEpoch)), 1))
 		ok, err := s.conn.writeTexts(frames[:n])
 		s.writingSince.Store(0)
+		if ok > 0 && s.srv.opts.Observer != nil {
+			bytes := 0
+			for _, f := range frames[:ok] {
+				bytes += len(f)
+			}
+			s.srv.observe(Event{Kind: Sent, N: ok})
+			s.srv.observe(Event{Kind: Queued, N: -ok, Bytes: -bytes})
+		}
 		clear(batch[:n])
 		clear(frames[:n])
 		written += ok

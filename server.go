@@ -38,6 +38,7 @@ type Server struct {
 	member    broker.Member // with Options.Broker; nil without
 	streams   streamSet     // with Options.Broker: the users' streams this node has sessions of
 	revoked   revocations
+	refusals  *refusalLog   // rate-limited log lines of refusals
 	once      onceStore     // tickets: member, or private without a broker
 	private   broker.Member // the private broker's member, left at Shutdown
 	stallWait time.Duration // see outbound.go
@@ -71,6 +72,7 @@ func New(opts Options) (*Server, error) {
 	srv.node = newNodeID()
 	srv.streams.srv = srv
 	srv.revoked.keep = o.RevokeFor
+	srv.refusals = newRefusalLog()
 	if o.Broker != nil {
 		ctx, cancel := context.WithTimeout(srv.ctx, brokerTimeout)
 		srv.member, err = o.Broker.Join(ctx, srv.node, (*brokerHandler)(srv))
@@ -78,6 +80,9 @@ func New(opts Options) (*Server, error) {
 		if err != nil {
 			srv.cancel()
 			return nil, fmt.Errorf("wsauth: joining the broker: %w", err)
+		}
+		if o.Observer != nil {
+			srv.member = observedMember{Member: srv.member, srv: srv}
 		}
 		srv.once = srv.member
 	} else {
@@ -305,6 +310,7 @@ func (srv *Server) handOver(p Principal, items []outbox.Item) {
 	if len(items) == 0 {
 		return
 	}
+	srv.observe(Event{Kind: Undelivered, N: len(items)})
 	if h := srv.opts.OnUndelivered; h != nil {
 		data := make([]json.RawMessage, len(items))
 		for i, it := range items {

@@ -69,6 +69,7 @@ type Session struct {
 	hctx         context.Context // the context OnMessage gets (handlerContext)
 	lastAuth     time.Time       // when the last auth frame was let through (takeAuthBudget)
 	reauthAsked  bool            // reauth_required sent and not answered yet
+	askedAt      time.Time       // when reauth_required was sent, for the Observer
 	streamEpoch  string          // with a Broker: the position of the last message of the user's stream queued
 	streamSeq    uint64
 	lagging      bool // behind its stream: stream messages are read from its history (catchUp)
@@ -134,7 +135,7 @@ func (s *Session) markClosedLocked(ce *protocol.CloseError) bool {
 	if s.state == session.Closed {
 		return false
 	}
-	s.state = session.Closed
+	s.setStateLocked(session.Closed)
 	s.closeErr = ce
 	s.phase = phaseNone
 	s.wakeLocked()
@@ -188,13 +189,21 @@ func (s *Session) finish(err error) {
 	default:
 		s.closeErr, byServer = closeErrorFrom(err, protocol.CloseCode(s.conn.sentClose.Load()))
 	}
-	s.state = session.Closed
+	s.setStateLocked(session.Closed)
 	s.phase = phaseNone
 	s.wakeLocked()
 	for s.draining { // the socket is closed: the drain ends at once
 		s.drained.Wait()
 	}
-	undelivered := append(s.outbox.Drain(), s.overflowed...)
+	queued := s.outbox.Drain()
+	if len(queued) > 0 && s.srv.opts.Observer != nil {
+		bytes := 0
+		for _, it := range queued {
+			bytes += len(it.Frame)
+		}
+		s.srv.observe(Event{Kind: Queued, N: -len(queued), Bytes: -bytes})
+	}
+	undelivered := append(queued, s.overflowed...)
 	s.overflowed = nil
 	ce, ident := s.closeErr, s.ident
 	registered, pendingSlot := s.registered, s.pendingSlot
@@ -216,6 +225,7 @@ func (s *Session) finish(err error) {
 	if len(undelivered) > 0 {
 		s.srv.undelivered(ident.Principal(), undelivered)
 	}
+	s.srv.observe(Event{Kind: Closed, Code: ce.Code})
 	s.srv.opts.Logger.Debug("wsauth: session closed", "session", s.id, "sub", ident.Subject,
 		"remote", s.remoteAddr, "code", int(ce.Code), "by_server", byServer)
 	if h := s.srv.opts.OnClose; h != nil {

@@ -148,6 +148,14 @@ func (ss *streamSet) join(s *Session, resume *protocol.Position) (start protocol
 			s.mu.Lock()
 			s.outbox.PushFrontAll(items)
 			s.mu.Unlock()
+			if len(items) > 0 && srv.opts.Observer != nil {
+				bytes := 0
+				for _, it := range items {
+					bytes += len(it.Frame)
+				}
+				srv.observe(Event{Kind: Queued, N: len(items), Bytes: bytes})
+				srv.observe(Event{Kind: Resumed, N: len(items)})
+			}
 			taken = max(taken, after.Seq)
 		}
 	}
@@ -349,6 +357,7 @@ func (ss *streamSet) catchUp(s *Session) {
 		case errors.Is(err, broker.ErrLost):
 			// It fell behind by more than the stream keeps: its client
 			// resumes, is told "lost" and resynchronises.
+			ss.srv.observe(Event{Kind: Overflowed})
 			done()
 			s.close(closeOverflow)
 			return
@@ -370,6 +379,8 @@ func (ss *streamSet) catchUp(s *Session) {
 			s.mu.Lock()
 			full := s.state != session.Closed && it.Seq > s.streamSeq && s.outbox.Push(it) != nil
 			if !full && it.Seq > s.streamSeq && s.state != session.Closed {
+				ss.srv.observe(Event{Kind: Queued, N: 1, Bytes: len(it.Frame)})
+				ss.srv.observe(Event{Kind: Resumed, N: 1})
 				s.streamEpoch, s.streamSeq = it.Epoch, it.Seq
 				s.scheduleDrainLocked()
 				progress = true
