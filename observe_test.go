@@ -115,7 +115,9 @@ func TestObserver(t *testing.T) {
 	assert.Equal(t, 1, obs.count(wsauth.Closed, func(e wsauth.Event) bool { return e.Code == protocol.CloseBufferOverflow }))
 
 	c.Close()
-	require.Eventually(t, func() bool { return obs.inState(session.Active)+obs.inState(session.Expired)+obs.inState(session.Pending) == 0 },
+	require.Eventually(t, func() bool {
+		return obs.inState(session.Active)+obs.inState(session.Expired)+obs.inState(session.Pending) == 0
+	},
 		5*time.Second, 5*time.Millisecond, "the state gauges come back to zero")
 	assert.Zero(t, obs.sum(wsauth.Queued, func(e wsauth.Event) int { return e.N }), "queued messages come back to zero")
 	assert.Zero(t, obs.sum(wsauth.Queued, func(e wsauth.Event) int { return e.Bytes }), "queued bytes come back to zero")
