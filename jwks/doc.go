@@ -36,7 +36,11 @@
 // Fetches are bounded in time and size (Options.HTTPClient,
 // Options.MaxJWKSBytes), follow redirects only within the origin of the
 // JWK Set URL (never to another host or port, never from https to http),
-// and their failures are logged to Options.Logger.
+// and their failures are logged to Options.Logger. Status reports each
+// issuer's keys and last fetch error; Health fails while an issuer holds no
+// keys, for a server's readiness probe (wsauth.Server.ReadyHandler), and
+// fetches such an issuer's set again, so that the probe brings its keys
+// back as soon as the provider answers.
 //
 // # Time
 //

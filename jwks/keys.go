@@ -45,6 +45,8 @@ type keyStore struct {
 	*jwkset.MemoryJWKSet
 	mu  sync.Mutex // serializes changes, so that the index follows the set
 	idx atomic.Pointer[keyIndex]
+
+	fetches fetchStatus // for Verifier.Status and Health
 }
 
 // keyIndex is a snapshot of a key set. It is never modified once stored.
@@ -96,6 +98,8 @@ func (s *keyStore) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error 
 		return err
 	}
 	s.reindex(ctx)
+	// jwkset calls KeyReplaceAll only with a set it fetched and decoded.
+	s.fetches.succeeded()
 	return nil
 }
 

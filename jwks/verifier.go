@@ -141,7 +141,7 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 		HTTPTimeout: cfg.fetchTimeout,
 		// New must not fail while a provider is down.
 		NoErrorReturnFirstHTTPReq: true,
-		RefreshErrorHandler:       v.refreshErrorHandler(iss.Issuer)(iss.JWKSURL),
+		RefreshErrorHandler:       v.refreshErrorHandler(iss.Issuer, keys)(iss.JWKSURL),
 		RefreshInterval:           cfg.refreshInterval,
 		Storage:                   keys,
 	})
@@ -187,8 +187,9 @@ func (v *Verifier) newIssuer(iss Issuer) (*issuer, error) {
 
 // refreshErrorHandler logs failed fetches of one issuer's JWK Set, whether
 // from New, the refresh goroutine or an unknown-kid refetch, a set without
-// a usable key (errNoUsableKeys, from keyStore.KeyReplaceAll) included.
-func (v *Verifier) refreshErrorHandler(iss string) func(string) func(context.Context, error) {
+// a usable key (errNoUsableKeys, from keyStore.KeyReplaceAll) included,
+// and keeps the error for Status and Health.
+func (v *Verifier) refreshErrorHandler(iss string, keys *keyStore) func(string) func(context.Context, error) {
 	return func(url string) func(context.Context, error) {
 		return func(ctx context.Context, err error) {
 			// Cancellation is not the provider's fault: the Verifier is
@@ -197,6 +198,7 @@ func (v *Verifier) refreshErrorHandler(iss string) func(string) func(context.Con
 			if v.ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return
 			}
+			keys.fetches.failed(err)
 			v.cfg.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "jwks: fetching JWK Set failed",
 				slog.String("issuer", iss), slog.String("url", url), slog.Any("err", err))
 		}
