@@ -80,6 +80,10 @@
 // allows. A Publish whose acknowledgement was lost reports ErrUnavailable
 // though its message may be stored: a resume will find it.
 //
+// Broker.Health, and the Health method of each member (a
+// wsauth.HealthChecker), report the connection: a wsauth.Server's
+// readiness probe is 503 while it is down (docs/operations.md).
+//
 // # Goroutines
 //
 // nats.go calls each subscription's handler on a goroutine of its own:

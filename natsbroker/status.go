@@ -2,12 +2,33 @@ package natsbroker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsauth/wsauth/broker"
 )
+
+// Health reports whether b can reach NATS: nil while its connection is
+// up, and an error wrapping broker.ErrUnavailable, with the connection's
+// status, while it is down or reconnecting (or closed). It does not block.
+func (b *Broker) Health() error {
+	if b.nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("natsbroker: %w: not connected to NATS (%s)", broker.ErrUnavailable, b.nc.Status())
+}
+
+// Health is Broker.Health for this node, which also fails once it has
+// left. A wsauth.Server's Ready calls it: the member is a
+// wsauth.HealthChecker.
+func (m *member) Health() error {
+	if m.left.Load() {
+		return errLeft
+	}
+	return m.b.Health()
+}
 
 // watch follows the connection's state for m until Leave. While the
 // connection is down it ends the requests in flight (op's contexts); once
