@@ -125,16 +125,15 @@ func operationIndex(op string) int {
 // only the label values that occurred.
 type slot[M any] struct{ p atomic.Pointer[M] }
 
-func (s *slot[M]) load() (m M, ok bool) {
+// get returns the child, made by make (the vector's WithLabelValues) on
+// first use: two goroutines that make it at once get the same child.
+// make does not escape, so the closures Observe passes cost no
+// allocation.
+func (s *slot[M]) get(make func() M) M {
 	if p := s.p.Load(); p != nil {
-		return *p, true
+		return *p
 	}
-	return m, false
-}
-
-// store keeps m, made by the vector's WithLabelValues: two goroutines
-// that make it at once get the same child.
-func (s *slot[M]) store(m M) M {
+	m := make()
 	s.p.Store(&m)
 	return m
 }

@@ -226,22 +226,17 @@ func (o *Observer) verification(stage, reason string, took float64) {
 			r = len(o.reasons) - 1
 		}
 	}
-	s := &o.verifiedSlots[st][r]
-	c, ok := s.load()
-	if !ok {
+	c := o.verifiedSlots[st][r].get(func() prometheus.Counter {
 		result := "refused"
 		if r == 0 {
 			result = "accepted"
 		}
-		c = s.store(o.verified.WithLabelValues(stages[st], result, o.reasons[r]))
-	}
+		return o.verified.WithLabelValues(stages[st], result, o.reasons[r])
+	})
 	c.Inc()
-	t := &o.verifyTimes[st]
-	h, ok := t.load()
-	if !ok {
-		h = t.store(o.verifyTime.WithLabelValues(stages[st]))
-	}
-	h.Observe(took)
+	o.verifyTimes[st].get(func() prometheus.Observer {
+		return o.verifyTime.WithLabelValues(stages[st])
+	}).Observe(took)
 }
 
 func (o *Observer) closedCounter(code protocol.CloseCode) prometheus.Counter {
@@ -249,20 +244,16 @@ func (o *Observer) closedCounter(code protocol.CloseCode) prometheus.Counter {
 	if !ok {
 		i = len(o.closedCodes) - 1
 	}
-	s := &o.closedSlots[i]
-	if c, ok := s.load(); ok {
-		return c
-	}
-	return s.store(o.closed.WithLabelValues(o.closedCodes[i]))
+	return o.closedSlots[i].get(func() prometheus.Counter {
+		return o.closed.WithLabelValues(o.closedCodes[i])
+	})
 }
 
 func (o *Observer) refusedCounter(reason string, status int) prometheus.Counter {
 	r, st := refusalIndex(reason), statusIndex(status)
-	s := &o.refusedSlots[r][st]
-	if c, ok := s.load(); ok {
-		return c
-	}
-	return s.store(o.refused.WithLabelValues(refusalReasons[r], statusLabel(st)))
+	return o.refusedSlots[r][st].get(func() prometheus.Counter {
+		return o.refused.WithLabelValues(refusalReasons[r], statusLabel(st))
+	})
 }
 
 func (o *Observer) brokerCall(op string, failed bool, took float64) {
@@ -270,16 +261,10 @@ func (o *Observer) brokerCall(op string, failed bool, took float64) {
 	if failed {
 		outcome = 1
 	}
-	s := &o.brokerSlots[i][outcome]
-	c, ok := s.load()
-	if !ok {
-		c = s.store(o.brokerCalls.WithLabelValues(operations[i], [...]string{"ok", "error"}[outcome]))
-	}
-	c.Inc()
-	t := &o.brokerTimes[i]
-	h, ok := t.load()
-	if !ok {
-		h = t.store(o.brokerTime.WithLabelValues(operations[i]))
-	}
-	h.Observe(took)
+	o.brokerSlots[i][outcome].get(func() prometheus.Counter {
+		return o.brokerCalls.WithLabelValues(operations[i], [...]string{"ok", "error"}[outcome])
+	}).Inc()
+	o.brokerTimes[i].get(func() prometheus.Observer {
+		return o.brokerTime.WithLabelValues(operations[i])
+	}).Observe(took)
 }
