@@ -37,9 +37,11 @@ type healthCheck struct {
 // checks runs every check that applies to srv.
 func (srv *Server) checks() []healthCheck {
 	out := []healthCheck{{name: checkServer}}
-	if srv.isClosing() {
+	srv.mu.Lock()
+	if srv.closing {
 		out[0].err = errShuttingDown
 	}
+	srv.mu.Unlock()
 	if hc, ok := srv.opts.Verifier.(HealthChecker); ok {
 		out = append(out, healthCheck{checkVerifier, hc.Health()})
 	}
