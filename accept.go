@@ -80,8 +80,12 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
 		upgrader = srv.versioned
 	}
-	// Backstop only: the auth deadline is the scheduler's. This read deadline
-	// is cleared on authentication. gateConn keeps gws from moving it.
+	// Backstop only: the auth deadline is the scheduler's, from the moment
+	// the 101 is written; the 101 write takes up to WriteTimeout, hence the
+	// sum. It ends a pending session only when the scheduler's clock lags
+	// real time, and then with the same 4408 (Session.onReadDeadline). This
+	// read deadline is cleared on authentication. gateConn keeps gws from
+	// moving it.
 	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
 	socket, err := upgrader.UpgradeFromConn(gc, bufio.NewReaderSize(gc, 4096), forGWS(r))
 	if err != nil {
@@ -159,6 +163,7 @@ func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string)
 	s.ctx, s.cancel = context.WithCancel(srv.ctx)
 	gc.sess = s
 	gc.onViolation = s.onGateViolation
+	gc.onReadDeadline = s.onReadDeadline
 	s.mu.Lock()
 	s.authDeadline = srv.opts.Clock.Now().Add(srv.opts.AuthTimeout)
 	s.setPhaseLocked(phaseAuth, s.authDeadline)

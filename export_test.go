@@ -7,3 +7,38 @@ const (
 	DefaultMaxFrame        = defaultMaxFrame
 	DefaultReauthGrace     = defaultReauthGrace
 )
+
+// Holdings counts what a server holds for connections, for the leak tests
+// of package wsauth_test: once every connection has ended, all of it is
+// zero.
+type Holdings struct {
+	PendingSlots int // slots of the pending limiter
+	PendingIPs   int // addresses the pending limiter counts
+	Conns        int // upgraded sessions that have not finished
+	Registered   int // authenticated sessions in the registry
+	Scheduled    int // scheduler entries: sessions' deadlines, resume windows
+	Resumed      int // principals with messages kept for resume
+	ResumedBytes int // frame bytes kept for resume
+}
+
+// HoldingsOf reads srv's holdings.
+func HoldingsOf(srv *Server) Holdings {
+	srv.mu.Lock()
+	conns := len(srv.conns)
+	srv.mu.Unlock()
+	srv.pending.mu.Lock()
+	ips := len(srv.pending.perIP)
+	srv.pending.mu.Unlock()
+	srv.resume.mu.Lock()
+	resumed, resumedBytes := len(srv.resume.m), srv.resume.bytes
+	srv.resume.mu.Unlock()
+	return Holdings{
+		PendingSlots: srv.pending.count(),
+		PendingIPs:   ips,
+		Conns:        conns,
+		Registered:   srv.registry.Len(),
+		Scheduled:    srv.sched.Len(),
+		Resumed:      resumed,
+		ResumedBytes: resumedBytes,
+	}
+}

@@ -42,6 +42,9 @@ type gateConn struct {
 	gate          frameGate     // used only by the reading goroutine
 	sess          *Session
 	onViolation   func(err error)
+	// onReadDeadline is called on the reading goroutine when the pre-auth
+	// read backstop runs out.
+	onReadDeadline func()
 }
 
 func (c *gateConn) Read(p []byte) (int, error) {
@@ -57,6 +60,9 @@ func (c *gateConn) Read(p []byte) (int, error) {
 		c.prefix = c.prefix[n:]
 	} else {
 		n, err = c.Conn.Read(p)
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.lingered.Load() {
+			c.onReadDeadline()
+		}
 	}
 	if n > 0 {
 		if gerr := c.gate.feed(p[:n]); gerr != nil {
