@@ -46,13 +46,17 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	if srv.isClosing() {
+	// From here on Shutdown waits for this request: an upgrade in progress
+	// ends as a session that Shutdown closes, or not at all, before
+	// Shutdown returns.
+	if !srv.enter() {
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	ip := srv.opts.ClientIP(r)
 	if !srv.pending.acquire(ip) {
+		srv.wg.Done()
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many pending connections", http.StatusServiceUnavailable)
 		return
@@ -60,12 +64,14 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		srv.pending.release(ip)
+		srv.wg.Done()
 		http.Error(w, "websocket not supported on this connection", http.StatusInternalServerError)
 		return
 	}
 	netConn, brw, err := hj.Hijack()
 	if err != nil {
 		srv.pending.release(ip)
+		srv.wg.Done()
 		return
 	}
 	gc := &gateConn{Conn: netConn, writeTimeout: srv.opts.WriteTimeout, gate: frameGate{
@@ -93,12 +99,15 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// side: the socket itself is ours to close.
 		_ = netConn.Close()
 		srv.pending.release(ip)
+		srv.wg.Done()
 		return
 	}
 	s := srv.newSession(socket, gc, ip, r.RemoteAddr)
 	if !srv.track(s) {
+		// Shutdown began during the upgrade and did not see s.
 		s.close(closeShutdown)
 		s.finish(nil)
+		srv.wg.Done()
 		return
 	}
 	// Run the read loop on a goroutine of its own and return: net/http then
@@ -171,6 +180,19 @@ func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string)
 	return s
 }
 
+// enter counts a request that is to be upgraded in srv.wg, unless the
+// server is closing. The count ends when the request is refused or its
+// session finishes.
+func (srv *Server) enter() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.wg.Add(1)
+	return true
+}
+
 // track adds s to the running connections unless the server is closing.
 func (srv *Server) track(s *Session) bool {
 	srv.mu.Lock()
@@ -179,7 +201,6 @@ func (srv *Server) track(s *Session) bool {
 		return false
 	}
 	srv.conns[s] = struct{}{}
-	srv.wg.Add(1)
 	return true
 }
 

@@ -2,6 +2,7 @@ package wsauth_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -240,6 +241,27 @@ func TestSlowUpgrade(t *testing.T) {
 		require.Eventually(t, func() bool { return wsauth.HoldingsOf(h.srv) == wsauth.Holdings{} },
 			5*time.Second, 5*time.Millisecond, "holdings %+v", wsauth.HoldingsOf(h.srv))
 		assert.Zero(t, h.closed.Load(), "OnClose ran for a connection that was never upgraded")
+	})
+
+	// Shutdown waits for an upgrade in progress: that connection gets its
+	// 101 and then 1001, and its OnClose has run when Shutdown returns.
+	t.Run("Shutdown during the upgrade", func(t *testing.T) {
+		t.Parallel()
+		h := newHostileEnv(t, hostileOptions{})
+		link := newSlowLink(t, h.srv, 300*time.Millisecond)
+		d := dialAsync(link.url)
+		link.waitWriting(t)
+		require.Equal(t, 1, h.srv.Pending())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, h.srv.Shutdown(ctx))
+		assert.Equal(t, wsauth.Holdings{}, wsauth.HoldingsOf(h.srv), "held after Shutdown returned")
+		assert.EqualValues(t, 1, h.closed.Load(), "OnClose calls when Shutdown returned")
+		c := recv(t, d).conn(t)
+		cl, texts, err := c.ReadClose()
+		require.NoError(t, err)
+		assert.Empty(t, texts)
+		assert.Equal(t, wstest.Close{Code: int(protocol.CloseGoingAway), Reason: "server shutting down"}, cl)
 	})
 
 	// net/http's own deadlines (ReadTimeout, WriteTimeout of the

@@ -41,7 +41,7 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*Session]struct{} // every upgraded, unfinished session
 	closing bool
-	wg      sync.WaitGroup // one per running connection
+	wg      sync.WaitGroup // one per upgrade in progress or running connection
 }
 
 // New returns a Server configured by opts (see Options for defaults).
@@ -173,7 +173,8 @@ func (srv *Server) Revoke(principal Principal) int {
 
 // Shutdown refuses new connections (503), closes every session with 1001
 // "server shutting down" and waits until all of them have finished and their
-// OnClose hooks have returned. Messages still queued are not flushed first
+// OnClose hooks have returned; a connection whose upgrade was under way
+// gets its 101 and then the same 1001, before Shutdown returns. Messages still queued are not flushed first
 // (a client that is behind would hold the shutdown up): they go to
 // OnUndelivered, as does what Options.ResumeFor kept (resume keeps nothing
 // once Shutdown has begun). If ctx ends first,
