@@ -83,7 +83,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		gc.prefix = append([]byte(nil), b...)
 	}
 	upgrader := srv.plain
-	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
+	if offersSubprotocol(r.Header) {
 		upgrader = srv.versioned
 	}
 	// Backstop only: the auth deadline is the scheduler's, from the moment
@@ -220,6 +220,22 @@ func newSessionID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// offersSubprotocol reports whether the request offers wsauth.v1.
+// Subprotocol names match exactly, as browsers compare them and as gws
+// selects them: matched case-insensitively, WSAUTH.V1 chose the upgrader
+// that requires wsauth.v1, whose upgrade then failed with a 400 after the
+// hijack, where protocol.md promises an unknown subprotocol a 101.
+func offersSubprotocol(h http.Header) bool {
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, part := range strings.Split(v, ",") {
+			if strings.TrimSpace(part) == protocol.Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // headerHasToken reports whether a comma-separated header contains token,
