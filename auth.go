@@ -173,6 +173,13 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 		if resumed := srv.resume.take(ident.Principal()); len(resumed) > 0 {
 			rejected = s.outbox.PushFront(resumed)
 		}
+		// Clear the pre-auth read backstop while the session is known to
+		// be open: a close sets its linger deadline after marking the
+		// session closed, so from here on it comes after this, never
+		// before. (Cleared after the unlock, it could wipe the linger
+		// deadline of a close that came meanwhile, and the drain would
+		// then wait for the client for ever.)
+		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 	}
 	s.mu.Unlock()
 
@@ -181,7 +188,6 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 	}
 	if first {
 		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
-		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 		if releaseSlot {
 			srv.pending.release(s.ip)
 		}
