@@ -30,6 +30,10 @@ type resumeStore struct {
 	// kept longest, evicted first.
 	head, tail *resumed
 	bytes      int // frame bytes kept, over all principals
+	// flushed: Shutdown handed everything over. Nothing is kept after
+	// that: nobody would flush it again, and the stopped scheduler would
+	// never expire it.
+	flushed bool
 }
 
 type resumed struct {
@@ -61,6 +65,11 @@ func newResumeStore(srv *Server) *resumeStore {
 func (rs *resumeStore) put(p Principal, items []outbox.Item) {
 	now := rs.srv.opts.Clock.Now()
 	rs.mu.Lock()
+	if rs.flushed {
+		rs.mu.Unlock()
+		rs.srv.handOver(p, items)
+		return
+	}
 	r := rs.m[p]
 	if r == nil {
 		r = &resumed{p: p}
@@ -197,9 +206,11 @@ func (rs *resumeStore) expire(r *resumed) {
 	rs.handOver(out)
 }
 
-// flush hands everything still kept to OnUndelivered (on Shutdown).
+// flush hands everything still kept to OnUndelivered (on Shutdown), and
+// everything put after it too.
 func (rs *resumeStore) flush() {
 	rs.mu.Lock()
+	rs.flushed = true
 	var out []handoff
 	for rs.head != nil {
 		out = append(out, rs.removeLocked(rs.head))
