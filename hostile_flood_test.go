@@ -38,6 +38,7 @@ func TestHostileResources(t *testing.T) {
 		{"pending-connection flood", hostilePendingFlood},
 		{"unknown-kid flood", hostileUnknownKIDFlood},
 		{"connect and reset cycles", hostileConnectReset},
+		{"refusal paths", hostileRefusalPaths},
 	} {
 		t.Run(tc.name, tc.run)
 	}
