@@ -39,6 +39,7 @@ func TestHostileResources(t *testing.T) {
 		{"unknown-kid flood", hostileUnknownKIDFlood},
 		{"connect and reset cycles", hostileConnectReset},
 		{"refusal paths", hostileRefusalPaths},
+		{"churn", hostileChurn},
 	} {
 		t.Run(tc.name, tc.run)
 	}
