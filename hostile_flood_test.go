@@ -40,6 +40,7 @@ func TestHostileResources(t *testing.T) {
 		{"connect and reset cycles", hostileConnectReset},
 		{"refusal paths", hostileRefusalPaths},
 		{"churn", hostileChurn},
+		{"flapping identity provider", hostileFlappingIdP},
 	} {
 		t.Run(tc.name, tc.run)
 	}
