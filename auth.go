@@ -200,7 +200,10 @@ func (s *Session) activate(ident Identity, first bool, prev Identity) {
 	s.writeFrame(protocol.AppendServer(nil, protocol.ServerFrame{Type: protocol.TypeAuthOK, Session: s.id, Subject: ident.Subject, Exp: exp}))
 
 	s.mu.Lock()
-	s.paused = false
+	// The token may have expired while auth_ok was being written (a
+	// client slow to read, a token with little life left): an expired
+	// session stays held until a fresh token comes.
+	s.paused = s.state != session.Active
 	s.scheduleDrainLocked()
 	s.mu.Unlock()
 }

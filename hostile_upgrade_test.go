@@ -29,24 +29,35 @@ import (
 // out during the upgrade: the write fails first.
 
 // slowLink serves a handler on loopback through sockets whose 101 answer
-// can be held. A fresh socket's send buffer always takes the 130 bytes of a
-// 101 at once, so a client whose receive window is full (a congested link,
-// or a client that pipelined requests and reads nothing) is emulated: the
-// write of a 101 is held for hold, or fails like the kernel's write at the
-// write deadline the server set on the socket, whichever comes first.
+// (or another write, see holdWrites) can be held. A fresh socket's send
+// buffer always takes the 130 bytes of a 101 at once, so a client whose
+// receive window is full (a congested link, or a client that pipelined
+// requests and reads nothing) is emulated: the write is held for hold, or
+// until release is closed, or fails like the kernel's write at the write
+// deadline the server set on the socket, whichever comes first.
 // Everything else is a plain TCP socket.
 type slowLink struct {
-	url     string        // ws:// URL of the endpoint
-	addr    string        // host:port
-	hold    atomic.Int64  // how long a 101 takes to go out, as a time.Duration
-	writing chan struct{} // receives a value when a 101 write starts
+	url     string                 // ws:// URL of the endpoint
+	addr    string                 // host:port
+	hold    atomic.Int64           // how long a held write takes, as a time.Duration
+	held    atomic.Pointer[[]byte] // a write that contains this is held; default the 101
+	release chan struct{}          // closing it lets every held write go
+	writing chan struct{}          // receives a value when a held write starts
+}
+
+// holdWrites makes the writes that contain s the held ones, instead of
+// the 101.
+func (l *slowLink) holdWrites(s string) {
+	b := []byte(s)
+	l.held.Store(&b)
 }
 
 func newSlowLink(t testing.TB, handler http.Handler, hold time.Duration) *slowLink {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := &slowLink{addr: ln.Addr().String(), writing: make(chan struct{}, 1024)}
+	l := &slowLink{addr: ln.Addr().String(), writing: make(chan struct{}, 1024), release: make(chan struct{})}
+	l.holdWrites("HTTP/1.1 101 ")
 	l.url = "ws://" + l.addr + "/ws"
 	l.hold.Store(int64(hold))
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
@@ -99,31 +110,39 @@ func (c *slowConn) setWriteDeadline(t time.Time) {
 }
 
 func (c *slowConn) Write(p []byte) (int, error) {
-	if bytes.HasPrefix(p, []byte("HTTP/1.1 101 ")) {
+	if bytes.Contains(p, *c.link.held.Load()) {
 		select {
 		case c.link.writing <- struct{}{}:
 		default:
 		}
-		hold := time.Duration(c.link.hold.Load())
 		c.mu.Lock()
 		deadline := c.wdl
 		c.mu.Unlock()
-		if !deadline.IsZero() && time.Until(deadline) < hold {
-			time.Sleep(time.Until(deadline))
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			timer := time.NewTimer(time.Until(deadline))
+			defer timer.Stop()
+			expired = timer.C
+		}
+		held := time.NewTimer(time.Duration(c.link.hold.Load()))
+		defer held.Stop()
+		select {
+		case <-held.C:
+		case <-c.link.release:
+		case <-expired:
 			return 0, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 		}
-		time.Sleep(hold)
 	}
 	return c.TCPConn.Write(p)
 }
 
-// waitWriting waits until the server has begun writing a 101.
+// waitWriting waits until the server has begun a held write.
 func (l *slowLink) waitWriting(t testing.TB) {
 	t.Helper()
 	select {
 	case <-l.writing:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the server wrote no 101 within 5s")
+		t.Fatal("the server began no held write within 5s")
 	}
 }
 
