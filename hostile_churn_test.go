@@ -108,16 +108,7 @@ func hostileChurn(t *testing.T) {
 	}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	hs := &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = hs.Serve(smallBuffers{ln})
-	}()
-	t.Cleanup(func() {
-		hs.Close()
-		<-served
-	})
+	serve(t, &http.Server{Handler: h.srv, ReadHeaderTimeout: 5 * time.Second}, smallBuffers{ln})
 	url := "ws://" + ln.Addr().String() + "/ws"
 	counts := func() map[protocol.CloseError]int {
 		tallyMu.Lock()

@@ -60,17 +60,21 @@ func newSlowLink(t testing.TB, handler http.Handler, hold time.Duration) *slowLi
 	l.holdWrites("HTTP/1.1 101 ")
 	l.url = "ws://" + l.addr + "/ws"
 	l.hold.Store(int64(hold))
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	serve(t, &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}, slowListener{ln, l})
+	return l
+}
+
+// serve runs hs on ln until the end of the test.
+func serve(t testing.TB, hs *http.Server, ln net.Listener) {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = hs.Serve(slowListener{ln, l})
+		_ = hs.Serve(ln)
 	}()
 	t.Cleanup(func() {
 		hs.Close()
 		<-served
 	})
-	return l
 }
 
 type slowListener struct {
@@ -291,16 +295,7 @@ func TestSlowUpgrade(t *testing.T) {
 		h := newHostileEnv(t, hostileOptions{})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
-		hs := &http.Server{Handler: h.srv, ReadTimeout: short, WriteTimeout: short}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			_ = hs.Serve(ln)
-		}()
-		t.Cleanup(func() {
-			hs.Close()
-			<-served
-		})
+		serve(t, &http.Server{Handler: h.srv, ReadTimeout: short, WriteTimeout: short}, ln)
 		c, err := wstest.Dial("ws://"+ln.Addr().String()+"/ws", nil)
 		require.NoError(t, err)
 		defer c.Close()
