@@ -74,12 +74,17 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 // clock's except WriteTimeout and the one-second linger of a closed
 // socket, which are real socket deadlines.
 func hostileChurn(t *testing.T) {
-	n := 1000
+	// writeTimeout is the real time the written-to sessions take to go.
+	// Every write's deadline is real time too: on a machine so busy that a
+	// goroutine waits nearly this long between setting a deadline and
+	// writing, a session that reads would be dropped as not reading. Ten
+	// thousand connections under -race on a shared machine come close to
+	// two seconds; the default, 10 s, is far from it.
+	n, writeTimeout := 1000, 2*time.Second
 	if *heavy {
-		n = 10000
+		n, writeTimeout = 10000, 10*time.Second
 	}
 	const (
-		writeTimeout = 500 * time.Millisecond
 		// authTimeout is long in real time too: the read backstop
 		// (authTimeout + writeTimeout of real time) must not end a
 		// half-open pending socket while the flood still runs.
@@ -130,6 +135,10 @@ func hostileChurn(t *testing.T) {
 		notReading  = ce(protocol.CloseBufferOverflow, "client not reading")
 		shutdown    = ce(protocol.CloseGoingAway, "server shutting down")
 	)
+	// patience bounds every wait. A busy machine (a shared CI runner under
+	// -race) can take many times as long as an idle one; nothing waits for
+	// it when all goes well.
+	const patience = 2 * time.Minute
 	want := map[protocol.CloseError]int{}
 	waitTally := func(what string) {
 		t.Helper()
@@ -141,7 +150,7 @@ func hostileChurn(t *testing.T) {
 				}
 			}
 			return len(got) == len(want)
-		}, 30*time.Second, 10*time.Millisecond, "%s: OnClose calls %v, want %v", what, counts(), want)
+		}, patience, 10*time.Millisecond, "%s: OnClose calls %v, want %v", what, counts(), want)
 	}
 
 	// Tokens are signed before the flood: the IdP's RSA signing is not
@@ -195,6 +204,7 @@ func hostileChurn(t *testing.T) {
 		if !assert.NoError(t, err) {
 			return nil
 		}
+		c.Timeout = patience
 		return c
 	}
 	login := func(i int, ttl time.Duration) *wstest.Conn {
@@ -309,7 +319,7 @@ func hostileChurn(t *testing.T) {
 	chunk := json.RawMessage(`"` + strings.Repeat("x", 1<<10) + `"`)
 	for _, id := range ids {
 		wg.Go(func() {
-			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			for deadline := time.Now().Add(patience); time.Now().Before(deadline); {
 				err := h.srv.Send(context.Background(), id, chunk)
 				if errors.Is(err, wsauth.ErrSessionNotFound) || errors.Is(err, wsauth.ErrSessionClosed) {
 					return
@@ -318,7 +328,7 @@ func hostileChurn(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
-			t.Errorf("session %s still takes messages after 20s", id)
+			t.Errorf("session %s still takes messages after %v", id, patience)
 		})
 	}
 	wg.Wait()
@@ -363,13 +373,14 @@ func hostileChurn(t *testing.T) {
 				if !assert.NoError(t, err) {
 					return
 				}
+				c.Timeout = patience
 				upgradedDuring.Add(1)
 				closeAtShutdown(c)
 			}
 		})
 	}
-	require.Eventually(t, func() bool { return upgradedDuring.Load() >= 32 }, 10*time.Second, time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	require.Eventually(t, func() bool { return upgradedDuring.Load() >= 32 }, patience, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	require.NoError(t, h.srv.Shutdown(ctx))
 	assert.Equal(t, wsauth.Holdings{}, wsauth.HoldingsOf(h.srv), "held after Shutdown")
