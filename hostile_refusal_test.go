@@ -171,7 +171,7 @@ type refusalRig struct {
 }
 
 const (
-	rigWriteTimeout = 500 * time.Millisecond
+	rigWriteTimeout = time.Second // real time: see hostileChurn's writeTimeout
 	rigResumeFor    = time.Minute
 	rigBuffer       = 4 // BufferMessages
 )
