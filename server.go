@@ -174,14 +174,15 @@ func (srv *Server) Revoke(principal Principal) int {
 // Shutdown refuses new connections (503), closes every session with 1001
 // "server shutting down" and waits until all of them have finished and their
 // OnClose hooks have returned; a connection whose upgrade was under way
-// gets its 101 and then the same 1001, before Shutdown returns. Messages still queued are not flushed first
-// (a client that is behind would hold the shutdown up): they go to
-// OnUndelivered, as does what Options.ResumeFor kept (resume keeps nothing
-// once Shutdown has begun). If ctx ends first,
-// Shutdown closes the sockets still open without a close frame, releases
-// the server's timers and hands what is kept for resume to OnUndelivered,
-// then returns ctx's error; sessions whose hooks are still running finish
-// on their own. Shutdown does not close the Verifier.
+// gets its 101 and then the same 1001, before Shutdown returns. Messages
+// still queued are not flushed first (a client that is behind would hold
+// the shutdown up): they go to OnUndelivered, as does what
+// Options.ResumeFor kept (resume keeps nothing once Shutdown has begun).
+// If ctx ends first, Shutdown closes the sockets still open without a
+// close frame, releases the server's timers and hands what is kept for
+// resume to OnUndelivered, then returns ctx's error; sessions whose hooks
+// are still running finish on their own. Shutdown does not close the
+// Verifier.
 //
 // Order: call Shutdown before http.Server.Shutdown. The http.Server does
 // not track upgraded connections, so its Shutdown neither closes nor waits
