@@ -15,6 +15,7 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
@@ -31,7 +32,7 @@ type wsNode struct {
 }
 
 type wsCluster struct {
-	nats  *natsServer
+	nats  *natstest.Server
 	idp   *wsauthtest.IdP
 	nodes []*wsNode
 }
@@ -40,7 +41,7 @@ type wsCluster struct {
 // connection of its own.
 func newWSCluster(t *testing.T, n int) *wsCluster {
 	t.Helper()
-	c := &wsCluster{nats: startServer(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
+	c := &wsCluster{nats: natstest.Start(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
 	for range n {
 		c.addNode(t)
 	}
@@ -49,7 +50,7 @@ func newWSCluster(t *testing.T, n int) *wsCluster {
 
 func (c *wsCluster) addNode(t *testing.T) *wsNode {
 	t.Helper()
-	b := newBroker(t, c.nats.url(), natsbroker.Options{MaxMessages: 2000})
+	b := newBroker(t, c.nats.URL(), natsbroker.Options{MaxMessages: 2000})
 	srv, err := wsauth.New(wsauth.Options{Verifier: c.idp.Verifier(t), Broker: b})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
@@ -207,14 +208,14 @@ func TestNATSDownMidTraffic(t *testing.T) {
 	m := next(t, conn)
 	at := protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 
-	c.nats.stop()
+	c.nats.Stop()
 	err := send(2)
 	require.True(t, errors.Is(err, broker.ErrUnavailable), "%v", err)
 	m = next(t, conn)
 	assert.JSONEq(t, "2", string(m.Data), "this node's session still gets it")
 	assert.Zero(t, m.Seq, "outside the stream")
 
-	c.nats.start()
+	c.nats.Start()
 	var accepted []string
 	require.Eventually(t, func() bool { return send(3) == nil }, 10*time.Second, 20*time.Millisecond)
 	accepted = append(accepted, "3")
