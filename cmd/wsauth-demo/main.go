@@ -132,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.natsURL, "nats", "", "join the cluster of the demos on the NATS server at `URL` (with JetStream; comma-separate several URLs of one NATS cluster) (default: no cluster)")
 	fs.StringVar(&cfg.audience, "audience", "", "accepted \"aud\" (required with -jwks; default "+defaultAudience+")")
 	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "default lifetime of the development IdP's tokens (at most 24h)")
-	fs.DurationVar(&cfg.tick, "tick", defaultTick, "send every session {\"tick\":N} every `interval`, e.g. 1s or 250ms (0: off)")
+	fs.DurationVar(&cfg.tick, "tick", defaultTick, "send every user {\"tick\":N,\"node\":…}, in its stream, every `interval`, e.g. 1s or 250ms (0: off)")
 	fs.DurationVar(&cfg.idle, "idle-timeout", time.Minute, "close idle keep-alive HTTP connections after this long")
 	o := &cfg.opts
 	fs.DurationVar(&o.AuthTimeout, "auth-timeout", 0, "time a connection has to authenticate (0: wsauth default 5s)")
