@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
@@ -32,7 +33,7 @@ type wsNode struct {
 }
 
 type wsCluster struct {
-	nats  *natsServer
+	nats  *natstest.Server
 	idp   *wsauthtest.IdP
 	nodes []*wsNode
 }
@@ -41,7 +42,7 @@ type wsCluster struct {
 // connection of its own.
 func newWSCluster(t testing.TB, n int) *wsCluster {
 	t.Helper()
-	c := &wsCluster{nats: startServer(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
+	c := &wsCluster{nats: natstest.Start(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
 	for range n {
 		c.addNode(t)
 	}
@@ -50,7 +51,7 @@ func newWSCluster(t testing.TB, n int) *wsCluster {
 
 func (c *wsCluster) addNode(t testing.TB) *wsNode {
 	t.Helper()
-	b := newBroker(t, c.nats.url(), natsbroker.Options{MaxMessages: 2000, KeepFor: time.Hour})
+	b := newBroker(t, c.nats.URL(), natsbroker.Options{MaxMessages: 2000, KeepFor: time.Hour})
 	srv, err := wsauth.New(wsauth.Options{Verifier: c.idp.Verifier(t), Broker: b})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
@@ -219,14 +220,14 @@ func TestNATSDownMidTraffic(t *testing.T) {
 	m := next(t, conn)
 	at := protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 
-	c.nats.stop()
+	c.nats.Stop()
 	err := send(2)
 	require.True(t, errors.Is(err, broker.ErrUnavailable), "%v", err)
 	m = next(t, conn)
 	assert.JSONEq(t, "2", string(m.Data), "this node's session still gets it")
 	assert.Zero(t, m.Seq, "outside the stream")
 
-	c.nats.start()
+	c.nats.Start()
 	var accepted []string
 	require.Eventually(t, func() bool { return send(3) == nil }, 10*time.Second, 20*time.Millisecond)
 	accepted = append(accepted, "3")
