@@ -224,12 +224,6 @@ func (srv *Server) forget(s *Session) {
 	srv.mu.Unlock()
 }
 
-func (srv *Server) isClosing() bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return srv.closing
-}
-
 // newSessionID returns a random session id that names the node, so that
 // a session of any node can be reached through the cluster.
 func (srv *Server) newSessionID() string {
