@@ -46,17 +46,22 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		srv.refuse(w, http.StatusForbidden, "origin", "origin not allowed")
 		return
 	}
-	if srv.isClosing() {
+	// From here on Shutdown waits for this request: an upgrade in progress
+	// ends as a session that Shutdown closes, or not at all, before
+	// Shutdown returns.
+	if !srv.enter() {
 		w.Header().Set("Retry-After", "5")
 		srv.refuse(w, http.StatusServiceUnavailable, "shutdown", "server shutting down")
 		return
 	}
 	ident, authed, r, ok := srv.preAuthenticate(w, r)
 	if !ok {
+		srv.wg.Done()
 		return
 	}
 	ip := srv.opts.ClientIP(r)
 	if !srv.pending.acquire(ip) {
+		srv.wg.Done()
 		w.Header().Set("Retry-After", "1")
 		srv.refuse(w, http.StatusServiceUnavailable, "pending", "too many pending connections")
 		return
@@ -64,12 +69,14 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		srv.pending.release(ip)
+		srv.wg.Done()
 		srv.refuse(w, http.StatusInternalServerError, "hijack", "websocket not supported on this connection")
 		return
 	}
 	netConn, brw, err := hj.Hijack()
 	if err != nil {
 		srv.pending.release(ip)
+		srv.wg.Done()
 		return
 	}
 	gc := &gateConn{Conn: netConn, writeTimeout: srv.opts.WriteTimeout, gate: frameGate{
@@ -85,11 +92,15 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	brw.Reader.Reset(gc)
 	gc.br = brw.Reader
 	upgrader := srv.plain
-	if headerHasToken(r.Header, "Sec-WebSocket-Protocol", protocol.Subprotocol) {
+	if offersSubprotocol(r.Header) {
 		upgrader = srv.versioned
 	}
-	// Backstop only: the auth deadline is the scheduler's. This read deadline
-	// is cleared on authentication. gateConn keeps gws from moving it.
+	// Backstop only: the auth deadline is the scheduler's, from the moment
+	// the 101 is written; the 101 write takes up to WriteTimeout, hence the
+	// sum. It ends a pending session only when the scheduler's clock lags
+	// real time, and then with the same 4408 (Session.onReadDeadline). This
+	// read deadline is cleared on authentication. gateConn keeps gws from
+	// moving it.
 	_ = netConn.SetReadDeadline(time.Now().Add(srv.opts.AuthTimeout + srv.opts.WriteTimeout))
 	socket, err := upgrader.UpgradeFromConn(gc, gc.br, forGWS(r))
 	if err != nil {
@@ -97,12 +108,15 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// side: the socket itself is ours to close.
 		_ = netConn.Close()
 		srv.pending.release(ip)
+		srv.wg.Done()
 		return
 	}
 	s := srv.newSession(socket, gc, ip, r.RemoteAddr)
 	if !srv.track(s) {
+		// Shutdown began during the upgrade and did not see s.
 		s.close(closeShutdown)
 		s.finish(nil)
+		srv.wg.Done()
 		return
 	}
 	// Run the read loop on a goroutine of its own and return: net/http then
@@ -172,11 +186,25 @@ func (srv *Server) newSession(socket *gws.Conn, gc *gateConn, ip, remote string)
 	s.ctx, s.cancel = context.WithCancel(srv.ctx)
 	gc.sess = s
 	gc.onViolation = s.onGateViolation
+	gc.onReadDeadline = s.onReadDeadline
 	s.mu.Lock()
 	s.authDeadline = srv.opts.Clock.Now().Add(srv.opts.AuthTimeout)
 	s.setPhaseLocked(phaseAuth, s.authDeadline)
 	s.mu.Unlock()
 	return s
+}
+
+// enter counts a request that is to be upgraded in srv.wg, unless the
+// server is closing. The count ends when the request is refused or its
+// session finishes.
+func (srv *Server) enter() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.wg.Add(1)
+	return true
 }
 
 // track adds s to the running connections unless the server is closing.
@@ -187,7 +215,6 @@ func (srv *Server) track(s *Session) bool {
 		return false
 	}
 	srv.conns[s] = struct{}{}
-	srv.wg.Add(1)
 	return true
 }
 
@@ -195,12 +222,6 @@ func (srv *Server) forget(s *Session) {
 	srv.mu.Lock()
 	delete(srv.conns, s)
 	srv.mu.Unlock()
-}
-
-func (srv *Server) isClosing() bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return srv.closing
 }
 
 // newSessionID returns a random session id that names the node, so that
@@ -216,6 +237,22 @@ func newNodeID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// offersSubprotocol reports whether the request offers wsauth.v1.
+// Subprotocol names match exactly, as browsers compare them and as gws
+// selects them: matched case-insensitively, WSAUTH.V1 chose the upgrader
+// that requires wsauth.v1, whose upgrade then failed with a 400 after the
+// hijack, where protocol.md promises an unknown subprotocol a 101.
+func offersSubprotocol(h http.Header) bool {
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, part := range strings.Split(v, ",") {
+			if strings.TrimSpace(part) == protocol.Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // headerHasToken reports whether a comma-separated header contains token,

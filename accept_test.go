@@ -74,6 +74,10 @@ var upgradeShapes = []upgradeShape{
 	{"Upgrade with two tokens", "Upgrade: h2c, websocket", 101, ""},
 	{"wsauth.v1 in a second Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol: chat\nSec-WebSocket-Protocol: wsauth.v1", 101, "wsauth.v1"},
 	{"only unknown subprotocols", "Sec-WebSocket-Protocol: chat, superchat", 101, ""},
+	// Subprotocol names match exactly, as browsers compare them: a case
+	// variant is an unknown subprotocol, not a refusal after the hijack.
+	{"WSAUTH.V1", "Sec-WebSocket-Protocol: WSAUTH.V1", 101, ""},
+	{"Wsauth.v1 among others", "Sec-WebSocket-Protocol: chat, Wsauth.v1", 101, ""},
 }
 
 // TestUpgradeShapes sends upgrade requests that browsers and proxies may

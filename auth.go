@@ -203,6 +203,13 @@ func (s *Session) activate(ident Identity, first bool, prev Identity, resume *pr
 	s.pendingSlot = false
 	if first {
 		s.registered = true
+		// Clear the pre-auth read backstop while the session is known to
+		// be open: a close sets its linger deadline after marking the
+		// session closed, so from here on it comes after this, never
+		// before. (Cleared after the unlock, it could wipe the linger
+		// deadline of a close that came meanwhile, and the drain would
+		// then wait for the client for ever.)
+		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 	}
 	s.mu.Unlock()
 
@@ -212,7 +219,6 @@ func (s *Session) activate(ident Identity, first bool, prev Identity, resume *pr
 	}
 	if first {
 		s.conn.gate.authenticated(uint64(srv.opts.MaxFrame))
-		_ = s.conn.Conn.SetReadDeadline(time.Time{})
 		if releaseSlot {
 			srv.pending.release(s.ip)
 		}
@@ -231,7 +237,10 @@ func (s *Session) activate(ident Identity, first bool, prev Identity, resume *pr
 	s.writeFrame(protocol.AppendServer(nil, okFrame))
 
 	s.mu.Lock()
-	s.paused = false
+	// The token may have expired while auth_ok was being written (a
+	// client slow to read, a token with little life left): an expired
+	// session stays held until a fresh token comes.
+	s.paused = s.state != session.Active
 	s.scheduleDrainLocked()
 	s.mu.Unlock()
 }

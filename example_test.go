@@ -28,7 +28,7 @@ import (
 // returns it with a verifier that trusts it. In production the verifier
 // points at your IdP: jwks.Issuer{Issuer, JWKSURL, Audience}.
 func exampleIdP(ctx context.Context, mux *http.ServeMux, url string) (*wsauthtest.IdP, *jwks.Verifier) {
-	idp, err := wsauthtest.NewDevIdP(url, "chat", "RS256")
+	idp, err := wsauthtest.NewDevIdP(url, wsauthtest.IdPOptions{Audience: "chat"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -355,3 +355,33 @@ func TestConcurrentSendsDuringReauthKeepPerSenderOrder(t *testing.T) {
 	assert.True(t, sawAuthOK)
 	quiet(t, c)
 }
+
+// TestTokenExpiringDuringAuthOK: a token that expires while its auth_ok is
+// being written (a client slow to read, a token with little life left)
+// leaves the session expired when the write ends: nothing is delivered to
+// it until a fresh token comes, as for any expired session. activate used
+// to resume the outbox after writing auth_ok whatever had happened
+// meanwhile, so such a session got its messages with an expired token.
+func TestTokenExpiringDuringAuthOK(t *testing.T) {
+	t.Parallel()
+	h := newHostileEnv(t, hostileOptions{})
+	link := newSlowLink(t, h.srv, time.Minute)
+	link.holdWrites(`"type":"auth_ok"`)
+	c, err := wstest.Dial(link.url, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Auth(h.idp.Token("tess", time.Minute)))
+	link.waitWriting(t)
+	h.clock.Advance(time.Minute) // reauth_required, then expiry, while auth_ok is on its way
+	close(link.release)
+	readType(t, c, "auth_ok")
+	readType(t, c, "reauth_required")
+
+	n, err := h.srv.SendToPrincipals(context.Background(), json.RawMessage(`"m1"`), h.p("tess"))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	stillOpen(t, c) // buffered, not delivered
+	require.NoError(t, c.Auth(h.idp.Token("tess", time.Hour)))
+	readType(t, c, "auth_ok")
+	assert.Equal(t, "m1", readType(t, c, "message")["data"])
+}

@@ -52,6 +52,9 @@ type gateConn struct {
 	gate          frameGate     // used only by the reading goroutine
 	sess          *Session
 	onViolation   func(err error)
+	// onReadDeadline is called on the reading goroutine when the pre-auth
+	// read backstop runs out.
+	onReadDeadline func()
 }
 
 func (c *gateConn) Read(p []byte) (int, error) {
@@ -72,6 +75,9 @@ func (c *gateConn) Read(p []byte) (int, error) {
 			s.flushHeld()
 		}
 		n, err = c.Conn.Read(p)
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !c.lingered.Load() {
+			c.onReadDeadline()
+		}
 	}
 	if n > 0 {
 		if gerr := c.gate.feed(p[:n]); gerr != nil {

@@ -38,6 +38,9 @@ func TestHostileResources(t *testing.T) {
 		{"pending-connection flood", hostilePendingFlood},
 		{"unknown-kid flood", hostileUnknownKIDFlood},
 		{"connect and reset cycles", hostileConnectReset},
+		{"refusal paths", hostileRefusalPaths},
+		{"churn", hostileChurn},
+		{"flapping identity provider", hostileFlappingIdP},
 	} {
 		t.Run(tc.name, tc.run)
 	}

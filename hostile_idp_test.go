@@ -3,9 +3,12 @@ package wsauth_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +19,9 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/client"
+	"github.com/wsauth/wsauth/internal/flakyjwks"
 	"github.com/wsauth/wsauth/internal/testlog"
+	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/wsauthtest"
@@ -283,8 +288,107 @@ func TestIdPDownAtRestart(t *testing.T) {
 	clock.Advance(5 * time.Second) // the verifier's longest backoff
 	require.Eventually(t, func() bool { return second.Len() == users }, 10*time.Second, 10*time.Millisecond,
 		"not everyone got back in")
+	// The server registers a session before it writes its auth_ok: the
+	// clients see it a moment later.
 	for _, c := range clients {
-		assert.Equal(t, client.Active, c.State())
+		require.Eventually(t, func() bool { return c.State() == client.Active }, 10*time.Second, time.Millisecond,
+			"a client stays %v", c.State())
 		assert.NoError(t, c.Err())
 	}
+}
+
+// flappingCycle is every answer flakyjwks gives, one per fetch.
+var flappingCycle = []flakyjwks.Answer{flakyjwks.Good, flakyjwks.Down, flakyjwks.Garbage, flakyjwks.Truncated,
+	flakyjwks.NoKeys, flakyjwks.NotASet, flakyjwks.Unusable, flakyjwks.Reset, flakyjwks.Hang, flakyjwks.TooLarge}
+
+// hostileFlappingIdP: the JWK Set is refreshed every few milliseconds and
+// every fetch gets another answer, good, down, garbage, a hang, a reset
+// and more (flakyjwks). Authenticated sessions are never closed and keep
+// exchanging messages and reauthenticating; every login with a held key
+// gets in; a login with a new key gets 4401 "unknown key" until a good
+// answer brings the key in, never 1013 (keys are held) nor anything else.
+// Once the server, the verifier and the provider are closed, the process
+// has no goroutine or descriptor more than before: a case of
+// TestHostileResources.
+func hostileFlappingIdP(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // see hostileRefusalPaths
+	base := measure(t)
+	t.Run("flapping", func(t *testing.T) {
+		var f *flakyjwks.Server
+		h := newHostileEnv(t, hostileOptions{verifier: func(o *jwks.Options) {
+			f = flakyjwks.New(t, o.Issuers[0].JWKSURL, flappingCycle...)
+			o.Issuers[0].JWKSURL = f.URL
+			o.RefreshInterval = 5 * time.Millisecond
+			o.HTTPClient = &http.Client{Timeout: 200 * time.Millisecond}
+			o.MaxJWKSBytes = flakyjwks.HugePadding / 2
+		}})
+		idp := h.idp
+		var sessions []*wstest.Conn
+		var ids []string
+		for i := range 3 {
+			c, ok := h.loginT(t, idp.Token(fmt.Sprintf("steady%d", i), time.Hour))
+			sessions = append(sessions, c)
+			ids = append(ids, ok["session"].(string))
+		}
+		logins, reauths := 0, 0
+		for i := 0; f.Fetches() <= 3*len(flappingCycle); i++ {
+			// A login with a held key, then gone with a close frame.
+			c, _ := h.loginT(t, idp.Token("visitor", time.Hour))
+			require.NoError(t, c.WriteFrame(true, wstest.OpClose, []byte{0x03, 0xe8}))
+			_, _, err := c.ReadClose()
+			require.NoError(t, err)
+			assert.Equal(t, protocol.CloseNormal, h.closeEventT(t).code)
+			logins++
+			// Messages both ways on a steady session.
+			s := sessions[i%len(sessions)]
+			require.NoError(t, s.WriteText(fmt.Sprintf(`{"type":"message","data":%d}`, i)))
+			assert.Equal(t, fmt.Sprint(i), h.nextMessage().data)
+			require.NoError(t, h.srv.Send(context.Background(), ids[i%len(ids)], json.RawMessage(fmt.Sprint(i))))
+			assert.Equal(t, float64(i), readType(t, s, "message")["data"])
+			// A reauthentication, past the reauth budget.
+			h.clock.Advance(time.Second)
+			require.NoError(t, s.Auth(idp.Token(fmt.Sprintf("steady%d", i%len(sessions)), time.Hour)))
+			readType(t, s, "auth_ok")
+			reauths++
+		}
+		t.Logf("%d logins and %d reauths during %d fetches", logins, reauths, f.Fetches())
+
+		// A new key: refused as unknown until a good answer brings it in.
+		idp.Rotate()
+		tok := idp.Token("newcomer", time.Hour)
+		refusals := 0
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			require.True(t, time.Now().Before(deadline), "the new key never came in")
+			c := h.open(t, nil)
+			require.NoError(t, c.Auth(tok))
+			m, err := c.ReadJSON()
+			var cr *wstest.CloseReceived
+			if errors.As(err, &cr) {
+				assert.Equal(t, wstest.Close{Code: int(protocol.CloseUnauthorized), Reason: "unknown key"}, cr.Close)
+				assert.Equal(t, protocol.CloseUnauthorized, h.closeEventT(t).code)
+				refusals++
+				h.clock.Advance(5 * time.Minute) // the next unknown-kid refetch
+				continue
+			}
+			require.NoError(t, err)
+			require.Equal(t, "auth_ok", m["type"])
+			c.Close()
+			assert.Equal(t, protocol.CloseAbnormal, h.closeEventT(t).code)
+			break
+		}
+		t.Logf("the new key came in after %d refusals", refusals)
+
+		// The steady sessions were never closed (their tokens now expire
+		// an hour after their last reauth).
+		for i, s := range sessions {
+			require.NoError(t, s.WriteText(`{"type":"message","data":"still here"}`), "session %d", i)
+			assert.Equal(t, `"still here"`, h.nextMessage().data)
+			s.Close()
+			assert.Equal(t, protocol.CloseAbnormal, h.closeEventT(t).code)
+		}
+		h.settled(t)
+		assert.Equal(t, wsauth.Holdings{}, wsauth.HoldingsOf(h.srv))
+		assert.NotContains(t, h.logs.String(), tok)
+	})
+	backToBaseline(t, base, 5)
 }

@@ -95,6 +95,23 @@ func (s *Session) onGateViolation(err error) {
 	s.close(closeTooLarge)
 }
 
+// onReadDeadline is called on the read goroutine when the socket's read
+// deadline ran out: the pre-auth backstop ServeHTTP set (once the session is
+// authenticated the socket has no read deadline; the linger deadline of a
+// closed one is not reported). The scheduler's auth deadline comes first
+// unless its clock lags real time (a wall clock stepped back, a fake
+// clock); the client must then get what that deadline would have sent,
+// 4408, not the 1000 "normal closure" gws answers a read timeout with,
+// which tells a client not to reconnect.
+func (s *Session) onReadDeadline() {
+	s.mu.Lock()
+	ok := s.state == session.Pending && s.markClosedLocked(closeAuthTimeout)
+	s.mu.Unlock()
+	if ok {
+		s.writeClose(closeAuthTimeout)
+	}
+}
+
 func (s *Session) handleMessage(m Message) {
 	h := s.srv.opts.OnMessage
 	if h == nil {

@@ -111,13 +111,15 @@ func (srv *Server) RevokeToken(ctx context.Context, principal Principal, tokenID
 }
 
 func (srv *Server) revoke(ctx context.Context, r broker.Revocation) (int, error) {
-	n := srv.revokeHere(r)
+	// The cluster first: closing this node's sessions may end ctx (the
+	// ctx of a handler whose own user is revoked).
+	var err error
 	if srv.member != nil {
-		if err := srv.member.Revoke(ctx, r); err != nil {
-			return n, fmt.Errorf("wsauth: revoking on the cluster: %w", err)
+		if err = srv.member.Revoke(ctx, r); err != nil {
+			err = fmt.Errorf("wsauth: revoking on the cluster: %w", err)
 		}
 	}
-	return n, nil
+	return srv.revokeHere(r), err
 }
 
 // revokeHere records r and closes this node's sessions it names.

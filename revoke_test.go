@@ -102,3 +102,51 @@ func TestRevokeAcrossTheCluster(t *testing.T) {
 	later := newHostileEnv(t, hostileOptions{peer: a, broker: func(func() time.Time) broker.Broker { return b }})
 	later.authClosed(t, old, protocol.CloseForbidden, "token revoked")
 }
+
+// TestRevokeOwnUserFromHandler: a handler that revokes its own user (a
+// "sign out everywhere") with the ctx it got reaches the other nodes, though
+// closing its own session ends that ctx.
+func TestRevokeOwnUserFromHandler(t *testing.T) {
+	t.Parallel()
+	errs := make(chan error, 1)
+	var b broker.Broker
+	shared := func(now func() time.Time) broker.Broker {
+		if b == nil {
+			b = ctxBroker{broker.NewMemory(broker.MemoryOptions{Now: now})}
+		}
+		return b
+	}
+	a := newHostileEnv(t, hostileOptions{broker: shared, server: func(o *wsauth.Options) {
+		o.OnMessage = func(ctx context.Context, s *wsauth.Session, _ wsauth.Message) error {
+			_, err := s.Server().Revoke(ctx, s.Principal())
+			errs <- err
+			return nil
+		}
+	}})
+	other := newHostileEnv(t, hostileOptions{peer: a, broker: shared})
+	elsewhere, _ := other.loginT(t, a.idp.Token("sig", time.Hour))
+	here, _ := a.loginT(t, a.idp.Token("sig", time.Hour))
+	require.NoError(t, here.WriteText(`{"type":"message","data":"sign out everywhere"}`))
+	require.NoError(t, <-errs)
+	cl, _, err := elsewhere.ReadClose()
+	require.NoError(t, err)
+	assert.Equal(t, int(protocol.CloseForbidden), cl.Code)
+}
+
+// ctxBroker is a Memory whose members honour the ctx of Revoke, as a
+// networked broker does.
+type ctxBroker struct{ broker.Broker }
+
+func (c ctxBroker) Join(ctx context.Context, node string, h broker.Handler) (broker.Member, error) {
+	m, err := c.Broker.Join(ctx, node, h)
+	return ctxMember{m}, err
+}
+
+type ctxMember struct{ broker.Member }
+
+func (m ctxMember) Revoke(ctx context.Context, r broker.Revocation) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return m.Member.Revoke(ctx, r)
+}

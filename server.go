@@ -48,7 +48,7 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*Session]struct{} // every upgraded, unfinished session
 	closing bool
-	wg      sync.WaitGroup // one per running connection
+	wg      sync.WaitGroup // one per upgrade in progress or running connection
 }
 
 // New returns a Server configured by opts (see Options for defaults). With
@@ -238,14 +238,15 @@ func (srv *Server) Broadcast(ctx context.Context, data json.RawMessage) (int, er
 
 // Shutdown refuses new connections (503), closes every session with 1001
 // "server shutting down" and waits until all of them have finished and their
-// OnClose hooks have returned. Messages still queued are not flushed first
-// (a client that is behind would hold the shutdown up): they go to
-// OnUndelivered (with a Broker, the messages of users' streams stay in the
-// streams for the clients' resume). If ctx ends first,
-// Shutdown closes the sockets still open without a close frame, releases
-// the server's timers, leaves the cluster and returns ctx's error; sessions
-// whose hooks are still running finish on their own. Shutdown does not
-// close the Verifier or the Broker.
+// OnClose hooks have returned; a connection whose upgrade was under way
+// gets its 101 and then the same 1001, before Shutdown returns. Messages
+// still queued are not flushed first (a client that is behind would hold
+// the shutdown up): they go to OnUndelivered (with a Broker, the messages
+// of users' streams stay in the streams for the clients' resume). If ctx
+// ends first, Shutdown closes the sockets still open without a close
+// frame, releases the server's timers, leaves the cluster and returns
+// ctx's error; sessions whose hooks are still running finish on their
+// own. Shutdown does not close the Verifier or the Broker.
 //
 // Order: call Shutdown before http.Server.Shutdown. The http.Server does
 // not track upgraded connections, so its Shutdown neither closes nor waits

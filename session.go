@@ -260,7 +260,11 @@ func closeErrorFrom(err error, sent protocol.CloseCode) (ce *protocol.CloseError
 		// the connection is closing either way): OnClose gets valid UTF-8.
 		return &protocol.CloseError{Code: protocol.CloseCode(cl.Code), Reason: strings.ToValidUTF8(string(cl.Reason), "\uFFFD")}, false
 	}
-	if sent != 0 {
+	// gws answers a read error of its own (end of stream, reset) with a
+	// 1000 close frame, which a dropped client never reads; wsauth itself
+	// never closes with 1000. So a 1000 that gws sent means the connection
+	// was lost, as a close that was never written does.
+	if sent != 0 && sent != protocol.CloseNormal {
 		return &protocol.CloseError{Code: sent, Reason: sent.String()}, true
 	}
 	return closeConnectionLost, false

@@ -24,8 +24,7 @@ import (
 // streamEnv starts a server with a Memory broker on the env's clock.
 func streamEnv(t *testing.T, opts broker.MemoryOptions, configure func(*wsauth.Options)) *hostileEnv {
 	t.Helper()
-	var h *hostileEnv
-	h = newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
+	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
 		o.ReauthGrace = 5 * time.Second
 		if configure != nil {
 			configure(o)

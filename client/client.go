@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"runtime/debug"
 	"strconv"
@@ -39,6 +40,10 @@ type Client struct {
 	kick   chan struct{} // capacity 1: the queue may be flushable
 	bo     backoff       // client goroutine only
 	buf    []byte        // frame buffer, client goroutine only
+	// ticketURL is Options.TicketURL parsed, hc the HTTP client of the
+	// ticket exchange; both nil without tickets.
+	ticketURL *url.URL
+	hc        *http.Client
 	// report says whether setState reports to OnState: not for Dial's own
 	// transitions. Set by Dial before it starts the client's goroutine.
 	report bool
@@ -77,9 +82,10 @@ type item struct {
 //
 // Dial makes one attempt. If the server closes the connection before
 // auth_ok, the error is a *protocol.CloseError (4401 for a refused token); a
-// refused upgrade is a *HandshakeError; a failing token source matches
-// ErrTokenSource. Dial calls no OnState: its transitions are not reported
-// (see Options.OnState).
+// refused upgrade or ticket exchange is a *HandshakeError (a 401, a token
+// refused there, also matches a 4401 *protocol.CloseError); a failing
+// token source matches ErrTokenSource. Dial calls no OnState: its
+// transitions are not reported (see Options.OnState).
 func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -88,6 +94,12 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	u, addr, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err
+	}
+	var ticketURL *url.URL
+	if o.TicketURL != "" {
+		if ticketURL, err = parseTicketURL(o.TicketURL, u); err != nil {
+			return nil, err
+		}
 	}
 	c := &Client{
 		opts:  o,
@@ -98,6 +110,9 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 		bo:    backoff{cfg: o.Backoff},
 		sent:  window{items: make([]item, o.QueueSize)},
 		space: make(chan struct{}),
+	}
+	if ticketURL != nil {
+		c.ticketURL, c.hc = ticketURL, newTicketClient(o)
 	}
 	if o.Resume != nil {
 		c.read.set(*o.Resume)
@@ -273,7 +288,9 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 // ErrTokenSource; one matching protocol.ErrMalformed for a server that
 // broke the protocol (a malformed frame, or an auth_ok naming another
 // subject than the socket's first); or the last connection error when
-// reconnecting became pointless (a *HandshakeError such as 403).
+// reconnecting became pointless (a *HandshakeError such as 403, or 401
+// for a token refused on the upgrade or by the ticket exchange, which
+// also matches a 4401 *protocol.CloseError).
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -29,6 +29,8 @@ import (
 // restart) or by cutting its connections (no close frame). A third node
 // serves no client: the test sends through it, as an application's API
 // node would, so that sending never depends on the node a client is on.
+// Nodes take tokens in the Authorization header too, and the serving node
+// exchanges tickets at ticketURL (kept in the shared broker).
 type cluster struct {
 	t         *testing.T
 	idp       *wsauthtest.IdP
@@ -36,6 +38,9 @@ type cluster struct {
 	newBroker func() broker.Broker // the broker of a new node
 	sender    *wsauth.Server
 	url       string
+	ticketURL string // the serving node's TicketHandler
+	// upgrades records upgrade requests and ticket exchanges (see record).
+	upgrades chan upgrade
 
 	mu      sync.Mutex
 	nodes   [2]*node
@@ -58,9 +63,14 @@ type connKey struct{}
 func newCluster(t *testing.T, newBroker func() broker.Broker) *cluster {
 	t.Helper()
 	idp := wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})
-	cl := &cluster{t: t, idp: idp, verifier: idp.Verifier(t), newBroker: newBroker}
+	cl := &cluster{t: t, idp: idp, verifier: idp.Verifier(t), newBroker: newBroker, upgrades: make(chan upgrade, 100)}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nd := cl.servingNode()
+		record(cl.upgrades, r)
+		if r.URL.Path == "/ticket" {
+			nd.srv.TicketHandler().ServeHTTP(w, r)
+			return
+		}
 		nd.mu.Lock()
 		nd.conns = append(nd.conns, r.Context().Value(connKey{}).(net.Conn))
 		nd.mu.Unlock()
@@ -72,6 +82,7 @@ func newCluster(t *testing.T, newBroker func() broker.Broker) *cluster {
 	hs.Start()
 	t.Cleanup(hs.Close) // after the nodes' shutdowns, registered later
 	cl.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	cl.ticketURL = hs.URL + "/ticket"
 	cl.sender = cl.newServer()
 	cl.nodes = [2]*node{{srv: cl.newServer()}, {srv: cl.newServer()}}
 	return cl
@@ -81,9 +92,10 @@ func newCluster(t *testing.T, newBroker func() broker.Broker) *cluster {
 func (cl *cluster) newServer() *wsauth.Server {
 	cl.t.Helper()
 	srv, err := wsauth.New(wsauth.Options{
-		Verifier: cl.verifier,
-		Broker:   cl.newBroker(),
-		Logger:   slog.New(slog.DiscardHandler),
+		Verifier:      cl.verifier,
+		Broker:        cl.newBroker(),
+		Logger:        slog.New(slog.DiscardHandler),
+		TokenInHeader: true,
 	})
 	require.NoError(cl.t, err)
 	cl.t.Cleanup(func() {

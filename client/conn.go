@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -332,7 +333,7 @@ func (cn *conn) fail(socket *gws.Conn, err error) {
 // hands the connection to gws.NewClientFromConn, through a netConn that
 // caps the handshake deadlines gws sets at ctx's deadline and aborts them
 // when ctx ends.
-func (c *Client) dial(ctx context.Context, cn *conn) error {
+func (c *Client) dial(ctx context.Context, cn *conn, cr credential) error {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
@@ -359,8 +360,11 @@ func (c *Client) dial(ctx context.Context, cn *conn) error {
 	stop := context.AfterFunc(ctx, nc.abort)
 	header := c.opts.Header.Clone()
 	header.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
+	if cr.bearer != "" {
+		header.Set("Authorization", "Bearer "+cr.bearer)
+	}
 	socket, resp, err := gws.NewClientFromConn(cn, &gws.ClientOption{
-		Addr:          c.url.String(),
+		Addr:          c.upgradeURL(cr.ticket),
 		RequestHeader: header,
 		// Never shorter than ctx's deadline: gws's own timer firing first
 		// would leave its request-writing goroutine blocked forever.
@@ -373,9 +377,12 @@ func (c *Client) dial(ctx context.Context, cn *conn) error {
 	aborted := !stop()
 	if err != nil {
 		if resp != nil {
+			// gws has closed the connection: what the client reads of a
+			// refusal's body is what arrived with its headers, at once.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBody))
 			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusSwitchingProtocols {
-				return newHandshakeError(resp)
+				return newHandshakeError(resp, body, cr.bearer, cr.ticket)
 			}
 		}
 		return ctxErr(ctx, err)

@@ -6,7 +6,8 @@
 // # Lifecycle
 //
 // Dial fetches a token from the TokenSource, opens the socket (offering the
-// wsauth.v1 subprotocol), sends the auth frame and returns after auth_ok.
+// wsauth.v1 subprotocol), sends the auth frame (or presents the token on
+// the upgrade: see below) and returns after auth_ok.
 // From then on the client:
 //
 //   - answers reauth_required with a fresh token on the same socket, and
@@ -51,6 +52,31 @@
 // The client ends on Close or a terminal error; Err says which, and
 // errors.As(err, new(*protocol.CloseError)) gives the close code.
 //
+// # Credentials on the upgrade
+//
+// By default the token goes in the first auth frame of every connection.
+// For a server that accepts it (docs/protocol.md, section 1.1), so that it
+// refuses a bad token with plain HTTP before any socket exists, the token
+// can go with the upgrade instead:
+//
+//   - Options.TokenInHeader: as "Authorization: Bearer <token>" on the
+//     upgrade request (the server needs wsauth.Options.TokenInHeader);
+//   - Options.TicketURL: before every connection the client exchanges a
+//     fresh token for a single-use ticket at the server's ticket endpoint
+//     (wsauth.Server.TicketHandler) and opens the socket with
+//     ?ticket=<ticket> added to the URL.
+//
+// The session then starts authenticated (auth_ok is its first frame) and
+// reauthenticates in auth frames on the socket, as every session does. A
+// 401, from the upgrade or the exchange, is a refused token: it ends the
+// client like a 4401 close, and errors.As finds a 4401 *protocol.CloseError
+// in the *HandshakeError. The exchange's 408, 429 and 5xx answers and
+// network errors are retried like a refused upgrade. Resuming the user's
+// stream takes an auth frame, so a connection made while the client holds
+// a position authenticates with one, whatever the options say: every
+// reconnection to a server that keeps streams, and a first connection
+// given Options.Resume. Neither tokens nor tickets are ever logged.
+//
 // # Goroutines
 //
 // A connected client runs two goroutines: its own, which owns every state
@@ -70,8 +96,9 @@
 // called from a callback. Timers (refresh, reauth timeout, keepalive,
 // backoff) are Options.Clock AfterFuncs that only signal the client's
 // goroutine. Besides these, only short-lived goroutines of the standard
-// library and gws run (timer callbacks, the write of the upgrade request);
-// none outlives Close, or Dial when it fails.
+// library and gws run (timer callbacks, the write of the upgrade request,
+// the ticket exchange's HTTP connection); none outlives Close, or Dial
+// when it fails.
 //
 // # Example
 //
@@ -84,7 +111,8 @@
 //	if err != nil {
 //		var ce *protocol.CloseError
 //		if errors.As(err, &ce) && ce.Code == protocol.CloseUnauthorized {
-//			// the token was refused: log in again
+//			// the token was refused (in an auth frame, or a 401 on the
+//			// upgrade): log in again
 //		}
 //		return err
 //	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,9 @@ type env struct {
 	configure func(*wsauth.Options)
 	current   atomic.Pointer[wsauth.Server] // what the listener serves
 	url       string
+	ticketURL string // the server's TicketHandler
+	// upgrades records upgrade requests and ticket exchanges (see record).
+	upgrades chan upgrade
 	// events records, in order, what the servers' hooks saw:
 	// "auth:<sub>", "msg:<id>:<data>" and "close:<code>".
 	events chan string
@@ -56,12 +60,19 @@ func newEnv(t *testing.T, configure func(*wsauth.Options)) *env {
 		Now:     clock.Now,
 	})
 	require.NoError(t, err)
-	e := &env{t: t, clock: clock, idp: idp, verifier: v, configure: configure, events: make(chan string, 1000)}
+	e := &env{t: t, clock: clock, idp: idp, verifier: v, configure: configure, events: make(chan string, 1000),
+		upgrades: make(chan upgrade, 100)}
 	e.current.Store(e.newServer())
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(e.upgrades, r)
+		if r.URL.Path == "/ticket" {
+			e.current.Load().TicketHandler().ServeHTTP(w, r)
+			return
+		}
 		e.current.Load().ServeHTTP(w, r)
 	}))
 	e.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	e.ticketURL = hs.URL + "/ticket"
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), wait)
 		defer scancel()
@@ -110,6 +121,65 @@ func (e *env) restart() {
 	old := e.current.Load()
 	require.NoError(e.t, old.Shutdown(ctx))
 	e.current.Store(e.newServer())
+}
+
+// upgrade is what a request to an env or a cluster carried.
+type upgrade struct {
+	// kind is "exchange" for a ticket exchange; for an upgrade request
+	// its credential: "header" (Authorization), "ticket" (?ticket=), or
+	// "frame" (none: an auth frame follows).
+	kind  string
+	query url.Values
+}
+
+func upgradeOf(r *http.Request) upgrade {
+	u := upgrade{kind: "frame", query: r.URL.Query()}
+	switch {
+	case r.URL.Path == "/ticket":
+		u.kind = "exchange"
+	case r.Header.Get("Authorization") != "":
+		u.kind = "header"
+	case u.query.Has("ticket"):
+		u.kind = "ticket"
+	}
+	return u
+}
+
+// record records r in ch, unless ch is full: tests that reconnect many
+// times look at none of it.
+func record(ch chan upgrade, r *http.Request) {
+	select {
+	case ch <- upgradeOf(r):
+	default:
+	}
+}
+
+// expectUpgrades requires the next requests recorded in ch to be of the
+// kinds want, and returns them.
+func expectUpgrades(t *testing.T, ch chan upgrade, want ...string) []upgrade {
+	t.Helper()
+	var got []upgrade
+	for _, w := range want {
+		select {
+		case u := <-ch:
+			require.Equal(t, w, u.kind, "request %d", len(got)+1)
+			got = append(got, u)
+		case <-time.After(wait):
+			t.Fatalf("no request within %v; want %q", wait, w)
+		}
+	}
+	return got
+}
+
+// noUpgrades requires that no request was recorded in ch since the last
+// expectUpgrades.
+func noUpgrades(t *testing.T, ch chan upgrade) {
+	t.Helper()
+	select {
+	case u := <-ch:
+		t.Fatalf("unexpected request %q", u.kind)
+	default:
+	}
 }
 
 // p returns the principal of sub at the env's identity provider.

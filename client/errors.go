@@ -48,36 +48,72 @@ func lostConnection(reason string) error {
 	return &protocol.CloseError{Code: protocol.CloseAbnormal, Reason: reason}
 }
 
-// HandshakeError reports that the server answered the upgrade request with
-// an HTTP status instead of switching protocols: 403 for a refused Origin,
-// 503 while it shuts down or has too many unauthenticated connections.
+// HandshakeError reports that the server answered the upgrade request
+// with an HTTP status instead of switching protocols: 403 for a refused
+// Origin, 503 while it shuts down or has too many unauthenticated
+// connections, 401 for a refused credential (Options.TokenInHeader,
+// Options.TicketURL). With Exchange set it is the ticket exchange that
+// answered so. A 401 is a refused token, as a 4401 close is for the auth
+// frame: errors.As finds a *protocol.CloseError of code 4401 in it, and
+// it ends the client.
 type HandshakeError struct {
 	// StatusCode is the HTTP status of the response.
 	StatusCode int
 	// RetryAfter is the response's Retry-After (seconds form); 0 if none.
 	// Reconnection waits at least this long (at most Backoff.Max).
 	RetryAfter time.Duration
+	// Exchange reports that the ticket exchange (Options.TicketURL), not
+	// the upgrade, answered with StatusCode.
+	Exchange bool
+	// reason is the check the server names in the body of a 401 (e.g.
+	// "token expired"), when the client could read it.
+	reason string
 }
 
 // Error implements error.
 func (e *HandshakeError) Error() string {
-	return "client: upgrade refused: HTTP " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
+	what := "upgrade"
+	if e.Exchange {
+		what = "ticket exchange"
+	}
+	s := "client: " + what + " refused: HTTP " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
+	if e.reason != "" {
+		s += ": " + e.reason
+	}
+	return s
 }
 
-func newHandshakeError(resp *http.Response) *HandshakeError {
+// Unwrap returns, for a 401, the refusal as a 4401 close with the
+// server's reason, so that a refused token looks the same whatever
+// carried it; nil otherwise.
+func (e *HandshakeError) Unwrap() error {
+	if e.StatusCode != http.StatusUnauthorized {
+		return nil
+	}
+	return &protocol.CloseError{Code: protocol.CloseUnauthorized, Reason: e.reason}
+}
+
+// newHandshakeError describes a refusal from resp, whose body (what the
+// client could read of it) may name the check that failed; a reason that
+// repeats one of secrets is dropped.
+func newHandshakeError(resp *http.Response, body []byte, secrets ...string) *HandshakeError {
 	e := &HandshakeError{StatusCode: resp.StatusCode}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	if e.StatusCode == http.StatusUnauthorized {
+		e.reason = refusalReason(body, secrets...)
 	}
 	return e
 }
 
 // retryable reports whether a connection that ended with err, or an attempt
 // that failed with it, may be retried: the close codes of
-// protocol.CloseCode.Retryable (1005 among them), timeouts, 408, 429 and 5xx upgrade
-// refusals, and network errors. A token source error, a malformed server
-// frame, a subprotocol mismatch, an untrusted TLS certificate and Close are
-// final.
+// protocol.CloseCode.Retryable (1005 among them), timeouts, 408, 429 and
+// 5xx answers to the upgrade or the ticket exchange, and network errors. A
+// token source error, a malformed server frame, a subprotocol mismatch, an
+// untrusted TLS certificate, a 401 (a refused token: it unwraps to 4401)
+// and other 4xx, and Close are final.
 func retryable(err error) bool {
 	var ce *protocol.CloseError
 	var he *HandshakeError

@@ -22,7 +22,7 @@ func ExampleDial() {
 	mux := http.NewServeMux()
 	hs := httptest.NewServer(mux)
 	defer hs.Close()
-	idp, err := wsauthtest.NewDevIdP(hs.URL, "chat", "ES256")
+	idp, err := wsauthtest.NewDevIdP(hs.URL, wsauthtest.IdPOptions{Audience: "chat", Algorithm: "ES256"})
 	if err != nil {
 		log.Fatal(err)
 	}

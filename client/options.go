@@ -68,13 +68,47 @@ type Options struct {
 	// Required.
 	Token TokenSource
 
-	// Header holds extra headers for the upgrade request, e.g. Origin or
-	// User-Agent. The client sets Sec-WebSocket-Protocol itself. Never put
-	// the token here: the token goes in the auth frame.
+	// Header holds extra headers for the upgrade request (and the ticket
+	// exchange, see TicketURL), e.g. Origin or User-Agent. The client sets
+	// Sec-WebSocket-Protocol itself. Never put the token here: the client
+	// places it (see TokenInHeader).
 	Header http.Header
-	// TLSConfig is used for wss URLs. Default: a zero tls.Config (system
-	// roots) with ServerName taken from the URL.
+	// TLSConfig is used for wss URLs and an https TicketURL. Default: a
+	// zero tls.Config (system roots) with ServerName taken from the URL.
 	TLSConfig *tls.Config
+
+	// TokenInHeader sends the token as "Authorization: Bearer <token>" on
+	// the upgrade request instead of in an auth frame, for servers that
+	// accept it (wsauth.Options.TokenInHeader): the server refuses a bad
+	// token with HTTP 401 before the upgrade (final, like 4401: see
+	// HandshakeError) and starts a good one's session with auth_ok.
+	// Reauthentication goes on in auth frames on the socket, as always.
+	// A server that does not accept the header ignores it and, getting no
+	// auth frame, closes with 4408 after its auth deadline; the client
+	// retries that. Default false: the token goes in the first auth frame.
+	// At most one of TokenInHeader and TicketURL may be set.
+	//
+	// Resuming the user's stream takes the auth frame: a connection made
+	// while the client holds a position (see Client.Position, Resume)
+	// sends an auth frame instead, whatever this says. On a server that
+	// keeps streams that is every reconnection.
+	TokenInHeader bool
+	// TicketURL is the server's ticket endpoint (wsauth.Server's
+	// TicketHandler), e.g. "https://chat.example.com/ws/ticket". If set,
+	// before each connection the client POSTs a fresh token from Token to
+	// it as "Authorization: Bearer <token>", with Header, and opens the
+	// socket with the single-use ticket it answers added to the URL's
+	// query (?ticket=…; the URL's other parameters stay). The exchange
+	// counts against HandshakeTimeout, follows no redirect, and is made
+	// with TLSConfig, directly (no proxy). Its refusals are
+	// *HandshakeErrors with Exchange set: a 401 (the token was refused) is
+	// final like 4401, so are 403 and other 4xx; 408, 429, 5xx (at least
+	// Retry-After apart) and network errors are retried like a refused
+	// upgrade. It must be https unless the endpoint URL is plain ws.
+	// Reauthentication, and a connection that resumes (see TokenInHeader),
+	// use auth frames. Default "": no tickets. Neither tickets nor tokens
+	// are ever logged.
+	TicketURL string
 
 	// QueueSize caps the messages waiting to be written: while the client is
 	// connecting or reauthenticating, or faster than the socket takes them.
@@ -94,12 +128,12 @@ type Options struct {
 	// after 1001, 1006, 1011, 1013, 4408, 4413, 4429 and 4440 (see
 	// protocol.CloseCode.Retryable), after a close frame without a status
 	// code (reported as 1005), after network errors and its own timeouts
-	// (ReauthTimeout, PongTimeout), and after an upgrade refused with 408,
-	// 429 or 5xx.
+	// (ReauthTimeout, PongTimeout), and after an upgrade (or ticket
+	// exchange) refused with 408, 429 or 5xx.
 	DisableReconnect bool
-	// HandshakeTimeout bounds each connection attempt, from dialing to
-	// auth_ok (the token fetch before it is not counted). Real time, not
-	// Clock. Default 10s.
+	// HandshakeTimeout bounds each connection attempt, from the ticket
+	// exchange (TicketURL) or dialing to auth_ok (the token fetch before
+	// it is not counted). Real time, not Clock. Default 10s.
 	HandshakeTimeout time.Duration
 	// ReauthTimeout bounds each reauthentication on a live socket, from
 	// writing its auth frame to the server's answer (auth_ok, or an error
@@ -179,7 +213,9 @@ type Options struct {
 	// since follow the first auth_ok, or OnResumeLost is called. Default
 	// nil: the first connection starts at the stream's head. Reconnections
 	// always resume from the client's own position, on servers that keep
-	// streams; a server that keeps none ignores Resume.
+	// streams; a server that keeps none ignores Resume. A connection that
+	// resumes authenticates with an auth frame, even with TokenInHeader or
+	// TicketURL set.
 	Resume *protocol.Position
 
 	// Clock times the early refresh (RefreshBefore), ReauthTimeout, the
@@ -208,6 +244,9 @@ const (
 func (o Options) withDefaults() (Options, error) {
 	if o.Token == nil {
 		return o, errors.New("client: Options.Token is required")
+	}
+	if o.TokenInHeader && o.TicketURL != "" {
+		return o, errors.New("client: set at most one of Options.TokenInHeader and Options.TicketURL")
 	}
 	if o.QueueSize < 0 {
 		return o, errors.New("client: Options.QueueSize must not be negative")
@@ -277,10 +316,12 @@ func (o Options) withDefaults() (Options, error) {
 type State int
 
 const (
-	// Connecting: fetching a token and opening a socket, or waiting to retry.
+	// Connecting: fetching a token (and exchanging it for a ticket) and
+	// opening a socket, or waiting to retry.
 	Connecting State = iota
-	// Authenticating: the socket is open and the auth frame sent; waiting
-	// for auth_ok. Sends are queued.
+	// Authenticating: the socket is open and the auth frame sent (or the
+	// token or ticket went with the upgrade); waiting for auth_ok. Sends
+	// are queued.
 	Authenticating
 	// Active: authenticated; queued messages are written in order.
 	Active

@@ -24,6 +24,20 @@ func (p *probe) advanceUntilActive(c *client.Client, step time.Duration) {
 	}, wait, time.Millisecond)
 }
 
+// advanceUntilDone moves the client's clock in small steps until it ended.
+func (p *probe) advanceUntilDone(c *client.Client, step time.Duration) {
+	p.t.Helper()
+	require.Eventually(p.t, func() bool {
+		p.clock.Advance(step)
+		select {
+		case <-c.Done():
+			return true
+		default:
+			return false
+		}
+	}, wait, time.Millisecond)
+}
+
 // waitTimer waits until the client's clock holds exactly n timers.
 func (p *probe) waitTimers(n int) {
 	p.t.Helper()
@@ -186,15 +200,7 @@ func TestReconnectWithRefusedTokenStops(t *testing.T) {
 	c := e.dial(opts)
 	e.restart()
 	p.waitState(client.Connecting)
-	require.Eventually(t, func() bool {
-		p.clock.Advance(10 * time.Millisecond)
-		select {
-		case <-c.Done():
-			return true
-		default:
-			return false
-		}
-	}, wait, time.Millisecond)
+	p.advanceUntilDone(c, 10*time.Millisecond)
 	var ce *protocol.CloseError
 	require.ErrorAs(t, c.Err(), &ce)
 	assert.Equal(t, protocol.CloseUnauthorized, ce.Code)

@@ -40,7 +40,7 @@ func (c *Client) run(cn *conn) {
 // connect fetches a token, opens a socket, authenticates and returns the
 // connection once auth_ok has been handled. The token is fetched before
 // dialing so that a slow identity provider does not eat the server's auth
-// timeout.
+// timeout. It goes in the auth frame, or on the upgrade (credentials.go).
 func (c *Client) connect(ctx context.Context) (*conn, error) {
 	c.setState(Connecting)
 	tok, err := c.token(ctx)
@@ -49,26 +49,39 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	}
 	hctx, cancel := context.WithTimeoutCause(ctx, c.opts.HandshakeTimeout, errHandshakeTimeout)
 	defer cancel()
+	cr, err := c.credentialFor(hctx, tok)
+	if err != nil {
+		return nil, err
+	}
 	cn := newConn(c)
-	if err := c.dial(hctx, cn); err != nil {
+	if err := c.dial(hctx, cn, cr); err != nil {
 		cn.cancel()
 		return nil, err
 	}
 	c.setState(Authenticating)
+	c.opts.Logger.Debug("client: connected; authenticating", "credential", cr.kind())
 	go cn.readLoop()
 	cn.lastAuth = c.opts.Clock.Now()
-	auth := protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}
-	if at, ok := c.read.get(); ok {
-		auth.Resume = &at // the server said it keeps streams, or Options.Resume
-	}
-	_ = cn.write(protocol.AppendClient(nil, auth)) // a failed write ends the read loop
+	if cr.inBand() {
+		auth := protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}
+		if at, ok := c.read.get(); ok {
+			auth.Resume = &at // the server said it keeps streams, or Options.Resume
+		}
+		_ = cn.write(protocol.AppendClient(nil, auth)) // a failed write ends the read loop
+	} // else the server authenticated the upgrade: auth_ok comes first
 	for {
 		select {
 		case <-hctx.Done():
 			cn.shutdown(context.Cause(hctx), protocol.CloseNormal, "")
 			return nil, context.Cause(hctx)
 		case <-cn.done:
-			return nil, cn.endErr()
+			err := cn.endErr()
+			var ce *protocol.CloseError
+			if cr.bearer != "" && errors.As(err, &ce) && ce.Code == protocol.CloseAuthTimeout {
+				c.opts.Logger.Warn("client: the server ignored the token in the Authorization header; " +
+					"does it accept one (wsauth.Options.TokenInHeader)?")
+			}
+			return nil, err
 		case <-cn.signal:
 			for {
 				ev, ok := cn.pop()
@@ -369,6 +382,9 @@ func (c *Client) finish(err error, logged bool) {
 	close(c.space)
 	c.mu.Unlock()
 	c.cancel()
+	if c.hc != nil {
+		c.hc.CloseIdleConnections()
+	}
 	switch {
 	case !logged:
 	case errors.Is(err, ErrClosed):
@@ -386,11 +402,13 @@ func (c *Client) finish(err error, logged bool) {
 }
 
 // logErr returns log attributes for a connection error: code and reason
-// for a close, the error text otherwise (never a token: neither the
-// server's reasons nor our errors contain one).
+// for a close, the error text otherwise, a refused upgrade or ticket
+// exchange included (never a token: neither the server's reasons nor our
+// errors contain one).
 func logErr(err error) []any {
 	var ce *protocol.CloseError
-	if errors.As(err, &ce) {
+	var he *HandshakeError
+	if errors.As(err, &ce) && !errors.As(err, &he) {
 		return []any{"code", int(ce.Code), "reason", ce.Reason}
 	}
 	return []any{"err", err}

@@ -19,7 +19,7 @@ func ExampleNew() {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	idp, err := wsauthtest.NewDevIdP(srv.URL, "chat-api", "ES256")
+	idp, err := wsauthtest.NewDevIdP(srv.URL, wsauthtest.IdPOptions{Audience: "chat-api", Algorithm: "ES256"})
 	if err != nil {
 		log.Fatal(err)
 	}

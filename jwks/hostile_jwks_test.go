@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wsauth/wsauth/internal/flakyjwks"
 	"github.com/wsauth/wsauth/jwks"
 	"github.com/wsauth/wsauth/wsauthtest"
 )
@@ -318,4 +320,111 @@ func TestHostileJWKSRedirect(t *testing.T) {
 			assert.Equal(t, tt.checks, callerChecks.Load(), "calls to the caller's CheckRedirect")
 		})
 	}
+}
+
+// TestHostileJWKSFlapping: an identity provider whose every fetch gets
+// another answer (good, down, garbage, truncated, no keys, not a set, a
+// set of unusable keys, a reset, a hang until the client gives up, a body
+// over MaxJWKSBytes),
+// refreshed every few milliseconds while tokens are verified. Every
+// verification of a held key succeeds, none waits for a hanging fetch,
+// every failed fetch is logged without a token, a new key comes in and a
+// retired one goes with the next good answer, and no fetch leaves a
+// goroutine behind (TestMain's goleak).
+func TestHostileJWKSFlapping(t *testing.T) {
+	t.Parallel()
+	now := wsauthtest.NewClock(t0)
+	p := idpAt(t, "ES256", now)
+	cycle := []flakyjwks.Answer{flakyjwks.Good, flakyjwks.Down, flakyjwks.Garbage, flakyjwks.Truncated,
+		flakyjwks.NoKeys, flakyjwks.NotASet, flakyjwks.Unusable, flakyjwks.Reset, flakyjwks.Hang, flakyjwks.TooLarge}
+	f := flakyjwks.New(t, p.JWKSURL(), cycle...)
+	stop := make(chan struct{})
+	var verified, hangs, hangsWithProgress atomic.Int64
+	f.OnHang(func() {
+		// Verifications go on while this fetch hangs.
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		hangs.Add(1)
+		from := verified.Load()
+		for deadline := time.After(5 * time.Second); verified.Load() < from+10; {
+			select {
+			case <-stop:
+				return
+			case <-deadline:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		hangsWithProgress.Add(1)
+	})
+	var logs logBuffer
+	v := newVerifier(t, jwks.Options{
+		Issuers:         []jwks.Issuer{{Issuer: p.Issuer(), JWKSURL: f.URL, Audience: []string{p.Audience()}}},
+		Now:             now.Now,
+		RefreshInterval: 5 * time.Millisecond,
+		HTTPClient:      &http.Client{Timeout: 200 * time.Millisecond},
+		MaxJWKSBytes:    flakyjwks.HugePadding / 2,
+		Logger:          slog.New(slog.NewJSONHandler(&logs, nil)),
+	})
+	held := p.Token("alice", time.Hour)
+	oldKID := p.KID()
+
+	var failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond): // leave the fetches some CPU
+				}
+				if _, err := v.Verify(t.Context(), held); err != nil {
+					if failures.Add(1) == 1 {
+						t.Errorf("a held key failed: %v", err)
+					}
+					continue
+				}
+				verified.Add(1)
+			}
+		})
+	}
+	const rounds = 3
+	require.Eventually(t, func() bool { return f.Fetches() > rounds*len(cycle) }, 30*time.Second, time.Millisecond,
+		"fetches %d", f.Fetches())
+	close(stop)
+	wg.Wait()
+	t.Logf("%d verifications during %d fetches", verified.Load(), f.Fetches())
+	assert.Zero(t, failures.Load(), "verifications of a held key that failed")
+	for _, a := range cycle {
+		assert.GreaterOrEqual(t, f.Served(a), rounds, "fetches answered %v", a)
+	}
+	assert.GreaterOrEqual(t, hangs.Load(), int64(rounds-1))
+	assert.Equal(t, hangs.Load(), hangsWithProgress.Load(), "hangs during which no verification finished")
+
+	// A new key comes in with a good answer; the held one stays.
+	p.Rotate()
+	fresh := p.Token("alice", time.Hour)
+	require.Eventually(t, func() bool {
+		_, err := v.Verify(t.Context(), fresh)
+		return err == nil
+	}, 10*time.Second, time.Millisecond, "the new key never came in")
+	_, err := v.Verify(t.Context(), held)
+	require.NoError(t, err)
+	// A retired key goes with a good answer.
+	p.Retire(oldKID)
+	require.Eventually(t, func() bool {
+		_, err := v.Verify(t.Context(), held)
+		return errors.Is(err, jwks.ErrUnknownKID)
+	}, 10*time.Second, time.Millisecond, "the retired key stayed")
+	_, err = v.Verify(t.Context(), fresh)
+	require.NoError(t, err)
+
+	out := logs.String()
+	assert.Contains(t, out, "fetching JWK Set failed")
+	assert.NotContains(t, out, held)
+	assert.NotContains(t, out, fresh)
 }

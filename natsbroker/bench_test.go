@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -63,8 +64,8 @@ type pair struct {
 }
 
 func newPair(b *testing.B, opts natsbroker.Options) pair {
-	s := startServer(b)
-	pr := pair{memory: broker.NewMemory(broker.MemoryOptions{MaxMessages: opts.MaxMessages}), url: s.url()}
+	s := natstest.Start(b)
+	pr := pair{memory: broker.NewMemory(broker.MemoryOptions{MaxMessages: opts.MaxMessages}), url: s.URL()}
 	pr.broker = newBroker(b, pr.url, opts)
 	pr.nats, _ = join(b, pr.broker)
 	pr.mem, _ = join(b, pr.memory)

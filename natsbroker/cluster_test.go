@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/internal/wstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
@@ -32,25 +33,25 @@ type wsNode struct {
 }
 
 type wsCluster struct {
-	nats  *natsServer
+	nats  *natstest.Server
 	idp   *wsauthtest.IdP
 	nodes []*wsNode
 }
 
 // newWSCluster starts a NATS server and n wsauth Servers, each with a NATS
 // connection of its own.
-func newWSCluster(t *testing.T, n int) *wsCluster {
+func newWSCluster(t testing.TB, n int) *wsCluster {
 	t.Helper()
-	c := &wsCluster{nats: startServer(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
+	c := &wsCluster{nats: natstest.Start(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{})}
 	for range n {
 		c.addNode(t)
 	}
 	return c
 }
 
-func (c *wsCluster) addNode(t *testing.T) *wsNode {
+func (c *wsCluster) addNode(t testing.TB) *wsNode {
 	t.Helper()
-	b := newBroker(t, c.nats.url(), natsbroker.Options{MaxMessages: 2000})
+	b := newBroker(t, c.nats.URL(), natsbroker.Options{MaxMessages: 2000, KeepFor: time.Hour})
 	srv, err := wsauth.New(wsauth.Options{Verifier: c.idp.Verifier(t), Broker: b})
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
@@ -68,18 +69,18 @@ func (c *wsCluster) p(sub string) wsauth.Principal {
 }
 
 // login connects to nd as sub, resuming from at if not nil.
-func (c *wsCluster) login(t *testing.T, nd *wsNode, sub string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
+func (c *wsCluster) login(t testing.TB, nd *wsNode, sub string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
 	t.Helper()
 	return c.loginWith(t, nd, c.idp.Token(sub, time.Hour), at)
 }
 
 // loginToken connects to nd with token.
-func (c *wsCluster) loginToken(t *testing.T, nd *wsNode, token string) (*wstest.Conn, protocol.ServerFrame) {
+func (c *wsCluster) loginToken(t testing.TB, nd *wsNode, token string) (*wstest.Conn, protocol.ServerFrame) {
 	t.Helper()
 	return c.loginWith(t, nd, token, nil)
 }
 
-func (c *wsCluster) loginWith(t *testing.T, nd *wsNode, token string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
+func (c *wsCluster) loginWith(t testing.TB, nd *wsNode, token string, at *protocol.Position) (*wstest.Conn, protocol.ServerFrame) {
 	t.Helper()
 	conn, err := wstest.Dial(nd.url, nil)
 	require.NoError(t, err)
@@ -91,7 +92,7 @@ func (c *wsCluster) loginWith(t *testing.T, nd *wsNode, token string, at *protoc
 }
 
 // next reads the next frame.
-func next(t *testing.T, conn *wstest.Conn) protocol.ServerFrame {
+func next(t testing.TB, conn *wstest.Conn) protocol.ServerFrame {
 	t.Helper()
 	conn.Timeout = 10 * time.Second
 	b, err := conn.Next()
@@ -219,14 +220,14 @@ func TestNATSDownMidTraffic(t *testing.T) {
 	m := next(t, conn)
 	at := protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 
-	c.nats.stop()
+	c.nats.Stop()
 	err := send(2)
 	require.True(t, errors.Is(err, broker.ErrUnavailable), "%v", err)
 	m = next(t, conn)
 	assert.JSONEq(t, "2", string(m.Data), "this node's session still gets it")
 	assert.Zero(t, m.Seq, "outside the stream")
 
-	c.nats.start()
+	c.nats.Start()
 	var accepted []string
 	require.Eventually(t, func() bool { return send(3) == nil }, 10*time.Second, 20*time.Millisecond)
 	accepted = append(accepted, "3")

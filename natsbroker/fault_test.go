@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/broker/brokertest"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -49,10 +50,10 @@ func unavailable(t *testing.T, m broker.Member, p session.Principal) {
 // application.
 func TestServerRestart(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	opts := natsbroker.Options{MaxMessages: 100_000}
-	a, _ := join(t, newBroker(t, s.url(), opts))
-	b, rec := join(t, newBroker(t, s.url(), opts))
+	a, _ := join(t, newBroker(t, s.URL(), opts))
+	b, rec := join(t, newBroker(t, s.URL(), opts))
 	p := newUser()
 	ctx := context.Background()
 	require.NoError(t, b.Interest(ctx, p, true))
@@ -95,13 +96,13 @@ func TestServerRestart(t *testing.T) {
 		}
 	})
 	eventually(t, "20 publishes before the stop", func() bool { return count(true) >= 20 })
-	s.stop()
+	s.Stop()
 	eventually(t, "a failed publish", func() bool { return count(false) > 0 })
 	unavailable(t, a, p)
 	unavailable(t, b, p)
 	down := count(true)
 
-	s.start()
+	s.Start()
 	eventually(t, "20 publishes after the restart", func() bool { return count(true) >= down+20 })
 	close(stop)
 	wg.Wait()
@@ -159,9 +160,9 @@ func TestServerRestart(t *testing.T) {
 // revocations that it missed; interest it declared while cut off works.
 func TestCutOffMemberCatchesUp(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	px := newProxy(t, s.url()[len("nats://"):])
-	a, _ := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	s := natstest.Start(t)
+	px := newProxy(t, s.URL()[len("nats://"):])
+	a, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	ncB := connect(t, px.url())
 	bb, err := natsbroker.New(context.Background(), ncB, natsbroker.Options{})
 	require.NoError(t, err)
@@ -202,19 +203,19 @@ func TestCutOffMemberCatchesUp(t *testing.T) {
 // ErrUnavailable, not when Options.Timeout does.
 func TestInFlightEndsWhenDown(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	a, _ := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	s := natstest.Start(t)
+	a, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	slow := &slowSend{
 		Recorder: brokertest.Recorder{Node: "slow-in-flight", Sessions: map[string]bool{"s1": true}},
 		entered:  make(chan struct{}, 1),
 		release:  make(chan struct{}),
 	}
-	m, err := newBroker(t, s.url(), natsbroker.Options{}).Join(context.Background(), slow.Node, slow)
+	m, err := newBroker(t, s.URL(), natsbroker.Options{}).Join(context.Background(), slow.Node, slow)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- a.Send(context.Background(), slow.Node, "s1", data(1)) }()
 	<-slow.entered
-	s.stop()
+	s.Stop()
 	start := time.Now()
 	select {
 	case err := <-done:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wsauth/wsauth"
 	"github.com/wsauth/wsauth/broker"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/natsbroker"
 )
 
@@ -21,21 +22,21 @@ var _ wsauth.HealthChecker = (*natsbroker.Broker)(nil)
 // is back; a member that left is not.
 func TestHealth(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	b := newBroker(t, s.url(), natsbroker.Options{})
+	s := natstest.Start(t)
+	b := newBroker(t, s.URL(), natsbroker.Options{})
 	m, _ := join(t, b)
 	hc := m.(wsauth.HealthChecker)
 	require.NoError(t, hc.Health())
 	require.NoError(t, b.Health())
 
-	s.stop()
+	s.Stop()
 	eventually(t, "unhealthy member", func() bool { return hc.Health() != nil })
 	err := hc.Health()
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
 	assert.Contains(t, err.Error(), "not connected to NATS (RECONNECTING)")
 	assert.ErrorIs(t, b.Health(), broker.ErrUnavailable)
 
-	s.start()
+	s.Start()
 	eventually(t, "healthy member", func() bool { return hc.Health() == nil })
 	require.NoError(t, b.Health())
 
@@ -72,7 +73,7 @@ func TestReadyOnNATS(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	assert.Equal(t, map[string]string{"server": "ok", "verifier": "ok", "broker": "ok"}, checks)
 
-	c.nats.stop()
+	c.nats.Stop()
 	eventually(t, "503 from /readyz", func() bool { status, _ := get("/readyz"); return status == http.StatusServiceUnavailable })
 	_, checks = get("/readyz")
 	assert.Contains(t, checks["broker"], "not connected to NATS")
@@ -80,7 +81,7 @@ func TestReadyOnNATS(t *testing.T) {
 	status, _ = get("/livez")
 	assert.Equal(t, http.StatusOK, status)
 
-	c.nats.start()
+	c.nats.Start()
 	eventually(t, "200 from /readyz", func() bool { status, _ := get("/readyz"); return status == http.StatusOK })
 	c.login(t, nd, "alice", nil)
 	require.NoError(t, nd.srv.Ready())

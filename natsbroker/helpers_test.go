@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsauth/wsauth/broker"
@@ -21,65 +19,6 @@ import (
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
 )
-
-// natsServer is a NATS server with JetStream in this process, on a
-// loopback port and a directory that survive its restarts.
-type natsServer struct {
-	tb   testing.TB
-	dir  string
-	port int
-
-	mu sync.Mutex
-	ns *server.Server
-}
-
-// startServer starts a server that is shut down when tb ends.
-func startServer(tb testing.TB) *natsServer {
-	tb.Helper()
-	s := &natsServer{tb: tb, dir: tb.TempDir(), port: -1}
-	s.start()
-	tb.Cleanup(s.stop)
-	return s
-}
-
-// start starts the server (again, on the same port and directory).
-func (s *natsServer) start() {
-	s.tb.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      s.port,
-		JetStream: true,
-		StoreDir:  s.dir,
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		s.tb.Fatal("nats-server not ready within 10s")
-	}
-	s.port = ns.Addr().(*net.TCPAddr).Port
-	s.mu.Lock()
-	s.ns = ns
-	s.mu.Unlock()
-}
-
-// stop shuts the server down and waits until it has.
-func (s *natsServer) stop() {
-	s.mu.Lock()
-	ns := s.ns
-	s.ns = nil
-	s.mu.Unlock()
-	if ns != nil {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}
-}
-
-func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
 // connect opens a connection to url that reconnects quickly and forever,
 // closed when tb ends.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/broker/brokertest"
+	"github.com/wsauth/wsauth/internal/natstest"
 	"github.com/wsauth/wsauth/natsbroker"
 	"github.com/wsauth/wsauth/protocol"
 	"github.com/wsauth/wsauth/session"
@@ -28,9 +29,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // The broker keeps the contract, with a connection of its own per node.
 func TestContract(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	brokertest.Run(t, func(t *testing.T) broker.Broker {
-		return newBroker(t, s.url(), natsbroker.Options{})
+		return newBroker(t, s.URL(), natsbroker.Options{})
 	})
 }
 
@@ -40,7 +41,7 @@ func TestContract(t *testing.T) {
 // publish of each Seq, and the losers retry.
 func TestConcurrentPublishersCAS(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	const conns, perConn, each = 4, 3, 25
 	p := newUser()
 	ctx := context.Background()
@@ -52,7 +53,7 @@ func TestConcurrentPublishersCAS(t *testing.T) {
 		errs    = make(chan error, conns*perConn)
 	)
 	for c := range conns {
-		b := newBroker(t, s.url(), natsbroker.Options{MaxMessages: conns * perConn * each})
+		b := newBroker(t, s.URL(), natsbroker.Options{MaxMessages: conns * perConn * each})
 		brokers = append(brokers, b)
 		m, _ := join(t, b)
 		for g := range perConn {
@@ -118,9 +119,9 @@ func lost(t *testing.T, m broker.Member, p session.Principal, after protocol.Pos
 // nothing expires the user's last message.
 func TestKeepFor(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	const keep = 300 * time.Millisecond
-	m, _ := join(t, newBroker(t, s.url(), natsbroker.Options{KeepFor: keep}))
+	m, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{KeepFor: keep}))
 	p := newUser()
 	ctx := context.Background()
 	publish(t, m, p, 3)
@@ -144,8 +145,8 @@ func TestKeepFor(t *testing.T) {
 // is lost, and the numbering goes on.
 func TestMaxMessages(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	m, _ := join(t, newBroker(t, s.url(), natsbroker.Options{MaxMessages: 4}))
+	s := natstest.Start(t)
+	m, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{MaxMessages: 4}))
 	p := newUser()
 	head := publish(t, m, p, 6)
 	lost(t, m, p, protocol.Position{Epoch: head.Epoch, Seq: 1})
@@ -161,8 +162,8 @@ func TestMaxMessages(t *testing.T) {
 // in the old epoch is lost.
 func TestMaxBytesRestartsEpoch(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	m, _ := join(t, newBroker(t, s.url(), natsbroker.Options{MaxBytes: 4096}))
+	s := natstest.Start(t)
+	m, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{MaxBytes: 4096}))
 	quiet, busy := newUser(), newUser()
 	before := publish(t, m, quiet, 2)
 	publish(t, m, busy, 40)
@@ -177,10 +178,10 @@ func TestMaxBytesRestartsEpoch(t *testing.T) {
 // comes back (History, deliveries) names it exactly.
 func TestAwkwardPrincipals(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	b := newBroker(t, s.url(), natsbroker.Options{})
+	s := natstest.Start(t)
+	b := newBroker(t, s.URL(), natsbroker.Options{})
 	a, _ := join(t, b)
-	other, rec := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	other, rec := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	ctx := context.Background()
 	principals := []session.Principal{
 		{Issuer: "https://idp.example/", Subject: "a.b.c"},
@@ -231,10 +232,10 @@ func TestAwkwardPrincipals(t *testing.T) {
 // within Options.Timeout.
 func TestSend(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	// Timeout is long enough that "at once" and "at Timeout" stay apart on
 	// a loaded machine.
-	a, _ := join(t, newBroker(t, s.url(), natsbroker.Options{Timeout: time.Second}))
+	a, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{Timeout: time.Second}))
 	ctx := context.Background()
 	for _, node := range []string{"no-such-node", "bad.name", "*", "", thisNode(a)} {
 		start := time.Now()
@@ -243,7 +244,7 @@ func TestSend(t *testing.T) {
 		assert.Less(t, time.Since(start), 500*time.Millisecond, "node %q: not at once", node)
 	}
 	slow := &slowSend{Recorder: brokertest.Recorder{Node: "slow-node", Sessions: map[string]bool{"s1": true}}, release: make(chan struct{})}
-	b := newBroker(t, s.url(), natsbroker.Options{})
+	b := newBroker(t, s.URL(), natsbroker.Options{})
 	m, err := b.Join(ctx, slow.Node, slow)
 	require.NoError(t, err)
 	err = a.Send(ctx, slow.Node, "s1", json.RawMessage(`1`))
@@ -273,11 +274,11 @@ func (s *slowSend) Send(id string, data json.RawMessage) bool {
 // A Handler slow with one user's messages delays no other user's.
 func TestSlowHandler(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	a, _ := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	s := natstest.Start(t)
+	a, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	slowUser, quickUser := newUser(), newUser()
 	h := &slowDeliver{Recorder: brokertest.Recorder{Node: "slow-deliver", Sessions: map[string]bool{}}, slow: slowUser, release: make(chan struct{})}
-	m, err := newBroker(t, s.url(), natsbroker.Options{}).Join(context.Background(), h.Node, h)
+	m, err := newBroker(t, s.URL(), natsbroker.Options{}).Join(context.Background(), h.Node, h)
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, m.Interest(ctx, slowUser, true))
@@ -307,8 +308,8 @@ func (s *slowDeliver) Deliver(m broker.Message) {
 // A member that left refuses every call with ErrUnavailable.
 func TestLeft(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	m, _ := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	s := natstest.Start(t)
+	m, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	require.NoError(t, m.Leave())
 	require.NoError(t, m.Leave(), "Leave twice")
 	ctx := context.Background()
@@ -325,9 +326,9 @@ func TestLeft(t *testing.T) {
 // New and Join check what they are given.
 func TestOptions(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
+	s := natstest.Start(t)
 	ctx := context.Background()
-	nc := connect(t, s.url())
+	nc := connect(t, s.URL())
 	for _, name := range []string{"a.b", "with space", "*", ">", "ü"} {
 		_, err := natsbroker.New(ctx, nc, natsbroker.Options{Stream: name})
 		assert.Error(t, err, "stream %q", name)
@@ -342,7 +343,7 @@ func TestOptions(t *testing.T) {
 	require.NoError(t, err, "letters are letters")
 	require.NoError(t, m.Leave())
 
-	closed := connect(t, s.url())
+	closed := connect(t, s.URL())
 	closed.Close()
 	_, err = natsbroker.New(ctx, closed, natsbroker.Options{})
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
@@ -352,8 +353,8 @@ func TestOptions(t *testing.T) {
 
 func TestErrorsWrap(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	m, _ := join(t, newBroker(t, s.url(), natsbroker.Options{}))
+	s := natstest.Start(t)
+	m, _ := join(t, newBroker(t, s.URL(), natsbroker.Options{}))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := m.Publish(ctx, newUser(), data(1))

@@ -31,7 +31,7 @@ func Example() {
 	defer ops.Close()
 
 	// A development identity provider; in production, your IdP's JWKS.
-	idp, err := wsauthtest.NewDevIdP(hs.URL, "chat", "RS256")
+	idp, err := wsauthtest.NewDevIdP(hs.URL, wsauthtest.IdPOptions{Audience: "chat"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -8,7 +8,8 @@
 //     slow or lie (SetDown, SetDelay, SetBody), counting the fetches it
 //     received. Its Verifier is a jwks.Verifier that trusts it, on the
 //     IdP's clock. NewDevIdP makes one without a server, whose Handler a
-//     development server mounts itself.
+//     development server mounts itself; development nodes given one Issuer
+//     and one Key (IdPOptions) accept each other's tokens.
 //   - Clock is a fake clock implementing reauth.Clock: tests advance time
 //     instead of sleeping.
 //

@@ -8,9 +8,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -45,12 +47,19 @@ type IdPOptions struct {
 	// Algorithm signs the tokens: "RS256" (default), "PS256", "ES256" or
 	// "EdDSA". Rotate makes keys of the same kind.
 	Algorithm string
+	// Key is the first signing key: RSA for RS256 and PS256, ECDSA P-256
+	// for ES256, Ed25519 for EdDSA (Algorithm defaults to RS256, ES256 or
+	// EdDSA by its type). Its kid is derived from its public key, so IdPs
+	// given the same Key publish the same kid and accept each other's
+	// tokens: the nodes of a development cluster. Default: a new key.
+	Key crypto.Signer
 	// Clock stamps minted tokens ("iat", "exp") and drives the Verifier
 	// the IdP makes: give the server and clients under test the same one.
 	// Default: the system clock.
 	Clock reauth.Clock
 	// Listener is where the IdP's test server listens. Default: a new
-	// loopback listener. NewIdP closes it when the test ends.
+	// loopback listener. NewIdP closes it when the test ends; NewDevIdP,
+	// which serves nothing, refuses it.
 	Listener net.Listener
 }
 
@@ -87,12 +96,9 @@ type idpKey struct {
 // the test if opts are invalid.
 func NewIdP(t testing.TB, opts IdPOptions) *IdP {
 	t.Helper()
-	p, err := newIdP(opts.Issuer, opts.Audience, opts.Algorithm)
+	p, err := newIdP(opts)
 	if err != nil {
 		t.Fatalf("wsauthtest: NewIdP: %v", err)
-	}
-	if opts.Clock != nil {
-		p.now = opts.Clock.Now
 	}
 	srv := httptest.NewUnstartedServer(p.Handler())
 	if opts.Listener != nil {
@@ -113,30 +119,41 @@ func NewIdP(t testing.TB, opts IdPOptions) *IdP {
 }
 
 // NewDevIdP returns an IdP without a server, for a development server that
-// mounts Handler itself. issuer must be the http(s) URL at which the
-// Handler is reachable: JWKSURL is issuer (without a trailing slash) +
-// JWKSPath. For an issuer with a path, mount Handler under that prefix with
-// http.StripPrefix. audience defaults to DefaultAudience, alg to "RS256".
-func NewDevIdP(issuer, audience, alg string) (*IdP, error) {
-	u, err := url.Parse(issuer)
+// mounts Handler itself. baseURL must be the http(s) URL at which the
+// Handler is reachable: JWKSURL is baseURL (without a trailing slash) +
+// JWKSPath. For a baseURL with a path, mount Handler under that prefix with
+// http.StripPrefix. opts.Issuer defaults to baseURL; give the nodes of a
+// development cluster one Issuer and one Key, and each its own baseURL.
+// opts.Listener must be nil.
+func NewDevIdP(baseURL string, opts IdPOptions) (*IdP, error) {
+	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("wsauthtest: NewDevIdP: issuer %q is not an http(s) URL", issuer)
+		return nil, fmt.Errorf("wsauthtest: NewDevIdP: %q is not an http(s) URL", baseURL)
 	}
-	p, err := newIdP(issuer, audience, alg)
+	if opts.Listener != nil {
+		return nil, errors.New("wsauthtest: NewDevIdP: a development IdP serves nothing itself: Listener must be nil")
+	}
+	if opts.Issuer == "" {
+		opts.Issuer = baseURL
+	}
+	p, err := newIdP(opts)
 	if err != nil {
 		return nil, fmt.Errorf("wsauthtest: NewDevIdP: %w", err)
 	}
-	p.url = strings.TrimSuffix(issuer, "/")
+	p.url = strings.TrimSuffix(baseURL, "/")
 	p.jwksURL = p.url + JWKSPath
 	return p, nil
 }
 
-func newIdP(issuer, audience, alg string) (*IdP, error) {
+// newIdP makes an IdP of opts, without its URLs; an empty Issuer is left
+// for the caller to set.
+func newIdP(opts IdPOptions) (*IdP, error) {
+	audience, alg := opts.Audience, opts.Algorithm
 	if audience == "" {
 		audience = DefaultAudience
 	}
 	if alg == "" {
-		alg = "RS256"
+		alg = defaultAlgorithm(opts.Key)
 	}
 	var method jwt.SigningMethod
 	switch alg {
@@ -146,14 +163,23 @@ func newIdP(issuer, audience, alg string) (*IdP, error) {
 		return nil, fmt.Errorf("unsupported algorithm %q (want RS256, PS256, ES256 or EdDSA)", alg)
 	}
 	p := &IdP{
-		issuer:   issuer,
+		issuer:   opts.Issuer,
 		audience: audience,
 		alg:      alg,
 		method:   method,
 		stop:     make(chan struct{}),
 		now:      time.Now,
 	}
-	k, err := p.newKey()
+	if opts.Clock != nil {
+		p.now = opts.Clock.Now
+	}
+	var k idpKey
+	var err error
+	if opts.Key != nil {
+		k, err = p.keyOf(opts.Key)
+	} else {
+		k, err = p.newKey()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +187,18 @@ func newIdP(issuer, audience, alg string) (*IdP, error) {
 	p.signing = k
 	p.jwks = p.encode()
 	return p, nil
+}
+
+// defaultAlgorithm is the algorithm of key's kind, RS256 without a key.
+func defaultAlgorithm(key crypto.Signer) string {
+	switch key.(type) {
+	case *ecdsa.PrivateKey:
+		return "ES256"
+	case ed25519.PrivateKey:
+		return "EdDSA"
+	default:
+		return "RS256"
+	}
 }
 
 func (p *IdP) newKey() (idpKey, error) {
@@ -177,9 +215,31 @@ func (p *IdP) newKey() (idpKey, error) {
 	if err != nil {
 		return idpKey{}, fmt.Errorf("generating %s key: %w", p.alg, err)
 	}
-	id := make([]byte, 6)
-	_, _ = rand.Read(id)
-	kid := strings.ToLower(p.alg) + "-" + hex.EncodeToString(id)
+	return p.keyOf(priv)
+}
+
+// keyOf makes priv a signing key of the IdP's algorithm. Its kid is the
+// algorithm and the start of the SHA-256 of its public key: the same key
+// has the same kid in every IdP.
+func (p *IdP) keyOf(priv crypto.Signer) (idpKey, error) {
+	ok := false
+	switch k := priv.(type) {
+	case *rsa.PrivateKey:
+		ok = (p.alg == "RS256" || p.alg == "PS256") && k.N.BitLen() >= 2048
+	case *ecdsa.PrivateKey:
+		ok = p.alg == "ES256" && k.Curve == elliptic.P256()
+	case ed25519.PrivateKey:
+		ok = p.alg == "EdDSA"
+	}
+	if !ok {
+		return idpKey{}, fmt.Errorf("a %T cannot sign %s (want RSA of 2048 bits or more for RS256 and PS256, ECDSA P-256 for ES256, Ed25519 for EdDSA)", priv, p.alg)
+	}
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		return idpKey{}, fmt.Errorf("encoding public key: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	kid := strings.ToLower(p.alg) + "-" + hex.EncodeToString(sum[:6])
 	jwk, err := jwkset.NewJWKFromKey(priv.Public(), jwkset.JWKOptions{
 		Metadata: jwkset.JWKMetadataOptions{KID: kid, ALG: jwkset.ALG(p.alg), USE: jwkset.UseSig},
 	})

@@ -3,6 +3,10 @@ package wsauthtest_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -232,19 +236,26 @@ func TestIdPFailureModes(t *testing.T) {
 
 func TestNewDevIdP(t *testing.T) {
 	t.Parallel()
-	for _, bad := range []struct{ issuer, alg string }{
-		{"", ""},
-		{"issuer.example", ""},
-		{"ftp://issuer.example", ""},
-		{"https://", ""},
-		{"https://issuer.example", "HS256"},
-		{"https://issuer.example", "RS512"},
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	for _, bad := range []struct {
+		url  string
+		opts wsauthtest.IdPOptions
+	}{
+		{"", wsauthtest.IdPOptions{}},
+		{"issuer.example", wsauthtest.IdPOptions{}},
+		{"ftp://issuer.example", wsauthtest.IdPOptions{}},
+		{"https://", wsauthtest.IdPOptions{}},
+		{"https://issuer.example", wsauthtest.IdPOptions{Algorithm: "HS256"}},
+		{"https://issuer.example", wsauthtest.IdPOptions{Algorithm: "RS512"}},
+		{"https://issuer.example", wsauthtest.IdPOptions{Listener: l}},
 	} {
-		_, err := wsauthtest.NewDevIdP(bad.issuer, "", bad.alg)
-		assert.Error(t, err, "issuer %q alg %q", bad.issuer, bad.alg)
+		_, err := wsauthtest.NewDevIdP(bad.url, bad.opts)
+		assert.Error(t, err, "url %q options %+v", bad.url, bad.opts)
 	}
 
-	p, err := wsauthtest.NewDevIdP("https://id.example.com/", "", "")
+	p, err := wsauthtest.NewDevIdP("https://id.example.com/", wsauthtest.IdPOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "https://id.example.com/", p.Issuer())
 	assert.Equal(t, "https://id.example.com/.well-known/jwks.json", p.JWKSURL())
@@ -258,6 +269,47 @@ func TestNewDevIdP(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "RS256", tok.Header["alg"])
 	assert.Equal(t, 1, p.Fetches())
+}
+
+// TestDevIdPSharedKey: the nodes of a development cluster, each with its
+// own URL, one issuer and one key, accept each other's tokens; a key of
+// the wrong kind for the algorithm is refused.
+func TestDevIdPSharedKey(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	opts := wsauthtest.IdPOptions{Issuer: "https://dev.example.invalid", Audience: "chat", Key: key}
+	a, err := wsauthtest.NewDevIdP("http://127.0.0.1:8080", opts)
+	require.NoError(t, err)
+	b, err := wsauthtest.NewDevIdP("http://127.0.0.1:8081", opts)
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:8081/.well-known/jwks.json", b.JWKSURL(), "each node serves its own JWK Set")
+	assert.Equal(t, "https://dev.example.invalid", b.Issuer())
+	assert.Equal(t, a.KID(), b.KID(), "one key, one kid")
+	assert.Equal(t, a.JWKS(), b.JWKS())
+
+	tok, err := parse(t, b.JWKS(), a.Token("alice", time.Minute), jwt.WithIssuer(opts.Issuer), jwt.WithAudience("chat"))
+	require.NoError(t, err, "a token of node a verifies against node b's JWK Set")
+	assert.Equal(t, "ES256", tok.Header["alg"], "the algorithm of the key's kind")
+
+	other, err := wsauthtest.NewDevIdP("http://127.0.0.1:8082", wsauthtest.IdPOptions{Algorithm: "ES256"})
+	require.NoError(t, err)
+	assert.NotEqual(t, a.KID(), other.KID(), "another key, another kid")
+
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	for _, bad := range []wsauthtest.IdPOptions{
+		{Key: key, Algorithm: "RS256"},
+		{Key: edKey, Algorithm: "ES256"},
+	} {
+		_, err := wsauthtest.NewDevIdP("http://127.0.0.1:8080", bad)
+		assert.Error(t, err, "%T for %s", bad.Key, bad.Algorithm)
+	}
+	ed, err := wsauthtest.NewDevIdP("http://127.0.0.1:8080", wsauthtest.IdPOptions{Key: edKey})
+	require.NoError(t, err)
+	tok, err = parse(t, ed.JWKS(), ed.Token("bob", time.Minute))
+	require.NoError(t, err)
+	assert.Equal(t, "EdDSA", tok.Header["alg"])
 }
 
 // TestIdPClockAndVerifier: one Clock in IdPOptions stamps the tokens and

@@ -19,6 +19,8 @@ export declare const ERROR_TOO_MANY_REQUESTS: 4429;
 
 /** Longest message id, in UTF-8 bytes. */
 export declare const MAX_ID_BYTES: 64;
+/** Longest stream epoch, in UTF-8 bytes. */
+export declare const MAX_EPOCH_BYTES: 64;
 
 /** Reports whether the client reconnects after a close with this code. */
 export declare function isRetryable(code: number): boolean;
@@ -53,6 +55,16 @@ export interface WebSocketLike {
   onerror: ((ev: any) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
+}
+
+/**
+ * A position in the user's stream (docs/protocol.md, section 5): the
+ * stream's epoch and the seq of the last stream message received (or where
+ * the session started).
+ */
+export interface StreamPosition {
+  readonly epoch: string;
+  readonly seq: number;
 }
 
 export interface WsauthClientOptions {
@@ -112,6 +124,14 @@ export interface WsauthClientOptions {
    * (1 MiB, the server's own frame cap).
    */
   readLimit?: number;
+  /**
+   * The position to start from, e.g. one the application saved from
+   * `position` events before a page reload: presented as `resume` in the
+   * first auth. An epoch of at most 64 bytes and an integer seq >= 0, or
+   * null (the constructor throws a TypeError otherwise). Default null: the
+   * first connection starts at the stream's head.
+   */
+  resume?: StreamPosition | null;
   /** The WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass ws's. */
   WebSocket?: WebSocketConstructor;
 }
@@ -141,9 +161,35 @@ export interface WsauthCloseDetail {
   retrying: boolean;
 }
 
+/** Detail of a resumelost event. */
+export interface WsauthResumeLostDetail {
+  /** The position the client presented. */
+  presented: StreamPosition;
+  /** The stream's head, where the new session starts: the client's position now. */
+  position: StreamPosition;
+}
+
 export interface WsauthClientEventMap {
   state: CustomEvent<WsauthState>;
+  /**
+   * The data of a server message frame. A stream message's position
+   * follows in a position event, once every listener of this one returned.
+   */
   message: CustomEvent<unknown>;
+  /**
+   * The client's position changed: after the message event of each stream
+   * message, and at the first auth_ok of a connection that starts elsewhere
+   * (the first connection, a lost resume). Save it to resume after a reload.
+   */
+  position: CustomEvent<StreamPosition>;
+  /**
+   * The server answered the first auth's resume with "lost": messages of
+   * the user's stream since the position presented may be missing (too
+   * old, or the stream's history is gone). The session goes on from the
+   * stream's head; resynchronise from the application. Fired after the
+   * position event of that auth_ok, before its state event.
+   */
+  resumelost: CustomEvent<WsauthResumeLostDetail>;
   error: CustomEvent<WsauthErrorDetail>;
   close: CustomEvent<WsauthCloseDetail>;
 }
@@ -159,7 +205,11 @@ export interface WsauthClientEventMap {
  * 1011, 1013, 4408, 4413, 4429, 4440), never after terminal ones.
  *
  * Delivery is at most once: a message sent just before the connection
- * dropped is not resent, since the server may have processed it.
+ * dropped is not resent, since the server may have processed it. Server
+ * messages of the user's stream (on a server that keeps streams) are
+ * exactly once across reconnects: the client presents its position in the
+ * first auth of every connection and the server resumes after it, or says
+ * it cannot (a resumelost event).
  */
 export declare class WsauthClient extends EventTarget {
   constructor(url: string | URL, options: WsauthClientOptions);
@@ -174,6 +224,14 @@ export declare class WsauthClient extends EventTarget {
   readonly exp: number;
   /** Messages waiting for an active session. */
   readonly queued: number;
+  /**
+   * The client's position in the user's stream: from the first auth_ok of
+   * each connection, then from every stream message once the message event
+   * returned; presented as resume in the first auth of every connection,
+   * kept across close() and connect(). null until a server that keeps
+   * streams said one (or options.resume gave one).
+   */
+  readonly position: StreamPosition | null;
 
   /** Opens the connection; does nothing unless the state is closed. */
   connect(): void;

@@ -14,8 +14,10 @@
 // what is sent while it is not active and flushes it, in order, after
 // auth_ok, resends messages the server refused with error 4401, gives up on
 // a server that does not answer an auth frame in time (and, in Node with
-// the ws package, on a connection that does not answer pings), and
-// reconnects with jittered exponential backoff after retryable closes.
+// the ws package, on a connection that does not answer pings), reconnects
+// with jittered exponential backoff after retryable closes, and on a server
+// that keeps users' streams resumes where it left off (docs/protocol.md,
+// section 5).
 
 /** The WebSocket subprotocol of wire protocol v1. */
 export const SUBPROTOCOL = 'wsauth.v1';
@@ -40,6 +42,8 @@ const REAUTH_INTERVAL_MS = 1000;
 
 /** Longest message id, in UTF-8 bytes. */
 export const MAX_ID_BYTES = 64;
+/** Longest stream epoch, in UTF-8 bytes. */
+export const MAX_EPOCH_BYTES = 64;
 
 /** Reports whether the client reconnects after a close with this code. */
 export function isRetryable(code) {
@@ -60,8 +64,11 @@ const encoder = new TextEncoder();
  *
  * States: connecting, authenticating, active, reauthenticating, closed.
  * Events (CustomEvent, payload in `detail`): `state` (the new state),
- * `message` (the data of a server message frame), `error`
- * ({code, message, ref?, cause?}), `close` ({code, reason, retrying}).
+ * `message` (the data of a server message frame), `position` ({epoch, seq}:
+ * the client's new position in the user's stream), `resumelost`
+ * ({presented, position}: the server could not resume from the position
+ * presented), `error` ({code, message, ref?, cause?}), `close` ({code,
+ * reason, retrying}).
  */
 export class WsauthClient extends EventTarget {
   #url;
@@ -98,6 +105,8 @@ export class WsauthClient extends EventTarget {
   #session = '';
   #subject = '';
   #exp = 0;
+  #position = null; // {epoch, seq}, frozen: where the client is in the user's stream
+  #presented = null; // #position as sent in the current socket's first auth
 
   /**
    * @param {string|URL} url the ws:// or wss:// URL of the endpoint
@@ -116,6 +125,7 @@ export class WsauthClient extends EventTarget {
       pingInterval = 30_000,
       pongTimeout = 10_000,
       readLimit = 1_048_576,
+      resume = null,
       WebSocket: WS = globalThis.WebSocket,
     } = options;
     if (typeof tokenProvider !== 'function') {
@@ -138,6 +148,9 @@ export class WsauthClient extends EventTarget {
     if (!Number.isInteger(readLimit) || readLimit < 1) {
       throw new RangeError('wsauth: options.readLimit must be a positive integer (bytes)');
     }
+    if (resume !== null && !positionOf(resume)) {
+      throw new TypeError(`wsauth: options.resume must be null or {epoch, seq}: a string of at most ${MAX_EPOCH_BYTES} bytes and an integer >= 0`);
+    }
     this.#url = String(url);
     this.#tokenProvider = tokenProvider;
     this.#protocols = protocols;
@@ -150,6 +163,7 @@ export class WsauthClient extends EventTarget {
     this.#pingInterval = pingInterval;
     this.#pongTimeout = pongTimeout;
     this.#readLimit = readLimit;
+    this.#position = resume === null ? null : positionOf(resume);
     this.#WebSocket = WS;
   }
 
@@ -163,6 +177,13 @@ export class WsauthClient extends EventTarget {
   get exp() { return this.#exp; }
   /** How many messages wait for an active session. */
   get queued() { return this.#queue.length; }
+  /**
+   * The client's position in the user's stream, {epoch, seq} (frozen), or
+   * null before the first auth_ok of a server that keeps streams (unless
+   * options.resume gave one). It is presented as `resume` in the first auth
+   * of every connection.
+   */
+  get position() { return this.#position; }
 
   /** Opens the connection. Does nothing unless the client is closed. */
   connect() {
@@ -263,7 +284,12 @@ export class WsauthClient extends EventTarget {
     if (this.#ws !== ws || ws.readyState !== OPEN) return; // closed meanwhile: onclose decides
     this.#authSeq = this.#seq;
     this.#lastAuthAt = Date.now();
-    ws.send(JSON.stringify({ type: 'auth', token }));
+    const frame = { type: 'auth', token };
+    if (state === 'authenticating') { // only the first auth of a connection resumes
+      this.#presented = this.#position;
+      if (this.#position) frame.resume = this.#position;
+    }
+    ws.send(JSON.stringify(frame));
     if (state === 'reauthenticating') this.#armAuthTimer(ws, 'reauth timeout', this.#reauthTimeout);
   }
 
@@ -310,6 +336,9 @@ export class WsauthClient extends EventTarget {
         break;
       case 'message':
         this.#emit('message', f.data);
+        // After the application has it: a position is a promise that
+        // everything up to it was handed over.
+        this.#advance(positionOf(f));
         break;
       case 'error':
         this.#onErrorFrame(f);
@@ -333,8 +362,16 @@ export class WsauthClient extends EventTarget {
     this.#subject = sub;
     this.#exp = Number(f.exp) || 0;
     if (!this.#activeSince) {
+      // The first auth_ok of a connection: where its session starts in the
+      // user's stream (the position presented, when resumed).
       this.#activeSince = Date.now();
       this.#startKeepalive(this.#ws);
+      const presented = this.#presented;
+      this.#presented = null;
+      this.#advance(positionOf(f));
+      if (f.resume === 'lost' && presented) {
+        this.#emit('resumelost', { presented, position: this.#position });
+      }
     }
     // The server handles frames in order and answers each before the next:
     // a message sent before this auth frame was processed, or refused with
@@ -377,6 +414,15 @@ export class WsauthClient extends EventTarget {
       return;
     }
     this.#emit('error', { code: Number(f.code), message: String(f.message ?? ''), ref });
+  }
+
+  // #advance moves the client to pos ({epoch, seq}, or undefined for a
+  // frame without one) and reports a change.
+  #advance(pos) {
+    const cur = this.#position;
+    if (!pos || (cur && cur.epoch === pos.epoch && cur.seq === pos.seq)) return;
+    this.#position = pos;
+    this.#emit('position', pos);
   }
 
   #flush() {
@@ -535,6 +581,16 @@ export class WsauthClient extends EventTarget {
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+// positionOf returns v's position, {epoch, seq} (frozen), if v has a valid
+// one (a string epoch of at most MAX_EPOCH_BYTES bytes, an integer seq >=
+// 0), else undefined.
+function positionOf(v) {
+  const { epoch, seq } = v ?? {};
+  if (typeof epoch !== 'string' || !Number.isSafeInteger(seq) || seq < 0) return undefined;
+  if (epoch.length * 3 > MAX_EPOCH_BYTES && encoder.encode(epoch).length > MAX_EPOCH_BYTES) return undefined;
+  return Object.freeze({ epoch, seq });
 }
 
 function messageOf(err) {

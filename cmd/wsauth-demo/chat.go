@@ -5,36 +5,55 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/wsauth/wsauth"
+	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/protocol"
 )
 
 // chat is the demo application: it broadcasts every client message to every
-// session and, with a tick interval, sends each session a numbered tick.
+// session, sends direct messages to users' streams and, with a tick
+// interval, sends every user with a session here a numbered tick.
 type chat struct {
 	srv    *wsauth.Server // set before the server is mounted
 	logger *slog.Logger
 	tick   time.Duration
 
 	mu      sync.Mutex
-	members map[string]*member // by session id: sessions that authenticated and did not close
+	members map[string]*member             // by session id: sessions that authenticated and did not close
+	users   map[wsauth.Principal]*userTick // users with a member
 
-	done chan struct{}
-	wg   sync.WaitGroup
+	ctx        context.Context // of the ticker's sends; cancelled by stop
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	due        []dueTick // the ticker's own, reused
+	brokerDown bool      // the ticker's own: its last send found the broker away
 }
 
-// member is one session, the number of the last tick sent to it, and its
-// message budget.
+// member is one session and its message budget.
 type member struct {
 	s       *wsauth.Session
-	ticks   int64
 	limiter *rate.Limiter // read goroutine only
+}
+
+// userTick counts a user's sessions here and the ticks this node sent the
+// user. Ticks go to the user's stream, so every session of the user, on
+// every node, gets them and a client that reconnects resumes them: each
+// node numbers its own, 1, 2, 3… from the user's first session here, and
+// says which node it is.
+type userTick struct {
+	sessions int
+	n        int64
+}
+
+// tickMessage is the data of a tick.
+type tickMessage struct {
+	Tick int64  `json:"tick"`
+	Node string `json:"node"`
 }
 
 // The demo's limits on what one session may send, as docs/security.md tells
@@ -46,7 +65,12 @@ const (
 )
 
 func newChat(logger *slog.Logger, tick time.Duration) *chat {
-	return &chat{logger: logger, tick: tick, members: make(map[string]*member), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &chat{
+		logger: logger, tick: tick,
+		members: make(map[string]*member), users: make(map[wsauth.Principal]*userTick),
+		ctx: ctx, cancel: cancel,
+	}
 }
 
 // hook installs the chat's hooks in opts.
@@ -64,6 +88,12 @@ func (c *chat) onAuthenticated(_ context.Context, s *wsauth.Session) error {
 	_, known := c.members[s.ID()]
 	if !known {
 		c.members[s.ID()] = &member{s: s, limiter: rate.NewLimiter(chatRate, chatBurst)}
+		u := c.users[s.Principal()]
+		if u == nil {
+			u = &userTick{}
+			c.users[s.Principal()] = u
+		}
+		u.sessions++
 	}
 	c.mu.Unlock()
 	id := s.Identity()
@@ -89,12 +119,16 @@ const (
 	errorNoSuchDst protocol.ErrorCode = 4004
 )
 
+// revokeTimeout bounds telling the cluster about a revocation.
+const revokeTimeout = 5 * time.Second
+
 // onMessage runs on the sender's read goroutine. A message whose data is an
 // object with a string "to" goes to that user only (every session of it,
-// on every node, resumable); any other is broadcast. With the handler's
-// ctx, a receiver that reads but is behind slows the sender's reading
-// instead of dropping anything; a receiver that stopped reading is skipped
-// (ErrBufferFull).
+// on every node, resumable); one with "revoke": true closes every session
+// of the sender, on every node (sign out everywhere); any other is
+// broadcast. With the handler's ctx, a receiver that reads but is behind
+// slows the sender's reading instead of dropping anything; a receiver that
+// stopped reading is skipped (ErrBufferFull).
 func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Message) error {
 	if len(m.Data) > maxChatBytes {
 		return &wsauth.MessageError{Code: errorTooLarge, Message: "message too large (4 KiB at most)"}
@@ -111,9 +145,20 @@ func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Messag
 		return err
 	}
 	var direct struct {
-		To *string `json:"to"`
+		To     *string `json:"to"`
+		Revoke bool    `json:"revoke"`
 	}
-	if json.Unmarshal(m.Data, &direct) == nil && direct.To != nil {
+	command := json.Unmarshal(m.Data, &direct) == nil // else: a chat message
+	if command && direct.Revoke {
+		// Revoking closes this very session first, which cancels ctx: the
+		// rest of the cluster is told under a context of its own.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+		defer cancel()
+		n, err := c.srv.Revoke(rctx, from)
+		c.logger.Info("sessions revoked", "sub", from.Subject, "here", n, "err", err)
+		return nil
+	}
+	if command && direct.To != nil {
 		if *direct.To == "" {
 			return &wsauth.MessageError{Code: errorNoSuchDst, Message: "empty \"to\""}
 		}
@@ -140,7 +185,16 @@ func (c *chat) onMessage(ctx context.Context, s *wsauth.Session, m wsauth.Messag
 func (c *chat) onClose(s *wsauth.Session, ce *protocol.CloseError) {
 	c.mu.Lock()
 	_, known := c.members[s.ID()]
-	delete(c.members, s.ID())
+	if known {
+		delete(c.members, s.ID())
+		if u := c.users[s.Principal()]; u != nil {
+			if u.sessions--; u.sessions == 0 {
+				// Its next session here counts from 1 again: the page
+				// takes a tick 1 for a new count, not for a gap.
+				delete(c.users, s.Principal())
+			}
+		}
+	}
 	c.mu.Unlock()
 	if known {
 		c.logger.Info("session closed", "session", s.ID(), "sub", s.Principal().Subject, "code", int(ce.Code), "reason", ce.Reason)
@@ -164,7 +218,7 @@ func (c *chat) start() {
 
 // stop stops the ticker and waits for it.
 func (c *chat) stop() {
-	close(c.done)
+	c.cancel()
 	c.wg.Wait()
 }
 
@@ -174,7 +228,7 @@ func (c *chat) runTicker() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.done:
+		case <-c.ctx.Done():
 			return
 		case <-t.C:
 			c.sendTicks()
@@ -182,23 +236,48 @@ func (c *chat) runTicker() {
 	}
 }
 
-// sendTicks sends every member its next tick. A session whose token is
-// expired buffers it; the server delivers it after the next auth_ok.
+type dueTick struct {
+	p wsauth.Principal
+	n int64
+}
+
+// sendTicks sends every user with a session here its next tick, to its
+// stream. A session whose token is expired buffers it; the server delivers
+// it after the next auth_ok. The lock is not held while sending: with NATS,
+// each send is a round trip. Only the ticker calls it.
 func (c *chat) sendTicks() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	var buf []byte
-	for id, m := range c.members {
-		m.ticks++
-		buf = append(buf[:0], `{"tick":`...)
-		buf = strconv.AppendInt(buf, m.ticks, 10)
-		buf = append(buf, '}')
-		// Send copies the data into its frame; buf can be reused.
-		switch err := m.s.Send(buf); {
+	due := c.due[:0]
+	for p, u := range c.users {
+		u.n++
+		due = append(due, dueTick{p, u.n})
+	}
+	c.due = due
+	c.mu.Unlock()
+	node := c.srv.Node()
+	for _, d := range due {
+		// A new slice each time: a broker keeps the data in the stream.
+		data, _ := json.Marshal(tickMessage{Tick: d.n, Node: node}) // cannot fail
+		_, err := c.srv.SendToPrincipals(c.ctx, data, d.p)
+		switch {
+		case errors.Is(err, broker.ErrUnavailable):
+			// This node's sessions still got it, outside the stream. Said
+			// once an outage, not once a tick.
+			if !c.brokerDown {
+				c.logger.Warn("broker unavailable: ticks reach this node's sessions only, and are not resumable", "err", err)
+			}
+			c.brokerDown = true
+		case err == nil:
+			if c.brokerDown {
+				c.logger.Info("broker available again")
+			}
+			c.brokerDown = false
 		case errors.Is(err, wsauth.ErrBufferFull):
-			m.ticks-- // not sent: the next tick carries this number
-		case err != nil && !errors.Is(err, wsauth.ErrSessionClosed):
-			c.logger.Error("sending tick", "session", id, "err", err)
+			// Without a broker: that session misses this tick (its page
+			// shows a gap). With one, a full session catches up instead.
+			c.logger.Debug("tick not delivered to a full session", "sub", d.p.Subject, "tick", d.n)
+		case c.ctx.Err() == nil:
+			c.logger.Error("sending tick", "sub", d.p.Subject, "err", err)
 		}
 	}
 }

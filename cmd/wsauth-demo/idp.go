@@ -1,12 +1,20 @@
 package main
 
 import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 	"unicode/utf8"
 
@@ -29,12 +37,91 @@ type devIdP struct {
 	logger     *slog.Logger
 }
 
-func newDevIdP(issuer, audience string, defaultTTL time.Duration, logger *slog.Logger) (*devIdP, error) {
-	idp, err := wsauthtest.NewDevIdP(issuer, audience, "")
+// newDevIdP makes the development IdP of this server, reachable at base.
+// With a key file (see loadDevKey) it signs with that key, and its tokens
+// have the issuer given: nodes that share both accept each other's tokens.
+// Without one it signs with a new key, and issuer defaults to base.
+func newDevIdP(base, issuer, audience, keyFile string, defaultTTL time.Duration, logger *slog.Logger) (*devIdP, error) {
+	opts := wsauthtest.IdPOptions{Issuer: issuer, Audience: audience}
+	if keyFile != "" {
+		key, created, err := loadDevKey(keyFile)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			logger.Info("development IdP: created a signing key", "file", keyFile)
+		}
+		opts.Key = key
+	}
+	idp, err := wsauthtest.NewDevIdP(base, opts)
 	if err != nil {
 		return nil, err
 	}
 	return &devIdP{idp: idp, defaultTTL: defaultTTL, logger: logger}, nil
+}
+
+// loadDevKey reads the signing key in path (PEM, PKCS #8: RSA, ECDSA P-256
+// or Ed25519), or creates an RSA key there, readable by its owner only, if
+// there is none. Nodes started together may race to create it: each writes
+// a key of its own to a temporary file and links it to path, which fails
+// for all but the first; the others read the winner's.
+func loadDevKey(path string) (key crypto.Signer, created bool, err error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		created, err = createDevKey(path)
+		if err != nil {
+			return nil, false, fmt.Errorf("-dev-key: %w", err)
+		}
+		raw, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("-dev-key: %w", err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, false, fmt.Errorf("-dev-key: %s holds no PEM \"PRIVATE KEY\" block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, false, fmt.Errorf("-dev-key: %s: %w", path, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, false, fmt.Errorf("-dev-key: %s: a %T cannot sign", path, k)
+	}
+	return signer, created, nil
+}
+
+// createDevKey writes a new RSA key to path, unless path exists by then; it
+// reports whether it wrote it.
+func createDevKey(path string) (bool, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return false, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return false, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".wsauth-demo-key-*") // mode 0600
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp.Name())
+	err = pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	switch err := os.Link(tmp.Name(), path); {
+	case errors.Is(err, fs.ErrExist):
+		return false, nil // another node was first
+	case err != nil:
+		return false, err
+	}
+	return true, nil
 }
 
 func (d *devIdP) mount(mux *http.ServeMux) {

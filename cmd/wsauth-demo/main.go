@@ -13,10 +13,23 @@
 //	GET  /.well-known/jwks.json   dev IdP: its JWK Set
 //
 // Every message a client sends is broadcast to every session as
-// {"from":<sub>,"data":<data>}. Every session is also sent {"tick":N} every
-// -tick interval (default 1s; -tick 0 turns ticks off), N counting 1, 2, 3…
-// per session, which makes gaps and duplicates across reauthentications
-// visible.
+// {"from":<sub>,"data":<data>}; one whose data is an object with a string
+// "to" goes to that user's sessions and the sender's instead (their
+// streams: resumable), and {"revoke":true} closes every session of the
+// sender (4403), on every node. Every user with a session is also sent
+// {"tick":N,"node":<node>} every -tick interval (default 1s; -tick 0 turns
+// ticks off), to the user's stream: each node numbers the ticks it sends a
+// user 1, 2, 3…, which makes gaps and duplicates across reauthentications,
+// reconnects and nodes visible.
+//
+// Users' streams are kept for -keep-for (2m) in this process, so that a
+// client that reconnects resumes where it left off. With -nats URL the demo
+// joins the cluster of the demos on that NATS server (natsbroker, on
+// JetStream): messages, broadcasts and revocations reach every node, and a
+// client resumes on any node. Nodes that use the development IdP then need
+// one signing key, -dev-key FILE, created by the first node that starts;
+// their tokens' issuer is then https://wsauth-demo.invalid (or -issuer), the
+// same on every node, while each node serves the JWK Set itself.
 //
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
@@ -26,8 +39,9 @@
 //
 // On start the command prints one line, "wsauth-demo listening on
 // http://HOST:PORT", to stdout; logs go to stderr. SIGINT or SIGTERM shuts it
-// down gracefully: every session is closed with 1001, then the HTTP server
-// stops.
+// down gracefully: every session is closed with 1001 (its client reconnects
+// and resumes, on another node of a cluster), then the HTTP server stops,
+// then the NATS connection closes.
 package main
 
 import (
@@ -46,7 +60,6 @@ import (
 	"time"
 
 	"github.com/wsauth/wsauth"
-	"github.com/wsauth/wsauth/broker"
 	"github.com/wsauth/wsauth/jwks"
 )
 
@@ -88,13 +101,21 @@ type config struct {
 	tokenTTL time.Duration
 	tick     time.Duration
 	idle     time.Duration // http.Server.IdleTimeout
-	keepFor  time.Duration // broker.MemoryOptions.KeepFor; 0: no broker
+	keepFor  time.Duration // the broker's KeepFor; 0: no broker (not with natsURL)
+	natsURL  string        // "": no cluster, a broker.Memory
+	devKey   string        // the development IdP's key file; "": a new key
 	logLevel slog.Level
 	opts     wsauth.Options // the server's options, without hooks and Verifier
 }
 
 // defaultAudience is the "aud" of the development IdP's tokens.
 const defaultAudience = "wsauth-demo"
+
+// defaultDevIssuer is the "iss" of the development IdP's tokens with
+// -dev-key: one name for every node, whatever its address, so that each
+// node accepts the others' tokens. The .invalid top-level domain (RFC 2606)
+// can never name a real identity provider, nor be fetched.
+const defaultDevIssuer = "https://wsauth-demo.invalid"
 
 // defaultTick is on, so that the page shows the tick counter running
 // across reauthentications without any flag.
@@ -106,10 +127,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen `address` (\":0\" picks a free port)")
 	fs.StringVar(&cfg.jwksURL, "jwks", "", "JWK Set `URL` of an external identity provider (default: the embedded development IdP)")
-	fs.StringVar(&cfg.issuer, "issuer", "", "\"iss\" of the external identity provider's tokens (with -jwks)")
+	fs.StringVar(&cfg.issuer, "issuer", "", "\"iss\" of the tokens: the external identity provider's (required with -jwks), or the development IdP's (default: this server's URL; with -dev-key "+defaultDevIssuer+")")
+	fs.StringVar(&cfg.devKey, "dev-key", "", "the development IdP's signing key `file` (PEM), created (mode 0600) if missing; give every node of a cluster the same one (default: a new key at every start)")
+	fs.StringVar(&cfg.natsURL, "nats", "", "join the cluster of the demos on the NATS server at `URL` (with JetStream; comma-separate several URLs of one NATS cluster) (default: no cluster)")
 	fs.StringVar(&cfg.audience, "audience", "", "accepted \"aud\" (required with -jwks; default "+defaultAudience+")")
 	fs.DurationVar(&cfg.tokenTTL, "token-ttl", 15*time.Minute, "default lifetime of the development IdP's tokens (at most 24h)")
-	fs.DurationVar(&cfg.tick, "tick", defaultTick, "send every session {\"tick\":N} every `interval`, e.g. 1s or 250ms (0: off)")
+	fs.DurationVar(&cfg.tick, "tick", defaultTick, "send every user {\"tick\":N,\"node\":…}, in its stream, every `interval`, e.g. 1s or 250ms (0: off)")
 	fs.DurationVar(&cfg.idle, "idle-timeout", time.Minute, "close idle keep-alive HTTP connections after this long")
 	o := &cfg.opts
 	fs.DurationVar(&o.AuthTimeout, "auth-timeout", 0, "time a connection has to authenticate (0: wsauth default 5s)")
@@ -122,7 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.TextVar(&o.Expiry, "expiry", wsauth.ExpiryReauth, "expiry `policy`: reauth, close or ignore (insecure)")
 	fs.IntVar(&o.BufferMessages, "buffer-messages", 0, "undelivered messages kept per session (0: wsauth default 256)")
 	fs.IntVar(&o.BufferBytes, "buffer-bytes", 0, "undelivered bytes kept per session (0: wsauth default 1 MiB)")
-	fs.DurationVar(&cfg.keepFor, "keep-for", 2*time.Minute, "keep each user's messages this long, so that clients resume after a reconnect (0: off)")
+	fs.DurationVar(&cfg.keepFor, "keep-for", 2*time.Minute, "keep each user's messages this long, so that clients resume after a reconnect (0: off; not with -nats)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,13 +178,21 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if cfg.idle <= 0 {
 		return fail("-idle-timeout must be positive")
 	}
+	if cfg.keepFor < 0 {
+		return fail("-keep-for must not be negative")
+	}
+	if cfg.natsURL != "" && cfg.keepFor == 0 {
+		return fail("-nats needs -keep-for: a cluster keeps users' streams")
+	}
 	if cfg.jwksURL == "" {
-		if cfg.issuer != "" {
-			return fail("-issuer needs -jwks: the development IdP's issuer is its own URL")
-		}
 		if cfg.audience == "" {
 			cfg.audience = defaultAudience
 		}
+		if cfg.issuer == "" && cfg.devKey != "" {
+			cfg.issuer = defaultDevIssuer
+		}
+	} else if cfg.devKey != "" {
+		return fail("-dev-key is the development IdP's: not with -jwks")
 	} else if cfg.issuer == "" || cfg.audience == "" {
 		return fail("-jwks needs -issuer and -audience")
 	}
@@ -197,7 +228,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	issuer, jwksURL := cfg.issuer, cfg.jwksURL
 	if jwksURL == "" {
-		idp, err := newDevIdP(base, cfg.audience, cfg.tokenTTL, logger)
+		// Each node serves its IdP's JWK Set and verifies against its own:
+		// with one key file and one issuer, every node's are the same.
+		idp, err := newDevIdP(base, cfg.issuer, cfg.audience, cfg.devKey, cfg.tokenTTL, logger)
 		if err != nil {
 			ln.Close()
 			return err
@@ -206,6 +239,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		issuer, jwksURL = idp.idp.Issuer(), idp.idp.JWKSURL()
 		logger.Warn("development IdP enabled: POST /token mints a token for any subject; never expose this server",
 			"issuer", issuer)
+		if cfg.natsURL != "" && cfg.devKey == "" {
+			logger.Warn("-nats without -dev-key: the other nodes refuse this node's tokens, so a client must get its token from the node it connects to")
+		}
 	} else {
 		mux.HandleFunc("/token", http.NotFound)
 	}
@@ -231,13 +267,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer v.Close()
 
+	b, where, releaseBroker, err := newBroker(ctx, cfg, logger)
+	if err != nil {
+		_ = stopHTTP()
+		return err
+	}
+	defer releaseBroker() // after srv.Shutdown, which leaves the broker
+
 	c := newChat(logger, cfg.tick)
 	opts := cfg.opts
 	opts.Verifier = v
 	opts.Logger = logger
-	if cfg.keepFor > 0 {
-		opts.Broker = broker.NewMemory(broker.MemoryOptions{KeepFor: cfg.keepFor})
-	}
+	opts.Broker = b
 	c.hook(&opts)
 	srv, err := wsauth.New(opts)
 	if err != nil {
@@ -249,7 +290,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c.start()
 
 	fmt.Fprintf(stdout, "wsauth-demo listening on %s\n", base)
-	logger.Info("listening", "url", base, "ws", wsURL(base), "jwks", jwksURL, "expiry", opts.Expiry.String(), "tick", cfg.tick)
+	logger.Info("listening", "url", base, "ws", wsURL(base), "node", srv.Node(), "broker", where,
+		"jwks", jwksURL, "expiry", opts.Expiry.String(), "tick", cfg.tick)
 
 	select {
 	case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -25,7 +26,19 @@ import (
 	"github.com/wsauth/wsauth/wsauthtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsCommand) == "1" {
+		// The test holds stdin open: if it dies, the command does too,
+		// instead of serving on forever.
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			os.Exit(3)
+		}()
+		main() // exits by itself on an error
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestTokenEndpoint(t *testing.T) {
 	t.Parallel()
@@ -163,18 +176,34 @@ func TestBroadcastBetweenClients(t *testing.T) {
 	assert.Equal(t, want, readType(t, bob, "message")["data"])
 }
 
-func TestTicksAreNumberedPerSession(t *testing.T) {
+// TestTicksAreNumberedPerUser: ticks go to the user's stream, numbered by
+// the node from 1 on, so every session of a user gets the same ones.
+func TestTicksAreNumberedPerUser(t *testing.T) {
 	t.Parallel()
 	d := startDemo(t, "-tick", "20ms")
-	alice, _ := d.login(t, d.token(t, "alice", time.Minute))
+	alice, ok := d.login(t, d.token(t, "alice", time.Minute))
+	node, _, found := strings.Cut(ok["session"].(string), ".")
+	require.True(t, found, "session ids start with the node: %v", ok["session"])
 	for want := 1; want <= 3; want++ {
-		assert.Equal(t, want, tickOf(readType(t, alice, "message")))
+		m := readType(t, alice, "message")
+		assert.Equal(t, want, tickOf(m))
+		assert.Equal(t, node, m["data"].(map[string]any)["node"])
+		assert.Equal(t, float64(want), m["seq"], "the user's stream")
 	}
 	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
 	for want := 1; want <= 3; want++ {
 		assert.Equal(t, want, tickOf(readType(t, bob, "message")))
 	}
-	assert.Greater(t, tickOf(readType(t, alice, "message")), 3)
+	// A second session of alice gets alice's ticks: the same numbers as
+	// her first.
+	alice2, _ := d.login(t, d.token(t, "alice", time.Minute))
+	n2 := tickOf(readType(t, alice2, "message"))
+	assert.Greater(t, n2, 3)
+	for n := tickOf(readType(t, alice, "message")); n < n2; n = tickOf(readType(t, alice, "message")) {
+		require.Positive(t, n)
+	}
+	assert.Equal(t, n2+1, tickOf(readType(t, alice2, "message")))
+	assert.Equal(t, n2+1, tickOf(readType(t, alice, "message")))
 }
 
 // TestReauthCycles runs two reauthentications on one socket: one answered at
@@ -342,7 +371,9 @@ func TestCommandLineErrors(t *testing.T) {
 		want error
 	}{
 		{[]string{"-expiry", "never"}, errUsage},
-		{[]string{"-issuer", "https://id.example"}, errUsage},
+		{[]string{"-dev-key", "key.pem", "-jwks", "https://id.example/jwks.json", "-issuer", "https://id.example", "-audience", "a"}, errUsage},
+		{[]string{"-nats", "nats://127.0.0.1:4222", "-keep-for", "0"}, errUsage},
+		{[]string{"-keep-for", "-1s"}, errUsage},
 		{[]string{"-jwks", "https://id.example/jwks.json"}, errUsage},
 		{[]string{"-jwks", "https://id.example/jwks.json", "-issuer", "https://id.example"}, errUsage},
 		{[]string{"-token-ttl", "0s"}, errUsage},
@@ -427,6 +458,25 @@ func TestDirectMessages(t *testing.T) {
 
 	require.NoError(t, alice.WriteText(`{"type":"message","id":"e","data":{"to":""}}`))
 	assert.Equal(t, map[string]any{"type": "error", "code": float64(4004), "message": `empty "to"`, "ref": "e"}, readType(t, alice, "error"))
+}
+
+// TestRevokeSelf: {"revoke":true} closes every session of the sender
+// with 4403, and no one else's.
+func TestRevokeSelf(t *testing.T) {
+	t.Parallel()
+	d := startDemo(t, "-tick", "0")
+	alice, _ := d.login(t, d.token(t, "alice", time.Minute))
+	alice2, _ := d.login(t, d.token(t, "alice", time.Minute))
+	bob, _ := d.login(t, d.token(t, "bob", time.Minute))
+	require.NoError(t, alice.WriteText(`{"type":"message","data":{"revoke":true}}`))
+	for _, c := range []*wstest.Conn{alice, alice2} {
+		cl, _, err := c.ReadClose()
+		require.NoError(t, err)
+		assert.Equal(t, wstest.Close{Code: 4403, Reason: "session revoked"}, cl)
+	}
+	texts, err := bob.Sync()
+	require.NoError(t, err)
+	assert.Empty(t, texts, "bob is not signed out")
 }
 
 // TestChatLimits: a session that sends too much, or too fast, gets error

@@ -32,7 +32,7 @@ func StartCentrifuge(alg string) (*Server, error) {
 		return nil, err
 	}
 	base := "http://" + ln.Addr().String()
-	idp, err := wsauthtest.NewDevIdP(base, Audience, alg)
+	idp, err := wsauthtest.NewDevIdP(base, wsauthtest.IdPOptions{Audience: Audience, Algorithm: alg})
 	if err != nil {
 		ln.Close()
 		return nil, err

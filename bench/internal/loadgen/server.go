@@ -72,7 +72,7 @@ func StartWsauth(opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	base := "http://" + ln.Addr().String()
-	idp, err := wsauthtest.NewDevIdP(base, Audience, opts.Algorithm)
+	idp, err := wsauthtest.NewDevIdP(base, wsauthtest.IdPOptions{Audience: Audience, Algorithm: opts.Algorithm})
 	if err != nil {
 		ln.Close()
 		return nil, err

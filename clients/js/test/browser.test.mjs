@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startDemo } from './demo.mjs';
+import { WsauthClient } from '../wsauth.js';
+import WebSocket from 'ws';
+import { startDemo, startCluster, fetchToken, waitFor, nodeOf } from './demo.mjs';
 
 const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const screenshotPath = fileURLToPath(new URL('./chat.png', import.meta.url));
@@ -36,15 +38,20 @@ after(async () => {
   assert.deepEqual(pageProblems, [], 'uncaught errors or console errors in the pages');
 });
 
-async function openChat(name, ttl, { breakProvider = false } = {}) {
+// openChat opens the chat page of base (default: the demo's) in a context
+// of its own and connects as name. With nodeStops, the browser's own
+// console errors about sockets that fail while a node stops are expected.
+async function openChat(name, ttl, { breakProvider = false, base = demo.base, nodeStops = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
   const page = await context.newPage();
   page.setDefaultTimeout(10_000);
   page.on('pageerror', (err) => pageProblems.push(`${name}: ${err.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error') pageProblems.push(`${name}: console: ${msg.text()}`);
+    if (msg.type() !== 'error') return;
+    if (nodeStops && /^WebSocket connection to '.*' failed/.test(msg.text())) return;
+    pageProblems.push(`${name}: console: ${msg.text()}`);
   });
-  await page.goto(`${demo.base}/`);
+  await page.goto(`${base}/`);
   await page.fill('#name', name);
   await page.selectOption('#ttl', ttl);
   if (breakProvider) await page.check('#break-provider');
@@ -135,4 +142,64 @@ test('a broken token provider closes the client with a visible error', async () 
   assert.match(await text(page, '#error'), /token provider failed/);
   assert.equal(await text(pages.bob, '#state'), 'active', 'other pages are unaffected');
   assert.deepEqual(pageProblems, []);
+});
+
+// A Node client of sub on url, with tokens from base; closed when the
+// test ends.
+async function nodeClient(t, sub, url, base) {
+  const rec = { messages: [], closes: [] };
+  const client = new WsauthClient(url, { WebSocket, tokenProvider: async () => (await fetchToken(base, sub, '5m')).token });
+  client.addEventListener('message', (e) => rec.messages.push(e.detail));
+  client.addEventListener('close', (e) => rec.closes.push(e.detail));
+  t.after(() => client.close());
+  client.connect();
+  await waitFor(() => client.state === 'active', 5_000, `${sub} active`);
+  return { client, rec };
+}
+
+const ticksOf = (page) => page.evaluate(() => Number(document.querySelector('#ticks').textContent));
+
+test('on a cluster, the page shows its node and keeps counting ticks without a gap when that node stops', async (t) => {
+  const cluster = await startCluster(['-tick', '100ms']);
+  t.after(() => cluster.stop());
+  const { a, b, proxy } = cluster;
+  // The page loads through the proxy, which sends it to node a; pat is
+  // also on b, so b ticks pat too, while the page moves between nodes.
+  const page = await openChat('pat', '5m', { base: proxy.base, nodeStops: true });
+  await waitText(page, '#state', 'active');
+  const watcher = await nodeClient(t, 'pat', b.ws, b.base);
+  const bob = await nodeClient(t, 'bob', b.ws, b.base);
+  const nodeA = await text(page, '#node');
+  const nodeB = nodeOf(watcher.client.session);
+  assert.ok(nodeA && nodeA !== nodeB, `page on ${nodeA}, b is ${nodeB}`);
+
+  bob.client.send({ to: 'pat', text: 'hi pat, from node b' });
+  await waitLog(page, 'bob:@pat hi pat, from node b');
+  await say(page, 'hello from node a');
+  await waitFor(() => bob.rec.messages.some((m) => m.from === 'pat' && m.data?.text === 'hello from node a'), 5_000, 'the broadcast on b');
+  await say(page, '@bob psst, from node a');
+  await waitFor(() => bob.rec.messages.some((m) => m.from === 'pat' && m.data?.to === 'bob' && m.data?.text === 'psst, from node a'), 5_000, 'the direct message on b');
+
+  // Sign out everywhere: vic's page on a, vic's client on b.
+  const vic = await openChat('vic', '5m', { base: proxy.base });
+  await waitText(vic, '#state', 'active');
+  const vicB = await nodeClient(t, 'vic', b.ws, b.base);
+  await vic.click('#signout');
+  await waitText(vic, '#state', 'closed');
+  assert.match(await text(vic, '#error'), /closed 4403: session revoked/);
+  await waitFor(() => vicB.client.state === 'closed', 5_000, "vic's session on node b revoked");
+  assert.deepEqual(vicB.rec.closes, [{ code: 4403, reason: 'session revoked', retrying: false }]);
+
+  await page.waitForFunction(() => Number(document.querySelector('#ticks').textContent) >= 20);
+  assert.equal(await a.stop(), 0);
+  await waitText(page, '#node', nodeB);
+  await waitText(page, '#state', 'active');
+  const after = await ticksOf(page);
+  await page.waitForFunction((n) => Number(document.querySelector('#ticks').textContent) >= n + 20, after);
+  assert.equal(await text(page, '#tick-gaps'), '0');
+  const log = await logLines(page);
+  assert.ok(log.includes('connection closed: 1001 server shutting down, reconnecting'), log.join('\n'));
+  assert.ok(log.some((l) => l.startsWith(`connected as pat to node ${nodeB}`)), log.join('\n'));
+  assert.ok(!log.some((l) => l.startsWith('could not resume')), 'resumed');
+  assert.match(await text(page, '#position'), /^\S+ #\d+$/);
 });

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket, { WebSocketServer } from 'ws';
 import { WsauthClient, CLIENT_ERROR, isRetryable } from '../wsauth.js';
-import { startDemo, fetchToken, sleep, waitFor } from './demo.mjs';
+import { startDemo, fetchToken, sleep, waitFor, recordingWebSocket, tickCounter } from './demo.mjs';
 
 let demo;
 const clients = new Set();
@@ -42,11 +42,15 @@ function filteredWebSocket(drop) {
 const dropReauthRequired = filteredWebSocket((f) => f.type === 'reauth_required');
 
 // newClient makes a client for sub whose tokens live ttl, recording what it
-// reports. Ticks are checked as they come: numbered 1, 2, 3… per session.
+// reports. Ticks are checked as they come: each node numbers the ticks it
+// sends a user 1, 2, 3… (a 1 starts a new count).
 function newClient(sub, { ttl = '1m', base = () => demo.base, url = () => demo.ws, provider, ...opts } = {}) {
-  const rec = { states: [], messages: [], errors: [], closes: [], tickGaps: [], ticks: 0, reauths: 0, providerCalls: [] };
-  let session = '';
-  let lastTick = 0;
+  const ticks = tickCounter();
+  const rec = {
+    states: [], messages: [], errors: [], closes: [], reauths: 0, providerCalls: [], positions: [], lost: [],
+    get tickGaps() { return ticks.gaps; },
+    get ticks() { return ticks.ticks; },
+  };
   const tokenProvider = provider ?? (async (req) => {
     rec.providerCalls.push(req);
     return (await fetchToken(base(), sub, ttl)).token;
@@ -58,19 +62,10 @@ function newClient(sub, { ttl = '1m', base = () => demo.base, url = () => demo.w
     rec.states.push(e.detail);
   });
   client.addEventListener('message', (e) => {
-    const d = e.detail;
-    if (typeof d?.tick === 'number') {
-      if (client.session !== session) {
-        session = client.session;
-        lastTick = 0;
-      }
-      if (d.tick !== lastTick + 1) rec.tickGaps.push([lastTick, d.tick]);
-      lastTick = d.tick;
-      rec.ticks++;
-    } else {
-      rec.messages.push(d);
-    }
+    if (!ticks.see(e.detail)) rec.messages.push(e.detail);
   });
+  client.addEventListener('position', (e) => rec.positions.push(e.detail));
+  client.addEventListener('resumelost', (e) => rec.lost.push(e.detail));
   client.addEventListener('error', (e) => rec.errors.push(e.detail));
   client.addEventListener('close', (e) => rec.closes.push(e.detail));
   return { client, rec };
@@ -216,7 +211,8 @@ test('reconnects with a new session after 4440', async () => {
   await waitFor(() => rec.closes.length === 1, 6_000, 'close 4440');
   assert.deepEqual(rec.closes[0], { code: 4440, reason: 'session expired', retrying: true });
   await waitFor(() => client.state === 'active' && client.session !== first, 3_000, 'a new session');
-  assert.deepEqual(rec.tickGaps, [], 'ticks restart at 1 in the new session');
+  assert.deepEqual(rec.tickGaps, [], 'the ticks the old session missed are resumed');
+  assert.deepEqual(rec.lost, []);
   client.close();
 });
 
@@ -227,6 +223,7 @@ test('reconnects after the server went away (1001) and came back', async () => {
       base: () => own.base, url: () => own.ws, backoff: { initial: 50, max: 200 },
     });
     const first = client.session;
+    await waitFor(() => rec.ticks >= 1, 2_000, "a tick: a position in jack's stream");
     assert.equal(await own.stop(), 0, 'SIGTERM: graceful exit 0');
     await waitFor(() => rec.closes.length >= 1);
     assert.deepEqual(rec.closes[0], { code: 1001, reason: 'server shutting down', retrying: true });
@@ -238,6 +235,8 @@ test('reconnects after the server went away (1001) and came back', async () => {
     try {
       await waitFor(() => client.state === 'active', 3_000, 'reconnected');
       assert.notEqual(client.session, first);
+      // A new process: its streams are new, so the old position is lost.
+      assert.equal(rec.lost.length, 1, JSON.stringify(rec.lost));
       client.close();
     } finally {
       await again.stop();
@@ -245,6 +244,80 @@ test('reconnects after the server went away (1001) and came back', async () => {
   } finally {
     await own.stop();
   }
+});
+
+// contiguous reports whether positions run seq n, n+1, n+2… in one epoch
+// (the first may be where a session started: an empty epoch, seq 0).
+function contiguous(positions) {
+  return positions.every((p, i) => i === 0 || (p.seq === positions[i - 1].seq + 1
+    && (p.epoch === positions[i - 1].epoch || positions[i - 1].epoch === '')));
+}
+
+const directTo = (rec, to) => rec.messages.filter((m) => m.data?.to === to).map((m) => m.data.n);
+
+test('keeps its stream position and resumes after a dropped connection, without a gap', async () => {
+  const peggy = await connected('peggy');
+  const { WebSocket: WS, sockets } = recordingWebSocket();
+  const { client, rec } = await connected('oscar', { WebSocket: WS, backoff: { initial: 400, max: 400 } });
+  assert.deepEqual(sockets[0].sent[0].resume, undefined, 'nothing to resume at first');
+  assert.deepEqual(rec.positions[0], { epoch: '', seq: 0 }, 'oscar had no stream message: the session starts at 0');
+  peggy.client.send({ to: 'oscar', n: 1 });
+  await waitFor(() => directTo(rec, 'oscar').length === 1 && rec.ticks >= 3, 3_000, 'a message and ticks');
+  const before = client.position;
+  assert.ok(before.seq >= 4, JSON.stringify(before));
+  assert.deepEqual(before, rec.positions.at(-1), 'position events report every move');
+
+  sockets[0].terminate(); // dropped without a close frame: 1006, reconnect after ~400 ms
+  await waitFor(() => rec.closes.length === 1);
+  assert.equal(rec.closes[0].code, 1006);
+  for (let n = 2; n <= 4; n++) peggy.client.send({ to: 'oscar', n });
+  await waitFor(() => directTo(rec, 'oscar').length === 4, 5_000, 'the messages sent while away');
+  await sleep(200);
+  assert.equal(sockets.length, 2);
+  assert.equal(sockets[1].sent[0].type, 'auth');
+  assert.ok(sockets[1].sent[0].resume.seq >= before.seq, 'the position is presented on reconnect');
+  assert.deepEqual(directTo(rec, 'oscar'), [1, 2, 3, 4], 'each once, in order');
+  assert.deepEqual(rec.tickGaps, []);
+  assert.ok(contiguous(rec.positions), JSON.stringify(rec.positions));
+  assert.deepEqual(rec.lost, []);
+  client.close();
+  peggy.client.close();
+});
+
+test('starts from a saved position (options.resume)', async () => {
+  const peggy = await connected('peggy');
+  const first = await connected('quinn');
+  peggy.client.send({ to: 'quinn', n: 1 });
+  await waitFor(() => directTo(first.rec, 'quinn').length === 1);
+  const saved = JSON.parse(JSON.stringify(first.client.position)); // as an app would store it
+  first.client.close();
+  await sleep(100); // quinn has no session now: no ticks
+  peggy.client.send({ to: 'quinn', n: 2 });
+  peggy.client.send({ to: 'quinn', n: 3 });
+  await waitFor(() => directTo(peggy.rec, 'quinn').length === 3, 3_000, "peggy's copies");
+
+  const later = await connected('quinn', { resume: saved });
+  await waitFor(() => directTo(later.rec, 'quinn').length === 2, 3_000, 'the missed messages');
+  assert.deepEqual(directTo(later.rec, 'quinn'), [2, 3]);
+  assert.deepEqual(later.rec.lost, []);
+  assert.equal(later.rec.positions[0].seq, saved.seq + 1, 'on from the saved position');
+  later.client.close();
+  peggy.client.close();
+
+  for (const resume of [{ epoch: 1, seq: 1 }, { epoch: 'e', seq: -1 }, { epoch: 'e', seq: 1.5 }, { epoch: 'é'.repeat(33), seq: 1 }, 'e:1']) {
+    assert.throws(() => new WsauthClient('ws://x', { tokenProvider: () => 't', WebSocket, resume }), TypeError, JSON.stringify(resume));
+  }
+});
+
+test('a lost resume raises resumelost and goes on from the head', async () => {
+  const presented = { epoch: 'not-an-epoch', seq: 7 };
+  const { client, rec } = await connected('rita', { resume: presented });
+  assert.equal(rec.lost.length, 1);
+  assert.deepEqual(rec.lost[0], { presented, position: client.position });
+  assert.notEqual(client.position.epoch, presented.epoch);
+  assert.deepEqual(rec.states.slice(-1), ['active'], 'the session goes on');
+  await waitFor(() => rec.ticks >= 2);
+  client.close();
 });
 
 test('a token provider failure is terminal, at connect and at reauth', async () => {

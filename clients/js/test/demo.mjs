@@ -1,12 +1,15 @@
-// Test helpers: build and run the real demo server (cmd/wsauth-demo) and
+// Test helpers: build and run the real demo server (cmd/wsauth-demo), a
+// NATS server for its cluster and a TCP proxy in front of its nodes, and
 // talk to its development IdP. Not a test file itself.
 import { spawn, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
+import WebSocket from 'ws';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const running = new Set();
@@ -95,6 +98,197 @@ export async function startDemo(args = [], { addr = '127.0.0.1:0' } = {}) {
         return exited;
       })();
       return stopping;
+    },
+  };
+}
+
+/** A temporary directory, removed when the process exits. */
+export function tempDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+let natsBuilt;
+
+/**
+ * Returns the path of a nats-server binary: $NATS_SERVER_BIN if set,
+ * otherwise the one scripts/install-nats-server builds from the Go module
+ * into .tools/bin (building it first if missing: never a download).
+ */
+export function natsServerBinary() {
+  if (process.env.NATS_SERVER_BIN) return Promise.resolve(process.env.NATS_SERVER_BIN);
+  natsBuilt ??= promisify(execFile)(join(repoRoot, 'scripts/install-nats-server'), [], {
+    cwd: repoRoot,
+    timeout: 300_000,
+  }).then(({ stdout }) => stdout.trim());
+  return natsBuilt;
+}
+
+/**
+ * Starts nats-server with JetStream on a free loopback port and a
+ * temporary store, and resolves with {url, stop()} once it listens.
+ */
+export async function startNats() {
+  const bin = await natsServerBinary();
+  const proc = spawn(bin, ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', tempDir('wsauth-nats-')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.add(proc);
+  let logs = '';
+  const exited = new Promise((res) => {
+    proc.on('exit', (code, signal) => {
+      running.delete(proc);
+      res(code ?? signal);
+    });
+  });
+  const url = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`nats-server did not start within 15s:\n${logs}`)), 15_000);
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      logs += chunk;
+      const m = /Listening for client connections on (\S+:\d+)/.exec(logs);
+      if (m) {
+        clearTimeout(timer);
+        res(`nats://${m[1]}`);
+      }
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      rej(new Error(`nats-server exited (${code}) before listening:\n${logs}`));
+    });
+  }).catch((err) => {
+    proc.kill('SIGKILL');
+    throw err;
+  });
+  return {
+    url,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/**
+ * Starts a TCP proxy on a free loopback port that hands each connection to
+ * the first of upstreams() ("host:port", in order) that accepts it: a load
+ * balancer that fails over when a node stops listening. base and ws are
+ * its URLs; close() ends it and every connection through it.
+ */
+export async function startProxy(upstreams) {
+  const sockets = new Set();
+  const track = (sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+  };
+  const server = createServer((client) => {
+    track(client);
+    client.pause();
+    const tryNext = (list) => {
+      if (list.length === 0 || client.destroyed) {
+        client.destroy();
+        return;
+      }
+      const [host, port] = list[0].split(':');
+      const up = connect({ host, port: Number(port) });
+      const refused = () => tryNext(list.slice(1));
+      up.once('error', refused);
+      up.once('connect', () => {
+        up.off('error', refused);
+        track(up);
+        client.pipe(up).pipe(client);
+        client.on('close', () => up.destroy());
+        up.on('close', () => client.destroy());
+        client.resume();
+      });
+    };
+    tryNext(upstreams());
+  });
+  await new Promise((res) => server.listen(0, '127.0.0.1', res));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  return {
+    base,
+    ws: `${base.replace(/^http/, 'ws')}/ws`,
+    close() {
+      for (const sock of sockets) sock.destroy();
+      return new Promise((res) => server.close(res));
+    },
+  };
+}
+
+/**
+ * Starts a cluster of two demo nodes, a and b, on a NATS server of their
+ * own, sharing one development key (-dev-key), with args added to each,
+ * and a proxy in front that sends connections to a while it listens, then
+ * to b. stop() stops them all.
+ */
+export async function startCluster(args = []) {
+  const nats = await startNats();
+  const key = join(tempDir('wsauth-key-'), 'dev-key.pem');
+  const flags = ['-nats', nats.url, '-dev-key', key, ...args];
+  const a = await startDemo(flags);
+  const b = await startDemo(flags);
+  const proxy = await startProxy(() => [a.addr, b.addr]);
+  return {
+    a, b, proxy, nats,
+    async stop() {
+      await proxy.close();
+      await Promise.all([a.stop(), b.stop()]);
+      await nats.stop();
+    },
+  };
+}
+
+/** The node of a session id ("node.random"). */
+export const nodeOf = (session) => session.slice(0, session.indexOf('.'));
+
+/**
+ * A WebSocket class (ws) whose sockets record the frames the client sends
+ * (sent) and receives (received), parsed; sockets lists them in order.
+ */
+export function recordingWebSocket() {
+  const sockets = [];
+  class Recording extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      this.sent = [];
+      this.received = [];
+      this.on('message', (d) => this.received.push(JSON.parse(d.toString())));
+      sockets.push(this);
+    }
+
+    send(d) {
+      this.sent.push(JSON.parse(d));
+      super.send(d);
+    }
+  }
+  return { WebSocket: Recording, sockets };
+}
+
+/** The stream messages ({epoch, seq, data}) the recorded sockets received, in order. */
+export const streamOf = (sockets) => sockets.flatMap((s) => s.received.filter((f) => f.type === 'message' && f.seq !== undefined));
+
+/**
+ * Follows the demo's ticks ({tick, node}): each node numbers the ticks it
+ * sends a user 1, 2, 3…, and a 1 starts a new count. see(data) reports
+ * whether data is a tick; a tick that does not follow the node's last one
+ * is recorded in gaps as [last, tick].
+ */
+export function tickCounter() {
+  const last = new Map();
+  return {
+    ticks: 0,
+    gaps: [],
+    from: (node) => last.get(node) ?? 0,
+    see(d) {
+      if (typeof d?.tick !== 'number') return false;
+      const prev = last.get(d.node);
+      if (prev !== undefined && d.tick !== 1 && d.tick !== prev + 1) this.gaps.push([prev, d.tick]);
+      last.set(d.node, d.tick);
+      this.ticks++;
+      return true;
     },
   };
 }

@@ -79,10 +79,10 @@ class Raw {
   }
 }
 
-async function login(sub, ttl = '1m', protocols) {
+async function login(sub, ttl = '1m', protocols, resume) {
   const { token, exp } = await fetchToken(demo.base, sub, ttl);
   const c = await Raw.open(demo.ws, protocols);
-  c.send({ type: 'auth', token });
+  c.send(resume ? { type: 'auth', token, resume } : { type: 'auth', token });
   const ok = await c.nextNonTick();
   assert.equal(ok.type, 'auth_ok', JSON.stringify(ok));
   return { c, ok, exp };
@@ -91,7 +91,11 @@ async function login(sub, ttl = '1m', protocols) {
 test('auth_ok carries session, sub and exp; wsauth.v1 is selected', async () => {
   const { c, ok, exp } = await login('alice');
   assert.equal(c.ws.protocol, 'wsauth.v1');
-  assert.deepEqual(Object.keys(ok).sort(), ['exp', 'session', 'sub', 'type']);
+  // The demo keeps users' streams: the first auth_ok says where the
+  // session starts in alice's.
+  assert.deepEqual(Object.keys(ok).sort(), ['epoch', 'exp', 'seq', 'session', 'sub', 'type']);
+  assert.equal(typeof ok.epoch, 'string');
+  assert.ok(Number.isInteger(ok.seq) && ok.seq >= 0, JSON.stringify(ok));
   assert.equal(ok.sub, 'alice');
   assert.equal(ok.exp, exp);
   assert.match(ok.session, /^\S{8,}$/);
@@ -184,4 +188,48 @@ test('reauth on the same socket keeps ticks contiguous', async () => {
     tick(f);
   }
   c.close();
+});
+
+// Section 5: a client that presents its last position in the first auth of
+// its next connection gets what it missed, in order, then live traffic; a
+// position the server cannot resume from is answered "lost".
+test('resume after a reconnect gets the missed stream messages; a bad position is lost', async () => {
+  const tess = await login('tess');
+  const sam = await login('sam');
+  let at = { epoch: sam.ok.epoch, seq: sam.ok.seq };
+  const follow = (f) => { // every stream message moves the position on by one
+    assert.equal(f.type, 'message', JSON.stringify(f));
+    if (f.seq === undefined) return;
+    if (at.epoch !== '') assert.equal(f.epoch, at.epoch);
+    assert.equal(f.seq, at.seq + 1, `after ${JSON.stringify(at)}: ${JSON.stringify(f)}`);
+    at = { epoch: f.epoch, seq: f.seq };
+  };
+  const untilDirect = async (c, n) => {
+    for (;;) {
+      const f = await c.next();
+      follow(f);
+      if (f.data?.data?.n === n) return f;
+    }
+  };
+  tess.c.send({ type: 'message', data: { to: 'sam', n: 1 } });
+  const first = await untilDirect(sam.c, 1);
+  assert.deepEqual(first.data, { from: 'tess', data: { to: 'sam', n: 1 } });
+  sam.c.close();
+
+  tess.c.send({ type: 'message', data: { to: 'sam', n: 2 } });
+  tess.c.send({ type: 'message', data: { to: 'sam', n: 3 } });
+  await sleep(100);
+  const again = await login('sam', '1m', undefined, at);
+  assert.equal(again.ok.resume, 'ok');
+  assert.deepEqual([again.ok.epoch, again.ok.seq], [at.epoch, at.seq], 'the session starts at the position presented');
+  await untilDirect(again.c, 2);
+  await untilDirect(again.c, 3);
+  again.c.close();
+
+  const lost = await login('sam', '1m', undefined, { epoch: 'no-such-epoch', seq: 1 });
+  assert.equal(lost.ok.resume, 'lost');
+  assert.equal(lost.ok.epoch, at.epoch, 'the session starts at the head');
+  assert.ok(lost.ok.seq >= at.seq);
+  lost.c.close();
+  tess.c.close();
 });

@@ -1,22 +1,41 @@
 // The chat page: a WsauthClient whose token provider asks the demo's
 // development IdP (POST /token) for a token of the chosen name and TTL.
+// It keeps its position in the user's stream in sessionStorage, so that a
+// reload resumes where the page left off.
 import { WsauthClient } from '/wsauth.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   login: $('login'), name: $('name'), ttl: $('ttl'), broken: $('break-provider'),
-  connect: $('connect'), disconnect: $('disconnect'), state: $('state'), error: $('error'),
-  session: $('session'), exp: $('exp'), reauths: $('reauths'), ticks: $('ticks'),
-  lastTick: $('last-tick'), gaps: $('tick-gaps'), queued: $('queued'),
+  connect: $('connect'), disconnect: $('disconnect'), signout: $('signout'), state: $('state'), error: $('error'),
+  node: $('node'), session: $('session'), exp: $('exp'), reauths: $('reauths'), ticks: $('ticks'),
+  lastTick: $('last-tick'), gaps: $('tick-gaps'), queued: $('queued'), position: $('position'),
   log: $('log'), composer: $('composer'), input: $('input'), send: $('send'),
 };
 
 let client = null;
-let session = ''; // ticks are numbered per session
+let session = '';
+// Each node numbers the ticks it sends a user 1, 2, 3…: the last one seen
+// from each node, to tell a gap.
+let lastTicks = new Map();
 let lastTick = 0;
 let ticks = 0;
 let gaps = 0;
 let reauths = 0;
+
+// nodeOf is the node of a session id ("node.random").
+const nodeOf = (id) => (id.includes('.') ? id.slice(0, id.indexOf('.')) : '');
+
+const positionKey = () => `wsauth-demo-position:${ui.name.value.trim()}`;
+
+function savedPosition() {
+  try {
+    const p = JSON.parse(sessionStorage.getItem(positionKey()));
+    return p && typeof p.epoch === 'string' && Number.isSafeInteger(p.seq) ? p : null;
+  } catch {
+    return null;
+  }
+}
 
 function wsURL() {
   const u = new URL('/ws', location.href);
@@ -25,14 +44,26 @@ function wsURL() {
 }
 
 // tokenProvider reads the form at each call, so "break token provider" also
-// breaks the next reauthentication of a running session.
+// breaks the next reauthentication of a running session. A request that
+// fails on the network (a node of a cluster stopping under the load
+// balancer) is tried again, a few times: the client ends for good on a
+// token provider's failure.
 async function tokenProvider() {
   if (ui.broken.checked) throw new Error('the token provider is broken (checkbox)');
-  const resp = await fetch('/token', {
+  const request = () => fetch('/token', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ sub: ui.name.value.trim(), ttl: ui.ttl.value }),
   });
+  let resp;
+  for (let attempt = 1; !resp; attempt++) {
+    try {
+      resp = await request();
+    } catch (err) { // a TypeError: no answer at all
+      if (attempt === 3) throw err;
+      await new Promise((res) => setTimeout(res, 250 * attempt));
+    }
+  }
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new Error(body.error || `POST /token: HTTP ${resp.status}`);
   return body.token;
@@ -70,9 +101,10 @@ function render() {
   ui.state.dataset.state = st;
   const closed = st === 'closed';
   ui.connect.disabled = !closed;
-  ui.disconnect.disabled = closed;
+  ui.disconnect.disabled = ui.signout.disabled = closed;
   ui.name.disabled = ui.ttl.disabled = !closed;
   ui.input.disabled = ui.send.disabled = closed;
+  ui.node.textContent = nodeOf(client?.session ?? '') || '–';
   ui.session.textContent = client?.session || '–';
   ui.exp.textContent = client?.exp ? new Date(client.exp * 1000).toLocaleTimeString() : '–';
   ui.reauths.textContent = String(reauths);
@@ -80,23 +112,30 @@ function render() {
   ui.lastTick.textContent = lastTick ? String(lastTick) : '–';
   ui.gaps.textContent = String(gaps);
   ui.queued.textContent = String(client?.queued ?? 0);
+  const pos = client?.position;
+  ui.position.textContent = pos ? `${pos.epoch || '(empty)'} #${pos.seq}` : '–';
 }
 
-function onTick(n) {
-  if (lastTick && n !== lastTick + 1) {
+// onTick counts tick n from node. A tick 1 starts a new count: that node
+// had no session of this user for a while.
+function onTick(n, node) {
+  const last = lastTicks.get(node);
+  if (last !== undefined && n !== 1 && n !== last + 1) {
     gaps++;
-    logLine(`tick gap: ${lastTick} then ${n}`, 'system');
+    logLine(`tick gap from node ${node}: ${last} then ${n}`, 'system');
   }
+  lastTicks.set(node, n);
   lastTick = n;
   ticks++;
 }
 
 function onMessage(data) {
   if (data && typeof data === 'object' && typeof data.tick === 'number') {
-    onTick(data.tick);
+    onTick(data.tick, String(data.node ?? ''));
   } else if (data && typeof data === 'object' && 'from' in data) {
     const d = data.data;
-    const text = d && typeof d === 'object' && typeof d.text === 'string' ? d.text : JSON.stringify(d);
+    let text = d && typeof d === 'object' && typeof d.text === 'string' ? d.text : JSON.stringify(d);
+    if (typeof d?.to === 'string') text = `@${d.to} ${text}`; // a direct message, as typed
     logLine(text, '', String(data.from));
   } else {
     logLine(JSON.stringify(data), 'system');
@@ -107,14 +146,13 @@ function onMessage(data) {
 function connect() {
   showError('');
   let previous = 'closed';
-  client = new WsauthClient(wsURL(), { tokenProvider });
+  client = new WsauthClient(wsURL(), { tokenProvider, resume: savedPosition() });
   client.addEventListener('state', (ev) => {
     const st = ev.detail;
     if (st === 'active') {
       if (client.session !== session) {
         session = client.session;
-        lastTick = 0;
-        logLine(`connected as ${client.subject}, session ${session}`, 'system');
+        logLine(`connected as ${client.subject} to node ${nodeOf(session)}, session ${session}`, 'system');
       } else if (previous === 'reauthenticating') {
         reauths++;
         logLine(`reauthenticated, token valid until ${new Date(client.exp * 1000).toLocaleTimeString()}`, 'system');
@@ -124,6 +162,15 @@ function connect() {
     render();
   });
   client.addEventListener('message', (ev) => onMessage(ev.detail));
+  client.addEventListener('position', (ev) => {
+    sessionStorage.setItem(positionKey(), JSON.stringify(ev.detail));
+    render();
+  });
+  client.addEventListener('resumelost', () => {
+    // What was sent while the page was away may be gone: count afresh.
+    lastTicks = new Map();
+    logLine('could not resume: messages sent while disconnected may be missing', 'system');
+  });
   client.addEventListener('error', (ev) => {
     const { code, message, ref } = ev.detail;
     showError(code ? `error ${code}: ${message}${ref ? ` (message ${ref})` : ''}` : message);
@@ -143,12 +190,16 @@ ui.login.addEventListener('submit', (ev) => {
   if (!client || client.state === 'closed') connect();
 });
 ui.disconnect.addEventListener('click', () => client?.close());
+// The demo revokes every session of the sender, on every node.
+ui.signout.addEventListener('click', () => client?.send({ revoke: true }));
 ui.composer.addEventListener('submit', (ev) => {
   ev.preventDefault();
   const text = ui.input.value;
   if (!text || !client) return;
+  // "@bob hi" is a direct message to bob (and to this user's own pages).
+  const direct = /^@(\S+)\s+(.+)$/s.exec(text);
   try {
-    client.send({ text });
+    client.send(direct ? { to: direct[1], text: direct[2] } : { text });
     ui.input.value = '';
   } catch (err) {
     showError(err.message);
