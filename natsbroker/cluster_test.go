@@ -51,8 +51,21 @@ func newWSCluster(t testing.TB, n int) *wsCluster {
 
 func (c *wsCluster) addNode(t testing.TB) *wsNode {
 	t.Helper()
-	b := newBroker(t, c.nats.URL(), natsbroker.Options{MaxMessages: 2000, KeepFor: time.Hour})
-	srv, err := wsauth.New(wsauth.Options{Verifier: c.idp.Verifier(t), Broker: b})
+	return c.addNodeWith(t, newBroker(t, c.nats.URL(), clusterOptions), nil)
+}
+
+// clusterOptions are the natsbroker options of a wsCluster's nodes.
+var clusterOptions = natsbroker.Options{MaxMessages: 2000, KeepFor: time.Hour}
+
+// addNodeWith adds a node on broker b, with its Options changed by
+// configure if not nil.
+func (c *wsCluster) addNodeWith(t testing.TB, b broker.Broker, configure func(*wsauth.Options)) *wsNode {
+	t.Helper()
+	opts := wsauth.Options{Verifier: c.idp.Verifier(t), Broker: b}
+	if configure != nil {
+		configure(&opts)
+	}
+	srv, err := wsauth.New(opts)
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
 	nd := &wsNode{srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
@@ -247,6 +260,77 @@ func TestNATSDownMidTraffic(t *testing.T) {
 	assert.Subset(t, got, accepted)
 	assert.Equal(t, accepted[len(accepted)-1], got[len(got)-1])
 	assert.Equal(t, ok.Epoch, "", "ivy's stream was empty when she connected")
+}
+
+// TestNodeKilledMidReauth: a node dies (its NATS connection closed without
+// a Leave, its listener and its client's socket gone) while a session on
+// it is expired, awaiting a fresh token, with messages accepted for the
+// user meanwhile. The client resumes on another node with a fresh token
+// and gets every accepted message, those buffered on the dead node and
+// those sent after its death, in order and once.
+func TestNodeKilledMidReauth(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := wsauthtest.NewClock(time.Now())
+	c := &wsCluster{nats: natstest.Start(t), idp: wsauthtest.NewIdP(t, wsauthtest.IdPOptions{Clock: clock})}
+	onClock := func(o *wsauth.Options) { o.Clock = clock }
+	nc := connect(t, c.nats.URL())
+	b, err := natsbroker.New(ctx, nc, clusterOptions)
+	require.NoError(t, err)
+	doomed := c.addNodeWith(t, b, onClock)
+	survivor := c.addNodeWith(t, newBroker(t, c.nats.URL(), clusterOptions), onClock)
+	kim := c.p("kim")
+	send := func(i int) {
+		t.Helper()
+		n, err := survivor.srv.SendToPrincipals(ctx, json.RawMessage(strconv.Itoa(i)), kim)
+		require.NoError(t, err)
+		assert.Zero(t, n, "kim's session is on the other node")
+	}
+
+	conn, ok := c.loginWith(t, doomed, c.idp.Token("kim", time.Minute), nil)
+	at := protocol.Position{Epoch: ok.Epoch, Seq: ok.Seq}
+	for i := range 3 {
+		send(i)
+		m := next(t, conn)
+		require.Equal(t, protocol.TypeMessage, m.Type, "%+v", m)
+		require.JSONEq(t, strconv.Itoa(i), string(m.Data))
+		at = protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
+	}
+
+	clock.Advance(time.Minute) // past exp: reauth_required, then expired
+	require.Equal(t, protocol.TypeReauthRequired, next(t, conn).Type)
+	for i := 3; i < 6; i++ {
+		send(i)
+	}
+	// The session is expired: its messages are refused, and those sent
+	// to it are held back.
+	require.NoError(t, conn.WriteText(`{"type":"message","id":"m1","data":1}`))
+	refused := next(t, conn)
+	require.Equal(t, protocol.TypeError, refused.Type, "%+v", refused)
+	require.Equal(t, protocol.ErrorReauthRequired, refused.Code)
+	conn.Timeout = 300 * time.Millisecond
+	_, err = conn.Next()
+	require.Error(t, err, "nothing is delivered while expired")
+
+	nc.Close()
+	doomed.hs.Listener.Close()
+	conn.Abort()
+	for i := 6; i < 9; i++ {
+		send(i)
+	}
+
+	resumed, ok2 := c.loginWith(t, survivor, c.idp.Token("kim", time.Hour), &at)
+	require.Equal(t, protocol.ResumeOK, ok2.Resume, "%+v", ok2)
+	for i := 3; i < 9; i++ {
+		m := next(t, resumed)
+		require.Equal(t, protocol.TypeMessage, m.Type, "%+v", m)
+		require.JSONEq(t, strconv.Itoa(i), string(m.Data))
+		require.Equal(t, at.Seq+1, m.Seq, "gap or repeat")
+		at = protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
+	}
+	resumed.Timeout = 300 * time.Millisecond
+	_, err = resumed.Next()
+	require.Error(t, err, "nothing more: no message twice")
 }
 
 // TestRevocationSurvivesRestart: a revoked token stays refused on every
