@@ -8,7 +8,8 @@
 //
 //	GET  /                        the chat page (static/)
 //	GET  /wsauth.js               the browser client (clients/js)
-//	GET  /ws                      the wsauth WebSocket endpoint
+//	GET  /ws                      the wsauth WebSocket endpoint (the token in the first frame, or ?ticket=)
+//	POST /ticket                  Authorization: Bearer <token> -> {"ticket":…,"expires":…} (Server.TicketHandler)
 //	POST /token                   dev IdP: {"sub":"alice","ttl":"5s"} -> {"token":…,"exp":…}
 //	GET  /.well-known/jwks.json   dev IdP: its JWK Set
 //
@@ -287,6 +288,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	c.srv = srv
 	mux.Handle("/ws", srv)
+	// Without a method in the pattern: the handler answers another method
+	// with 405 itself.
+	mux.Handle("/ticket", srv.TicketHandler())
 	c.start()
 
 	fmt.Fprintf(stdout, "wsauth-demo listening on %s\n", base)
