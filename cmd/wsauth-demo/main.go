@@ -32,6 +32,11 @@
 // their tokens' issuer is then https://wsauth-demo.invalid (or -issuer), the
 // same on every node, while each node serves the JWK Set itself.
 //
+// The page authenticates with the token in the first frame, or, as its
+// "Sign in with" control chooses, with a single-use ticket it exchanges
+// the token for at /ticket (wsauth's Server.TicketHandler); either way it
+// reauthenticates in-band.
+//
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
 //

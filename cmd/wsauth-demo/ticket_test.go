@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,22 @@ func TestTicketEndpoint(t *testing.T) {
 	require.NoError(t, err)
 	defer pc.Close()
 	assert.Equal(t, "tia", readType(t, pc, "auth_ok")["sub"])
+}
+
+// TestPageSignsInWithTheAuthFrameByDefault: the page's "Sign in with"
+// control offers the auth frame first, so that it is the default, and
+// tickets second.
+func TestPageSignsInWithTheAuthFrameByDefault(t *testing.T) {
+	t.Parallel()
+	page, err := static.ReadFile("static/index.html")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?s)<select id="credential"[^>]*>(.*?)</select>`).FindSubmatch(page)
+	require.NotNil(t, m, "the page has the control")
+	options := regexp.MustCompile(`<option value="([^"]+)"( selected)?>`).FindAllSubmatch(m[1], -1)
+	require.Len(t, options, 2)
+	assert.Equal(t, "auth", string(options[0][1]))
+	assert.Equal(t, "ticket", string(options[1][1]))
+	assert.Empty(t, options[1][2], "tickets are not preselected")
 }
 
 // TestTicketEndpointRefusals: what /ticket answers a request it will not
