@@ -220,6 +220,32 @@ test('the page fits a 1280 px window: the login form on one line, nothing wider 
   await page.context().close();
 });
 
+test('the page keeps at most 500 log lines, each of at most 2,000 characters', async (t) => {
+  const page = await openChat('flo', '5m');
+  await waitText(page, '#state', 'active');
+  // The demo lets a session send a burst of 20 messages: 26 senders of 20
+  // direct messages each give flo 520 lines, then one more sends a long one.
+  const senders = await Promise.all(Array.from({ length: 26 }, (_, i) => nodeClient(t, `flooder${i}`, demo.ws, demo.base)));
+  for (const [i, s] of senders.entries()) {
+    for (let n = 0; n < 20; n++) s.client.send({ to: 'flo', text: `flood ${i}.${n}` });
+  }
+  // Each sender gets its own copy of a direct message: once all are back,
+  // every flood line is in flo's stream, ahead of the long one.
+  await waitFor(() => senders.every((s) => s.rec.messages.filter((m) => m.data?.to === 'flo').length === 20), 10_000, 'the flood sent');
+  const last = await nodeClient(t, 'longwinded', demo.ws, demo.base);
+  last.client.send({ to: 'flo', text: 'y'.repeat(3_000) });
+  // The page shows a direct message as typed: "@flo yyy…", cut to 2,000.
+  const long = `longwinded:@flo ${'y'.repeat(1_995)}…`;
+  await waitLog(page, long);
+  const lines = await logLines(page);
+  assert.equal(lines.length, 500, 'the oldest lines were dropped');
+  assert.equal(lines.at(-1), long, 'the long line, cut to 2,000 characters');
+  assert.ok(!lines.some((l) => l.startsWith('connected as flo')), 'the first line is gone');
+  assert.equal(lines.filter((l) => /^flooder\d+:@flo flood \d+\.\d+$/.test(l)).length, 499);
+  assert.deepEqual(pageProblems, []);
+  await page.context().close();
+});
+
 // A Node client of sub on url, with tokens from base; closed when the
 // test ends.
 async function nodeClient(t, sub, url, base) {
