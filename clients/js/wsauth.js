@@ -323,19 +323,8 @@ export class WsauthClient extends EventTarget {
     this.#reads = 0;
     const deadline = Date.now() + this.#authTimeout;
     this.#armAuthTimer(pending, 'auth timeout', this.#authTimeout);
-    let token;
-    try {
-      token = await this.#tokenProvider({ reauth: false });
-      if (typeof token !== 'string' || token === '') {
-        throw new TypeError('tokenProvider must resolve to a non-empty string');
-      }
-    } catch (err) {
-      if (this.#ws === pending) {
-        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
-      }
-      return;
-    }
-    if (this.#ws !== pending) return;
+    const token = await this.#fetchToken(pending, false);
+    if (token === undefined || this.#ws !== pending) return;
     let answer;
     try {
       answer = await exchangeTicket(this.#ticketUrl, token, abort.signal);
@@ -387,19 +376,8 @@ export class WsauthClient extends EventTarget {
   async #authenticate(ws, state) {
     clearTimeout(this.#refreshTimer);
     this.#setState(state);
-    let token;
-    try {
-      token = await this.#tokenProvider({ reauth: state === 'reauthenticating' });
-      if (typeof token !== 'string' || token === '') {
-        throw new TypeError('tokenProvider must resolve to a non-empty string');
-      }
-    } catch (err) {
-      // The provider's text goes to the error event, never to the server.
-      if (this.#ws === ws) {
-        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
-      }
-      return;
-    }
+    const token = await this.#fetchToken(ws, state === 'reauthenticating');
+    if (token === undefined) return;
     if (this.#ws !== ws || ws.readyState !== OPEN) return; // closed meanwhile: onclose decides
     this.#authSeq = this.#seq;
     this.#lastAuthAt = Date.now();
@@ -410,6 +388,25 @@ export class WsauthClient extends EventTarget {
     }
     ws.send(JSON.stringify(frame));
     if (state === 'reauthenticating') this.#armAuthTimer(ws, 'reauth timeout', this.#reauthTimeout);
+  }
+
+  // #fetchToken asks the token provider for a token for ws (the current
+  // socket, or the exchange standing in for it). A failure ends the client
+  // if ws is still current, and resolves undefined.
+  async #fetchToken(ws, reauth) {
+    try {
+      const token = await this.#tokenProvider({ reauth });
+      if (typeof token !== 'string' || token === '') {
+        throw new TypeError('tokenProvider must resolve to a non-empty string');
+      }
+      return token;
+    } catch (err) {
+      // The provider's text goes to the error event, never to the server.
+      if (this.#ws === ws) {
+        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
+      }
+      return undefined;
+    }
   }
 
   // #reauth refreshes the token on the current socket, at least a second

@@ -244,6 +244,17 @@ test('ticket mode: a 401 from the exchange is terminal, like a 4401', async () =
   noSecrets(echo.rec, echo.sockets);
 });
 
+test('ticket mode: a token provider failure is terminal, before any exchange', async () => {
+  front.reset();
+  const { client, rec, sockets } = newClient(plain, 'zoe', { provider: () => Promise.reject(new Error('IdP down')) });
+  client.connect();
+  await waitFor(() => client.state === 'closed', 5_000, 'closed');
+  assert.deepEqual(rec.errors.map((e) => e.message), ['token provider failed: IdP down']);
+  assert.deepEqual(rec.closes, [{ code: 1000, reason: 'token provider failed', retrying: false }]);
+  assert.equal(front.requests.length, 0);
+  assert.equal(sockets.length, 0);
+});
+
 test('ticket mode: 503, 429, 408 and network errors are retried with the backoff; 503 waits its Retry-After', async () => {
   front.reset();
   front.plan.push(
