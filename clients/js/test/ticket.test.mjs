@@ -292,12 +292,14 @@ test('ticket mode: a 403 from the exchange is terminal; authTimeout bounds an ex
 
   front.reset();
   front.plan.push(neverAnswer);
-  const { client, rec, sockets } = newClient(plain, 'yann', { authTimeout: 400, backoff: { initial: 20, max: 100 } });
+  const { client, rec, sockets } = newClient(plain, 'yann', { authTimeout: 500, backoff: { initial: 20, max: 100 } });
   client.connect();
-  await waitFor(() => client.state === 'active', 5_000, 'active after the timeout');
-  assert.deepEqual(rec.closes, [{ code: 1006, reason: 'auth timeout', retrying: true }]);
-  assert.equal(front.requests.length, 2);
-  assert.equal(sockets.length, 1);
+  await waitFor(() => client.state === 'active', 10_000, 'active after the timeout');
+  // On a loaded machine a later attempt may time out too: each is retried.
+  assert.ok(rec.closes.length >= 1, 'the exchange that never answered was given up');
+  for (const c of rec.closes) assert.deepEqual(c, { code: 1006, reason: 'auth timeout', retrying: true });
+  assert.equal(front.requests.length, rec.closes.length + 1);
+  assert.ok(sockets.length >= 1);
   client.close();
 
   // close() while the exchange is under way aborts it: no socket follows.
