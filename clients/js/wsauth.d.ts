@@ -26,8 +26,10 @@ export declare const MAX_EPOCH_BYTES: 64;
 export declare function isRetryable(code: number): boolean;
 
 /**
- * connecting: opening a socket, or waiting to reconnect.
- * authenticating: the socket is open, the first auth frame is on its way.
+ * connecting: opening a socket (with a ticket: getting the token and the
+ * ticket first), or waiting to reconnect.
+ * authenticating: the socket is open, the first auth frame is on its way
+ * (with a ticket: the server's auth_ok is).
  * active: auth_ok received; messages are sent at once.
  * reauthenticating: a fresh token is on its way on the same socket.
  * closed: not connected and not reconnecting (before connect(), after
@@ -37,9 +39,18 @@ export type WsauthState = 'connecting' | 'authenticating' | 'active' | 'reauthen
 
 /** What the token provider is called with. */
 export interface TokenRequest {
-  /** true when the token replaces one on a live socket. */
+  /**
+   * true when the token replaces one on a live socket; false for a new
+   * connection (in ticket mode, the token to exchange for its ticket).
+   */
   reauth: boolean;
 }
+
+/**
+ * How a connection authenticates: 'ticket' (options.ticketUrl: a ticket in
+ * the URL, the server's auth_ok first) or 'auth' (the first auth frame).
+ */
+export type WsauthCredential = 'auth' | 'ticket';
 
 /** The minimal WebSocket constructor the client needs (browsers' and ws's fit). */
 export interface WebSocketConstructor {
@@ -94,8 +105,10 @@ export interface WsauthClientOptions {
   refreshLead?: number | null;
   /**
    * ms from opening a socket to its first auth_ok (the upgrade, the token
-   * provider and the server's answer); then the client closes the socket and
-   * reconnects (a close event {code: 1006, reason: 'auth timeout'}). Default 10000.
+   * provider and the server's answer; with a ticket, from the token
+   * provider's call: the exchange counts too); then the client closes the
+   * socket (or aborts the exchange) and reconnects (a close event {code:
+   * 1006, reason: 'auth timeout'}). Default 10000.
    */
   authTimeout?: number;
   /**
@@ -132,6 +145,37 @@ export interface WsauthClientOptions {
    * first connection starts at the stream's head.
    */
   resume?: StreamPosition | null;
+  /**
+   * The URL of the server's ticket exchange (docs/protocol.md, section
+   * 1.1; wsauth.Server.TicketHandler), e.g. '/ticket': then, before each
+   * connection, the client gets a fresh token from tokenProvider, POSTs it
+   * there as "Authorization: Bearer <token>" (fetch: no cookies, no cache,
+   * no redirect followed), and opens the socket at the endpoint's URL with
+   * ticket=<ticket> added to its query. The server refuses a bad token
+   * before the socket exists; the session starts authenticated (auth_ok
+   * first) and reauthenticates in-band as always.
+   *
+   * A session a ticket starts begins at the head of the user's stream, so
+   * a connection made while the client holds a position (every
+   * reconnection to a server that keeps streams, or a first connection
+   * given options.resume) authenticates with the auth frame, resume and
+   * all, instead.
+   *
+   * The exchange's 401 ends the client like a 4401 close (the user must
+   * sign in again): a close event {code: 4401, reason: the server's check,
+   * retrying: false, status: 401}. Its 403 and other 4xx, a redirect and
+   * an answer without a ticket end it too (an error event, then {code:
+   * 1000, reason: 'ticket exchange refused' or 'malformed ticket answer',
+   * status}). Its 408, 429 and 5xx (waiting at least Retry-After, at most
+   * backoff.max) and no answer at all (a network error; a CORS refusal
+   * looks the same) are retried with the backoff: {code: 1006, reason:
+   * 'ticket exchange failed', retrying: true, status?}. A relative URL is
+   * resolved against the page; it must be http or https, and https for a
+   * wss endpoint (the constructor throws a TypeError otherwise). Neither
+   * the token nor the ticket appears in any event. Default null: the token
+   * goes in the first auth frame.
+   */
+  ticketUrl?: string | URL | null;
   /** The WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass ws's. */
   WebSocket?: WebSocketConstructor;
 }
@@ -150,15 +194,23 @@ export interface WsauthErrorDetail {
 /**
  * Detail of a close event. code and reason are the server's, or, when the
  * client closed or gave up on the socket itself, its own: 1006 with 'auth
- * timeout', 'reauth timeout' or 'keepalive timeout' (retrying); 1009
- * 'message too large', 4400 'malformed server frame' or 'subject changed',
- * 1000 'token provider failed' (not retrying); 1000 'client closed' for close().
+ * timeout', 'reauth timeout', 'keepalive timeout' or 'ticket exchange
+ * failed' (retrying); 1009 'message too large', 4400 'malformed server
+ * frame' or 'subject changed', 1000 'token provider failed', 'ticket
+ * exchange refused' or 'malformed ticket answer', 4401 with the reason of
+ * a 401 from the ticket exchange (not retrying); 1000 'client closed' for
+ * close().
  */
 export interface WsauthCloseDetail {
   code: number;
   reason: string;
   /** true when the client reconnects (state connecting), false when it stays closed. */
   retrying: boolean;
+  /**
+   * The HTTP status of the ticket exchange's answer, when that answer
+   * ended the connection attempt (options.ticketUrl); absent otherwise.
+   */
+  status?: number;
 }
 
 /** Detail of a resumelost event. */
@@ -202,7 +254,9 @@ export interface WsauthClientEventMap {
  * gives up on a server that does not answer (authTimeout, reauthTimeout,
  * and in Node with ws pingInterval/pongTimeout), and reconnects with
  * jittered exponential backoff after retryable closes (1001, 1005, 1006,
- * 1011, 1013, 4408, 4413, 4429, 4440), never after terminal ones.
+ * 1011, 1013, 4408, 4413, 4429, 4440), never after terminal ones. With
+ * options.ticketUrl it authenticates the upgrade with a single-use ticket
+ * instead of the first frame.
  *
  * Delivery is at most once: a message sent just before the connection
  * dropped is not resent, since the server may have processed it. Server
@@ -232,6 +286,12 @@ export declare class WsauthClient extends EventTarget {
    * streams said one (or options.resume gave one).
    */
   readonly position: StreamPosition | null;
+  /**
+   * How the current connection (or the last one) authenticates: 'ticket'
+   * or 'auth'; '' before the first connection. In ticket mode, 'auth' when
+   * the connection resumes from a position.
+   */
+  readonly credential: WsauthCredential | '';
 
   /** Opens the connection; does nothing unless the state is closed. */
   connect(): void;

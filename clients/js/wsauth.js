@@ -17,7 +17,9 @@
 // the ws package, on a connection that does not answer pings), reconnects
 // with jittered exponential backoff after retryable closes, and on a server
 // that keeps users' streams resumes where it left off (docs/protocol.md,
-// section 5).
+// section 5). With options.ticketUrl it exchanges its token for a
+// single-use ticket before connecting (docs/protocol.md, section 1.1), so
+// that the server refuses a bad token before the socket exists.
 
 /** The WebSocket subprotocol of wire protocol v1. */
 export const SUBPROTOCOL = 'wsauth.v1';
@@ -50,9 +52,13 @@ export function isRetryable(code) {
   return RETRYABLE_CLOSE_CODES.includes(code);
 }
 
+const CONNECTING = 0; // WebSocket.CONNECTING
 const OPEN = 1; // WebSocket.OPEN, the same in browsers and in ws
 const MIN_REFRESH_DELAY_MS = 1000; // bounds a refresh loop when clocks disagree
 const MAX_REASON_BYTES = 123;
+// What the client reads of the ticket exchange's answer: the server's are
+// about 100 bytes.
+const MAX_ANSWER_BYTES = 4096;
 // setTimeout fires at once for a delay above 2^31-1 ms (24.8 days): longer
 // waits are made of chunks of at most this.
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
@@ -83,6 +89,7 @@ export class WsauthClient extends EventTarget {
   #pingInterval;
   #pongTimeout;
   #readLimit;
+  #ticketUrl; // the ticket exchange's absolute URL, or null: the auth frame
   #WebSocket;
 
   #state = 'closed';
@@ -107,6 +114,7 @@ export class WsauthClient extends EventTarget {
   #exp = 0;
   #position = null; // {epoch, seq}, frozen: where the client is in the user's stream
   #presented = null; // #position as sent in the current socket's first auth
+  #credential = ''; // how the current (or last) connection authenticates: 'auth' or 'ticket'
 
   /**
    * @param {string|URL} url the ws:// or wss:// URL of the endpoint
@@ -126,6 +134,7 @@ export class WsauthClient extends EventTarget {
       pongTimeout = 10_000,
       readLimit = 1_048_576,
       resume = null,
+      ticketUrl = null,
       WebSocket: WS = globalThis.WebSocket,
     } = options;
     if (typeof tokenProvider !== 'function') {
@@ -152,6 +161,7 @@ export class WsauthClient extends EventTarget {
       throw new TypeError(`wsauth: options.resume must be null or {epoch, seq}: a string of at most ${MAX_EPOCH_BYTES} bytes and an integer >= 0`);
     }
     this.#url = String(url);
+    this.#ticketUrl = ticketUrl === null || ticketUrl === undefined ? null : ticketURLOf(ticketUrl, this.#url);
     this.#tokenProvider = tokenProvider;
     this.#protocols = protocols;
     this.#maxQueue = maxQueue;
@@ -184,6 +194,12 @@ export class WsauthClient extends EventTarget {
    * of every connection.
    */
   get position() { return this.#position; }
+  /**
+   * How the current connection (or the last one) authenticates: 'ticket'
+   * (options.ticketUrl: the server's auth_ok comes first) or 'auth' (the
+   * first auth frame); '' before the first connection.
+   */
+  get credential() { return this.#credential; }
 
   /** Opens the connection. Does nothing unless the client is closed. */
   connect() {
@@ -230,21 +246,52 @@ export class WsauthClient extends EventTarget {
   #open() {
     clearTimeout(this.#reconnectTimer);
     this.#setState('connecting');
+    // A session that a ticket starts begins at the head of the user's
+    // stream: resuming takes the auth frame's resume. So a client that
+    // holds a position (it talked to a server that keeps streams, or was
+    // given options.resume) authenticates with the auth frame, which every
+    // wsauth server accepts.
+    if (this.#ticketUrl !== null && this.#position === null) {
+      this.#credential = 'ticket';
+      this.#openWithTicket();
+    } else {
+      this.#credential = 'auth';
+      this.#openSocket(this.#url, this.#authTimeout, false);
+    }
+  }
+
+  // #openSocket opens the socket at url and gives it ms to reach auth_ok.
+  // ticketed: url carries a ticket, so the server's auth_ok comes first and
+  // the client sends no auth frame.
+  #openSocket(url, ms, ticketed) {
     let ws;
     try {
-      ws = new this.#WebSocket(this.#url, this.#protocols);
+      ws = new this.#WebSocket(url, this.#protocols);
     } catch (err) { // e.g. a malformed URL: retrying cannot help
-      this.#fail('cannot open WebSocket', { message: `cannot open WebSocket: ${messageOf(err)}`, cause: err });
+      // A URL with a ticket stays out of the error: the implementation's
+      // text may quote it.
+      this.#fail('cannot open WebSocket', ticketed ? {} : { message: `cannot open WebSocket: ${messageOf(err)}`, cause: err });
       return;
     }
     this.#ws = ws;
     this.#activeSince = 0;
     this.#reads = 0;
-    // authTimeout runs from here to auth_ok: the upgrade, the token
-    // provider and the server's answer.
-    this.#armAuthTimer(ws, 'auth timeout', this.#authTimeout);
+    // authTimeout runs from here (with a ticket: from the ticket's
+    // request) to auth_ok: the upgrade, the token provider and the
+    // server's answer.
+    this.#armAuthTimer(ws, 'auth timeout', ms);
     ws.onopen = () => {
-      if (this.#ws === ws) this.#authenticate(ws, 'authenticating');
+      if (this.#ws !== ws) return;
+      if (!ticketed) {
+        this.#authenticate(ws, 'authenticating');
+        return;
+      }
+      // The ticket authenticated the upgrade: the server's auth_ok is on
+      // its way, and no auth frame went out on this socket yet.
+      this.#authSeq = this.#seq;
+      this.#lastAuthAt = 0;
+      this.#presented = null;
+      this.#setState('authenticating');
     };
     ws.onmessage = (ev) => {
       if (this.#ws !== ws) return;
@@ -263,24 +310,74 @@ export class WsauthClient extends EventTarget {
     ws.onerror = () => {}; // a close event always follows
   }
 
+  // #openWithTicket fetches a token, exchanges it for a ticket at
+  // options.ticketUrl and opens the socket with ?ticket=. Until the socket
+  // exists, a stand-in for it is the current socket: closing it (close(),
+  // the auth timeout) aborts the exchange, and a stale exchange sees that
+  // it is no longer current.
+  async #openWithTicket() {
+    const abort = new AbortController();
+    const pending = { readyState: CONNECTING, close: () => abort.abort() };
+    this.#ws = pending;
+    this.#activeSince = 0;
+    this.#reads = 0;
+    const deadline = Date.now() + this.#authTimeout;
+    this.#armAuthTimer(pending, 'auth timeout', this.#authTimeout);
+    const token = await this.#fetchToken(pending, false);
+    if (token === undefined || this.#ws !== pending) return;
+    let answer;
+    try {
+      answer = await exchangeTicket(this.#ticketUrl, token, abort.signal);
+    } catch {
+      // No answer (a network error, a CORS refusal): retried. Aborted:
+      // whoever aborted decided already.
+      if (this.#ws === pending) this.#onClose(1006, 'ticket exchange failed');
+      return;
+    }
+    if (this.#ws !== pending) return;
+    const { status, retryAfter, body } = answer;
+    if (status === 200) {
+      const ticket = body?.ticket;
+      if (typeof ticket !== 'string' || ticket === '') {
+        this.#fail('malformed ticket answer', { message: 'the ticket exchange answered no ticket', status });
+        return;
+      }
+      let url;
+      try {
+        url = withTicket(this.#url, ticket);
+      } catch { // not a URL: retrying cannot help
+        this.#fail('cannot open WebSocket');
+        return;
+      }
+      this.#openSocket(url, Math.max(deadline - Date.now(), 1), true);
+      return;
+    }
+    if (status === 401) {
+      // A refused token, as a 4401 close is: the user must sign in again.
+      this.#userClosed = true;
+      const reason = refusalReason(body, token) || 'unauthorized';
+      this.#terminate(4401, reason, reason, { status });
+      return;
+    }
+    if (status === 408 || status === 429 || status >= 500) {
+      this.#onClose(1006, 'ticket exchange failed', { status }, Math.min(retryAfter * 1000, this.#backoffMax));
+      return;
+    }
+    // 403 (an Origin the server does not allow), another 4xx, a redirect
+    // (followed nowhere: the token goes to ticketUrl only): retrying
+    // cannot help.
+    this.#fail('ticket exchange refused', {
+      message: `ticket exchange refused: ${status ? `HTTP ${status}` : 'a redirect'}`, status,
+    });
+  }
+
   // #authenticate fetches a token and sends an auth frame on ws, the first
   // (state authenticating) or a reauth (state reauthenticating).
   async #authenticate(ws, state) {
     clearTimeout(this.#refreshTimer);
     this.#setState(state);
-    let token;
-    try {
-      token = await this.#tokenProvider({ reauth: state === 'reauthenticating' });
-      if (typeof token !== 'string' || token === '') {
-        throw new TypeError('tokenProvider must resolve to a non-empty string');
-      }
-    } catch (err) {
-      // The provider's text goes to the error event, never to the server.
-      if (this.#ws === ws) {
-        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
-      }
-      return;
-    }
+    const token = await this.#fetchToken(ws, state === 'reauthenticating');
+    if (token === undefined) return;
     if (this.#ws !== ws || ws.readyState !== OPEN) return; // closed meanwhile: onclose decides
     this.#authSeq = this.#seq;
     this.#lastAuthAt = Date.now();
@@ -291,6 +388,25 @@ export class WsauthClient extends EventTarget {
     }
     ws.send(JSON.stringify(frame));
     if (state === 'reauthenticating') this.#armAuthTimer(ws, 'reauth timeout', this.#reauthTimeout);
+  }
+
+  // #fetchToken asks the token provider for a token for ws (the current
+  // socket, or the exchange standing in for it). A failure ends the client
+  // if ws is still current, and resolves undefined.
+  async #fetchToken(ws, reauth) {
+    try {
+      const token = await this.#tokenProvider({ reauth });
+      if (typeof token !== 'string' || token === '') {
+        throw new TypeError('tokenProvider must resolve to a non-empty string');
+      }
+      return token;
+    } catch (err) {
+      // The provider's text goes to the error event, never to the server.
+      if (this.#ws === ws) {
+        this.#fail('token provider failed', { message: `token provider failed: ${messageOf(err)}`, cause: err });
+      }
+      return undefined;
+    }
   }
 
   // #reauth refreshes the token on the current socket, at least a second
@@ -513,7 +629,10 @@ export class WsauthClient extends EventTarget {
     clearTimeout(this.#keepaliveTimer);
   }
 
-  #onClose(code, reason) {
+  // #onClose ends the current connection (or connection attempt) with code
+  // and reason; extra goes into the close event; minDelay (ms) is the
+  // least wait before a reconnect (a server's Retry-After).
+  #onClose(code, reason, extra = {}, minDelay = 0) {
     this.#ws = null;
     this.#clearTimers();
     // The backoff starts again only after a connection that stayed up for
@@ -527,20 +646,20 @@ export class WsauthClient extends EventTarget {
     const retrying = !this.#userClosed && isRetryable(code);
     if (retrying) {
       this.#setState('connecting');
-      this.#emit('close', { code, reason, retrying });
-      this.#scheduleReconnect(code);
+      this.#emit('close', { code, reason, retrying, ...extra });
+      this.#scheduleReconnect(code, minDelay);
     } else {
       this.#setState('closed');
-      this.#emit('close', { code, reason, retrying });
+      this.#emit('close', { code, reason, retrying, ...extra });
     }
   }
 
-  #scheduleReconnect(code) {
+  #scheduleReconnect(code, minDelay = 0) {
     // 4429: the server is shedding load; back off harder.
     if (code === 4429) this.#attempt += 2;
     const base = Math.min(this.#backoffMax, this.#backoffInitial * 2 ** this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 64);
-    const delay = Math.min(base * (0.8 + 0.4 * Math.random()), MAX_TIMEOUT_MS); // +-20% jitter
+    const delay = Math.min(Math.max(base * (0.8 + 0.4 * Math.random()), minDelay), MAX_TIMEOUT_MS); // +-20% jitter
     this.#reconnectTimer = setTimeout(() => {
       if (!this.#userClosed && this.#state === 'connecting' && this.#ws === null) this.#open();
     }, delay);
@@ -550,15 +669,16 @@ export class WsauthClient extends EventTarget {
   // failed, the server broke the protocol): an error event with message,
   // then close with code and reason, a fixed text that is also the close
   // frame's reason (never the provider's error text: it could say anything).
-  #fail(reason, { message = reason, cause, code = 1000 } = {}) {
+  // status: the ticket exchange's HTTP status, for the close event.
+  #fail(reason, { message = reason, cause, code = 1000, status } = {}) {
     this.#userClosed = true;
     this.#emit('error', { code: CLIENT_ERROR, message, cause });
-    this.#terminate(code, reason);
+    this.#terminate(code, reason, reason, status === undefined ? {} : { status });
   }
 
   // #terminate closes the socket with code and wireReason, and the client
-  // for good with a close event of code and reason.
-  #terminate(code, reason, wireReason = reason) {
+  // for good with a close event of code and reason, and extra.
+  #terminate(code, reason, wireReason = reason, extra = {}) {
     clearTimeout(this.#reconnectTimer);
     this.#clearTimers();
     const ws = this.#ws;
@@ -568,7 +688,7 @@ export class WsauthClient extends EventTarget {
     if (ws) closeSocket(ws, code, wireReason);
     if (this.#state !== 'closed') {
       this.#setState('closed');
-      this.#emit('close', { code, reason, retrying: false });
+      this.#emit('close', { code, reason, retrying: false, ...extra });
     }
   }
 
@@ -617,6 +737,101 @@ function truncate(s, maxBytes) {
   if (s.length * 3 <= maxBytes) return s;
   const { read } = encoder.encodeInto(s, new Uint8Array(maxBytes));
   return s.slice(0, read);
+}
+
+// ticketURLOf returns options.ticketUrl as an absolute URL (a relative one
+// resolved against the page, as fetch would): http or https, and https
+// unless the endpoint itself is plain ws, so that the token never travels
+// in the clear where the socket would not.
+function ticketURLOf(raw, endpoint) {
+  const base = globalThis.location?.href;
+  let u;
+  try {
+    u = new URL(String(raw), base);
+  } catch {
+    throw new TypeError(`wsauth: options.ticketUrl is not a URL${base ? '' : ' (a relative one needs a page to resolve against)'}`);
+  }
+  if (typeof globalThis.fetch !== 'function') throw new TypeError('wsauth: options.ticketUrl needs fetch');
+  let plain = false;
+  try {
+    plain = ['ws:', 'http:'].includes(new URL(endpoint, base).protocol);
+  } catch { /* the WebSocket constructor will say */ }
+  if (u.protocol === 'https:' || (u.protocol === 'http:' && plain)) return u.href;
+  throw new TypeError(u.protocol === 'http:'
+    ? 'wsauth: options.ticketUrl must be https unless the endpoint is a ws:// URL'
+    : 'wsauth: options.ticketUrl must be an http or https URL');
+}
+
+// exchangeTicket trades token for a ticket at url (docs/protocol.md,
+// section 1.1): POST, the token as a bearer, no cookies, no cache, no
+// redirect followed. It resolves with the answer's status, Retry-After
+// (seconds, 0 if none) and JSON body (null if none), and rejects when
+// there is no answer (a network error, signal aborted).
+async function exchangeTicket(url, token, signal) {
+  const resp = await fetch(url, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}` },
+    credentials: 'omit',
+    cache: 'no-store',
+    redirect: 'manual',
+    referrerPolicy: 'no-referrer',
+    signal,
+  });
+  const text = await readText(resp, MAX_ANSWER_BYTES); // a body cut short is no answer either
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch { /* not JSON: no ticket, no reason */ }
+  const retryAfter = Number.parseInt(resp.headers.get('Retry-After') ?? '', 10);
+  // An opaque redirect (browsers) has status 0.
+  return { status: resp.status, retryAfter: retryAfter > 0 ? retryAfter : 0, body };
+}
+
+// readText reads at most maxBytes of resp's body as UTF-8.
+async function readText(resp, maxBytes) {
+  if (!resp.body) return '';
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let n = 0;
+  try {
+    while (n < maxBytes) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.byteLength;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const all = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all.subarray(0, maxBytes));
+}
+
+// refusalReason returns the "error" member of a refusal's body (the check
+// that failed, e.g. "token expired"), cut to a close reason's length; ''
+// if there is none, or if it repeats secret (a hostile server echoing the
+// token must not get it into the application's logs).
+function refusalReason(body, secret) {
+  const r = body?.error;
+  if (typeof r !== 'string' || r.includes(secret)) return '';
+  return truncate(r, MAX_REASON_BYTES);
+}
+
+// withTicket returns url with ticket=<ticket> in its query, the other
+// parameters as they were (a ticket already there is replaced).
+function withTicket(url, ticket) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.searchParams.has('ticket')) {
+    u.searchParams.set('ticket', ticket);
+  } else {
+    u.search = `${u.search ? `${u.search}&` : '?'}ticket=${encodeURIComponent(ticket)}`;
+  }
+  return u.href;
 }
 
 // tooLarge reports whether a message's data is over limit bytes (UTF-8

@@ -8,7 +8,8 @@
 //
 //	GET  /                        the chat page (static/)
 //	GET  /wsauth.js               the browser client (clients/js)
-//	GET  /ws                      the wsauth WebSocket endpoint
+//	GET  /ws                      the wsauth WebSocket endpoint (the token in the first frame, or ?ticket=)
+//	POST /ticket                  Authorization: Bearer <token> -> {"ticket":…,"expires":…} (Server.TicketHandler)
 //	POST /token                   dev IdP: {"sub":"alice","ttl":"5s"} -> {"token":…,"exp":…}
 //	GET  /.well-known/jwks.json   dev IdP: its JWK Set
 //
@@ -30,6 +31,11 @@
 // one signing key, -dev-key FILE, created by the first node that starts;
 // their tokens' issuer is then https://wsauth-demo.invalid (or -issuer), the
 // same on every node, while each node serves the JWK Set itself.
+//
+// The page authenticates with the token in the first frame, or, as its
+// "Sign in with" control chooses, with a single-use ticket it exchanges
+// the token for at /ticket (wsauth's Server.TicketHandler); either way it
+// reauthenticates in-band.
 //
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
@@ -287,6 +293,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	c.srv = srv
 	mux.Handle("/ws", srv)
+	// Without a method in the pattern: the handler answers another method
+	// with 405 itself.
+	mux.Handle("/ticket", srv.TicketHandler())
 	c.start()
 
 	fmt.Fprintf(stdout, "wsauth-demo listening on %s\n", base)

@@ -39,10 +39,15 @@ after(async () => {
 });
 
 // openChat opens the chat page of base (default: the demo's) in a context
-// of its own and connects as name. With nodeStops, the browser's own
-// console errors about sockets that fail while a node stops are expected.
-async function openChat(name, ttl, { breakProvider = false, base = demo.base, nodeStops = false } = {}) {
-  const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
+// of its own and connects as name, with an auth frame or a ticket
+// (credential). With nodeStops, the browser's own console errors about
+// sockets that fail while a node stops are expected. watch(page) runs
+// before the page loads.
+async function openChat(name, ttl, {
+  breakProvider = false, base = demo.base, nodeStops = false, credential = 'auth',
+  viewport = { width: 900, height: 760 }, watch = () => {},
+} = {}) {
+  const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(10_000);
   page.on('pageerror', (err) => pageProblems.push(`${name}: ${err.message}`));
@@ -51,9 +56,11 @@ async function openChat(name, ttl, { breakProvider = false, base = demo.base, no
     if (nodeStops && /^WebSocket connection to '.*' failed/.test(msg.text())) return;
     pageProblems.push(`${name}: console: ${msg.text()}`);
   });
+  watch(page);
   await page.goto(`${base}/`);
   await page.fill('#name', name);
   await page.selectOption('#ttl', ttl);
+  await page.selectOption('#credential', credential);
   if (breakProvider) await page.check('#break-provider');
   await page.click('#connect');
   return page;
@@ -76,6 +83,8 @@ function waitLog(page, line, timeout = 10_000) {
 async function logLines(page) {
   return page.$$eval('#log li', (lis) => lis.map((li) => li.textContent));
 }
+
+const ticksOf = (page) => page.evaluate(() => Number(document.querySelector('#ticks').textContent));
 
 async function say(page, message) {
   await page.fill('#input', message);
@@ -144,6 +153,99 @@ test('a broken token provider closes the client with a visible error', async () 
   assert.deepEqual(pageProblems, []);
 });
 
+test('a page connects with a ticket and keeps ticking across reauths, in-band', async () => {
+  const exchanges = []; // POST /ticket requests: their headers
+  const sockets = []; // the page's sockets: {url, frames: ['<' or '>' + type]}
+  const page = await openChat('tess', '5s', {
+    credential: 'ticket',
+    viewport: { width: 1280, height: 800 },
+    watch: (p) => {
+      p.on('request', (req) => {
+        if (new URL(req.url()).pathname === '/ticket') exchanges.push({ method: req.method(), headers: req.headers() });
+      });
+      p.on('websocket', (ws) => {
+        const sock = { url: ws.url(), frames: [] };
+        sockets.push(sock);
+        const type = (f) => { try { return JSON.parse(f.payload).type; } catch { return '?'; } };
+        ws.on('framereceived', (f) => sock.frames.push(`<${type(f)}`));
+        ws.on('framesent', (f) => sock.frames.push(`>${type(f)}`));
+      });
+    },
+  });
+  await waitText(page, '#state', 'active');
+  assert.equal(await text(page, '#via'), 'ticket');
+  assert.equal(exchanges.length, 1);
+  assert.equal(exchanges[0].method, 'POST');
+  assert.match(exchanges[0].headers.authorization ?? '', /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+  assert.equal(exchanges[0].headers.cookie, undefined, 'credentials omitted');
+  assert.equal(sockets.length, 1);
+  const ticket = new URL(sockets[0].url).searchParams.get('ticket');
+  assert.match(ticket ?? '', /^[\w-]{43}$/, sockets[0].url);
+  const log = await logLines(page);
+  assert.ok(log.some((l) => /^connected as tess to node \S+, session \S+, with a ticket$/.test(l)), log.join('\n'));
+
+  // 5 s tokens, reauth_required 2 s before exp: in-band, on the same socket.
+  const before = await ticksOf(page);
+  await page.waitForFunction(() => Number(document.querySelector('#reauths').textContent) >= 1, null, { timeout: 10_000 });
+  await page.waitForFunction((n) => Number(document.querySelector('#ticks').textContent) >= n + 10, before);
+  const [state, gaps] = await page.evaluate(() => ['#state', '#tick-gaps'].map((s) => document.querySelector(s).textContent));
+  assert.equal(state, 'active');
+  assert.equal(gaps, '0');
+  assert.equal(sockets.length, 1, 'one socket throughout');
+  assert.equal(exchanges.length, 1, 'a reauth takes no ticket');
+  const { frames } = sockets[0];
+  assert.equal(frames[0], '<auth_ok', 'auth_ok first, no auth frame before it');
+  assert.ok(frames.includes('>auth'), 'the reauth went in-band');
+  assert.ok(!(await logLines(page)).some((l) => l.startsWith('connection closed')), 'never reconnected');
+  // Nothing secret is kept: the page stores its stream position only.
+  const stored = await page.evaluate(() => JSON.stringify([{ ...sessionStorage }, { ...localStorage }]));
+  assert.ok(!stored.includes(ticket) && !stored.includes(exchanges[0].headers.authorization.slice(7)), stored);
+  await page.context().close();
+});
+
+test('the page fits a 1280 px window: the login form on one line, nothing wider than the window', async () => {
+  const page = await openChat('ursula', '5m', { viewport: { width: 1280, height: 800 } });
+  await waitText(page, '#state', 'active');
+  const { width, rows } = await page.evaluate(() => ({
+    width: document.documentElement.scrollWidth,
+    rows: [...document.querySelectorAll('#login > *')].map((e) => {
+      const r = e.getBoundingClientRect();
+      return [r.top, r.bottom];
+    }),
+  }));
+  assert.ok(width <= 1280, `${width} px wide`);
+  const lowestTop = Math.max(...rows.map(([top]) => top));
+  const highestBottom = Math.min(...rows.map(([, bottom]) => bottom));
+  assert.ok(lowestTop < highestBottom, `the login form wraps: ${JSON.stringify(rows)}`);
+  await page.context().close();
+});
+
+test('the page keeps at most 500 log lines, each of at most 2,000 characters', async (t) => {
+  const page = await openChat('flo', '5m');
+  await waitText(page, '#state', 'active');
+  // The demo lets a session send a burst of 20 messages: 26 senders of 20
+  // direct messages each give flo 520 lines, then one more sends a long one.
+  const senders = await Promise.all(Array.from({ length: 26 }, (_, i) => nodeClient(t, `flooder${i}`, demo.ws, demo.base)));
+  for (const [i, s] of senders.entries()) {
+    for (let n = 0; n < 20; n++) s.client.send({ to: 'flo', text: `flood ${i}.${n}` });
+  }
+  // Each sender gets its own copy of a direct message: once all are back,
+  // every flood line is in flo's stream, ahead of the long one.
+  await waitFor(() => senders.every((s) => s.rec.messages.filter((m) => m.data?.to === 'flo').length === 20), 10_000, 'the flood sent');
+  const last = await nodeClient(t, 'longwinded', demo.ws, demo.base);
+  last.client.send({ to: 'flo', text: 'y'.repeat(3_000) });
+  // The page shows a direct message as typed: "@flo yyy…", cut to 2,000.
+  const long = `longwinded:@flo ${'y'.repeat(1_995)}…`;
+  await waitLog(page, long);
+  const lines = await logLines(page);
+  assert.equal(lines.length, 500, 'the oldest lines were dropped');
+  assert.equal(lines.at(-1), long, 'the long line, cut to 2,000 characters');
+  assert.ok(!lines.some((l) => l.startsWith('connected as flo')), 'the first line is gone');
+  assert.equal(lines.filter((l) => /^flooder\d+:@flo flood \d+\.\d+$/.test(l)).length, 499);
+  assert.deepEqual(pageProblems, []);
+  await page.context().close();
+});
+
 // A Node client of sub on url, with tokens from base; closed when the
 // test ends.
 async function nodeClient(t, sub, url, base) {
@@ -156,8 +258,6 @@ async function nodeClient(t, sub, url, base) {
   await waitFor(() => client.state === 'active', 5_000, `${sub} active`);
   return { client, rec };
 }
-
-const ticksOf = (page) => page.evaluate(() => Number(document.querySelector('#ticks').textContent));
 
 test('on a cluster, the page shows its node and keeps counting ticks without a gap when that node stops', async (t) => {
   const cluster = await startCluster(['-tick', '100ms']);

@@ -1,14 +1,17 @@
 // The chat page: a WsauthClient whose token provider asks the demo's
 // development IdP (POST /token) for a token of the chosen name and TTL.
-// It keeps its position in the user's stream in sessionStorage, so that a
-// reload resumes where the page left off.
+// It signs in with the token in the first frame or, if chosen, with a
+// ticket the client exchanges it for at POST /ticket. It keeps its
+// position in the user's stream in sessionStorage, so that a reload
+// resumes where the page left off: nothing secret is kept, neither tokens
+// nor tickets.
 import { WsauthClient } from '/wsauth.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  login: $('login'), name: $('name'), ttl: $('ttl'), broken: $('break-provider'),
+  login: $('login'), name: $('name'), ttl: $('ttl'), credential: $('credential'), broken: $('break-provider'),
   connect: $('connect'), disconnect: $('disconnect'), signout: $('signout'), state: $('state'), error: $('error'),
-  node: $('node'), session: $('session'), exp: $('exp'), reauths: $('reauths'), ticks: $('ticks'),
+  node: $('node'), session: $('session'), via: $('via'), exp: $('exp'), reauths: $('reauths'), ticks: $('ticks'),
   lastTick: $('last-tick'), gaps: $('tick-gaps'), queued: $('queued'), position: $('position'),
   log: $('log'), composer: $('composer'), input: $('input'), send: $('send'),
 };
@@ -95,6 +98,9 @@ function showError(text) {
   ui.error.hidden = !text;
 }
 
+// How the client authenticated its connection (client.credential).
+const viaText = { '': '–', auth: 'auth frame', ticket: 'ticket' };
+
 function render() {
   const st = client ? client.state : 'closed';
   ui.state.textContent = st;
@@ -102,10 +108,11 @@ function render() {
   const closed = st === 'closed';
   ui.connect.disabled = !closed;
   ui.disconnect.disabled = ui.signout.disabled = closed;
-  ui.name.disabled = ui.ttl.disabled = !closed;
+  ui.name.disabled = ui.ttl.disabled = ui.credential.disabled = !closed;
   ui.input.disabled = ui.send.disabled = closed;
   ui.node.textContent = nodeOf(client?.session ?? '') || '–';
   ui.session.textContent = client?.session || '–';
+  ui.via.textContent = viaText[client?.credential ?? ''];
   ui.exp.textContent = client?.exp ? new Date(client.exp * 1000).toLocaleTimeString() : '–';
   ui.reauths.textContent = String(reauths);
   ui.ticks.textContent = String(ticks);
@@ -146,13 +153,17 @@ function onMessage(data) {
 function connect() {
   showError('');
   let previous = 'closed';
-  client = new WsauthClient(wsURL(), { tokenProvider, resume: savedPosition() });
+  // With a ticket, a connection that resumes (a reconnection, or a reload
+  // with a saved position) still authenticates with the auth frame: only
+  // that can carry the position.
+  const ticketUrl = ui.credential.value === 'ticket' ? '/ticket' : null;
+  client = new WsauthClient(wsURL(), { tokenProvider, ticketUrl, resume: savedPosition() });
   client.addEventListener('state', (ev) => {
     const st = ev.detail;
     if (st === 'active') {
       if (client.session !== session) {
         session = client.session;
-        logLine(`connected as ${client.subject} to node ${nodeOf(session)}, session ${session}`, 'system');
+        logLine(`connected as ${client.subject} to node ${nodeOf(session)}, session ${session}, with ${client.credential === 'ticket' ? 'a ticket' : 'an auth frame'}`, 'system');
       } else if (previous === 'reauthenticating') {
         reauths++;
         logLine(`reauthenticated, token valid until ${new Date(client.exp * 1000).toLocaleTimeString()}`, 'system');
