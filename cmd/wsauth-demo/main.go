@@ -46,7 +46,11 @@
 // The page authenticates with the token in the first frame, or, as its
 // "Sign in with" control chooses, with a single-use ticket it exchanges
 // the token for at /ticket (wsauth's Server.TicketHandler); either way it
-// reauthenticates in-band.
+// reauthenticates in-band. It draws its session's tokens on a timeline
+// (static/timeline.js): each token from its auth_ok to its exp, the
+// reauth_required marks, the grace window, and, with "answer reauth late"
+// checked, the stretch the token was expired, while the server held the
+// page's messages, and their release at the fresh token's auth_ok.
 //
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
