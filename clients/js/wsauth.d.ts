@@ -221,6 +221,18 @@ export interface WsauthResumeLostDetail {
   position: StreamPosition;
 }
 
+/** Detail of a reauthrequired event: the server's reauth_required frame. */
+export interface WsauthReauthRequiredDetail {
+  /** The current token's expiry, in Unix seconds (0 if the frame had none). */
+  exp: number;
+  /**
+   * The last moment a fresh token is accepted, in Unix seconds: exp plus
+   * the server's grace; past it the server closes with 4440 (0 if the
+   * frame had none).
+   */
+  deadline: number;
+}
+
 export interface WsauthClientEventMap {
   state: CustomEvent<WsauthState>;
   /**
@@ -228,6 +240,14 @@ export interface WsauthClientEventMap {
    * follows in a position event, once every listener of this one returned.
    */
   message: CustomEvent<unknown>;
+  /**
+   * The server sent reauth_required: it wants a fresh token by deadline.
+   * Fired before the client starts reauthenticating (its state event
+   * follows, unless the client waits out the one-second interval between
+   * auth frames first). For display, e.g. a timeline of the token; the
+   * client answers on its own.
+   */
+  reauthrequired: CustomEvent<WsauthReauthRequiredDetail>;
   /**
    * The client's position changed: after the message event of each stream
    * message, and at the first auth_ok of a connection that starts elsewhere

@@ -70,7 +70,8 @@ const encoder = new TextEncoder();
  *
  * States: connecting, authenticating, active, reauthenticating, closed.
  * Events (CustomEvent, payload in `detail`): `state` (the new state),
- * `message` (the data of a server message frame), `position` ({epoch, seq}:
+ * `message` (the data of a server message frame), `reauthrequired` ({exp,
+ * deadline}: the server asked for a fresh token), `position` ({epoch, seq}:
  * the client's new position in the user's stream), `resumelost`
  * ({presented, position}: the server could not resume from the position
  * presented), `error` ({code, message, ref?, cause?}), `close` ({code,
@@ -448,6 +449,9 @@ export class WsauthClient extends EventTarget {
         this.#onAuthOK(f);
         break;
       case 'reauth_required':
+        // Before the reauthentication it starts: a listener sees the
+        // deadline first, then the state reauthenticating.
+        this.#emit('reauthrequired', { exp: Number(f.exp) || 0, deadline: Number(f.deadline) || 0 });
         this.#reauth();
         break;
       case 'message':

@@ -12,6 +12,17 @@
 //	POST /ticket                  Authorization: Bearer <token> -> {"ticket":…,"expires":…} (Server.TicketHandler)
 //	POST /token                   dev IdP: {"sub":"alice","ttl":"5s"} -> {"token":…,"exp":…}
 //	GET  /.well-known/jwks.json   dev IdP: its JWK Set
+//	GET  /status                  a live status page of this node, linked from the chat page
+//	GET  /status.json             its numbers: the metrics' values, and the verifier's key status
+//	GET  /metrics                 Prometheus metrics: wsauth's (prommetrics), the Go runtime's, the process's
+//	GET  /readyz                  readiness (Server.ReadyHandler): server, verifier's keys, NATS with -nats
+//	GET  /livez                   liveness (Server.LiveHandler)
+//
+// The status page, /metrics and the probes show counts, never a user, a
+// session, a token or a client address; the metrics are those of
+// docs/operations.md, and docs/grafana-dashboard.json draws them. The demo
+// serves them on its one listener, for show: a real server keeps them on
+// a listener that only its infrastructure reaches.
 //
 // Every message a client sends is broadcast to every session as
 // {"from":<sub>,"data":<data>}; one whose data is an object with a string
@@ -35,7 +46,11 @@
 // The page authenticates with the token in the first frame, or, as its
 // "Sign in with" control chooses, with a single-use ticket it exchanges
 // the token for at /ticket (wsauth's Server.TicketHandler); either way it
-// reauthenticates in-band.
+// reauthenticates in-band. It draws its session's tokens on a timeline
+// (static/timeline.js): each token from its auth_ok to its exp, the
+// reauth_required marks, the grace window, and, with "answer reauth late"
+// checked, the stretch the token was expired, while the server held the
+// page's messages, and their release at the fresh token's auth_ok.
 //
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
@@ -127,10 +142,26 @@ const defaultDevIssuer = "https://wsauth-demo.invalid"
 // across reauthentications without any flag.
 const defaultTick = time.Second
 
+// usageHeader comes before the flags in -help.
+const usageHeader = `Usage: wsauth-demo [flags]
+
+A chat server on wsauth with a development identity provider. On -addr it serves:
+  /                  the chat page            /status         a live status page of this node
+  /ws                the WebSocket endpoint   /status.json    the status page's numbers
+  /ticket            the ticket exchange      /metrics        Prometheus metrics
+  /token             the dev IdP's tokens     /readyz /livez  readiness and liveness probes
+
+Flags:
+`
+
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("wsauth-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHeader)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8080", "listen `address` (\":0\" picks a free port)")
 	fs.StringVar(&cfg.jwksURL, "jwks", "", "JWK Set `URL` of an external identity provider (default: the embedded development IdP)")
 	fs.StringVar(&cfg.issuer, "issuer", "", "\"iss\" of the tokens: the external identity provider's (required with -jwks), or the development IdP's (default: this server's URL; with -dev-key "+defaultDevIssuer+")")
@@ -280,11 +311,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer releaseBroker() // after srv.Shutdown, which leaves the broker
 
+	reg, obs, err := newMetrics()
+	if err != nil {
+		_ = stopHTTP()
+		return err
+	}
+
 	c := newChat(logger, cfg.tick)
 	opts := cfg.opts
 	opts.Verifier = v
 	opts.Logger = logger
 	opts.Broker = b
+	opts.Observer = obs
 	c.hook(&opts)
 	srv, err := wsauth.New(opts)
 	if err != nil {
@@ -296,6 +334,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Without a method in the pattern: the handler answers another method
 	// with 405 itself.
 	mux.Handle("/ticket", srv.TicketHandler())
+	mountOps(mux, reg, srv, v, strings.Fields(where)[0])
 	c.start()
 
 	fmt.Fprintf(stdout, "wsauth-demo listening on %s\n", base)

@@ -138,7 +138,12 @@ func TestStaticFiles(t *testing.T) {
 		path, contentType, contains string
 	}{
 		{"/", "text/html; charset=utf-8", `id="state"`},
+		{"/", "text/html; charset=utf-8", `href="/status"`},
 		{"/chat.js", "text/javascript; charset=utf-8", `from '/wsauth.js'`},
+		{"/timeline.js", "text/javascript; charset=utf-8", "export class TokenTimeline"},
+		{"/status", "text/html; charset=utf-8", `src="/status.js"`},
+		{"/status.js", "text/javascript; charset=utf-8", "'/status.json'"},
+		{"/status.css", "text/css; charset=utf-8", "#cards"},
 		{"/wsauth.js", "text/javascript; charset=utf-8", string(jsclient.Source)},
 		{"/.well-known/jwks.json", "application/json", `"keys"`},
 	} {

@@ -10,7 +10,7 @@ import (
 	jsclient "github.com/wsauth/wsauth/clients/js"
 )
 
-// static holds the chat page.
+// static holds the chat page and the status page.
 //
 //go:embed static
 var static embed.FS
@@ -18,7 +18,8 @@ var static embed.FS
 // pageCSP keeps the page to its own scripts, styles and socket.
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// mountStatic serves the chat page at / and the browser client at /wsauth.js.
+// mountStatic serves the chat page at /, the status page at /status and
+// the browser client at /wsauth.js.
 func mountStatic(mux *http.ServeMux) {
 	files, err := fs.Sub(static, "static")
 	if err != nil {
@@ -33,6 +34,9 @@ func mountStatic(mux *http.ServeMux) {
 			return
 		}
 		fileServer.ServeHTTP(w, r)
+	})))
+	mux.Handle("GET /status", secureHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, files, "status.html")
 	})))
 	modTime := time.Now()
 	mux.Handle("GET /wsauth.js", secureHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

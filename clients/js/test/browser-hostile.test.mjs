@@ -4,15 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
 import { WebSocketServer } from 'ws';
+import { launchChromium } from './demo.mjs';
 
-const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const chromiumArgs = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const source = readFileSync(new URL('../wsauth.js', import.meta.url));
 
 let browser;
@@ -23,8 +18,6 @@ const conns = [];
 const closes = []; // close frames the page sent: {n, code, reason}
 
 before(async () => {
-  assert.ok(existsSync(executablePath),
-    `${executablePath} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   // One origin serves the page, wsauth.js and the fake wsauth endpoint.
   server = createServer((req, res) => {
     if (req.url === '/wsauth.js') {
@@ -45,7 +38,7 @@ before(async () => {
     ws.on('close', (code, reason) => closes.push({ n: conn.n, code, reason: reason.toString() }));
   }));
   await new Promise((res) => server.listen(0, '127.0.0.1', res));
-  browser = await chromium.launch({ executablePath, headless: true, args: chromiumArgs, timeout: 30_000 });
+  browser = await launchChromium();
   page = await browser.newPage();
   page.setDefaultTimeout(10_000);
   await page.goto(`http://127.0.0.1:${server.address().port}/`);

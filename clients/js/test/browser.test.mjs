@@ -2,21 +2,12 @@
 // driven by playwright-core; no browser download).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { WsauthClient } from '../wsauth.js';
 import WebSocket from 'ws';
-import { startDemo, startCluster, fetchToken, waitFor, nodeOf } from './demo.mjs';
+import { startDemo, startCluster, fetchToken, waitFor, nodeOf, launchChromium } from './demo.mjs';
 
-const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const screenshotPath = fileURLToPath(new URL('./chat.png', import.meta.url));
-// As this machine needs them: no sandbox as root, and no background
-// networking, which the closed network refuses.
-const chromiumArgs = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 let demo;
 let browser;
@@ -24,12 +15,9 @@ const pageProblems = []; // uncaught errors and console errors (CSP violations a
 const pages = {};
 
 before(async () => {
-  assert.ok(existsSync(executablePath),
-    `${executablePath} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   // Tokens of 5 s with a 2 s reauth lead: a reauth every ~3 s.
   demo = await startDemo(['-tick', '200ms', '-reauth-lead', '2s']);
-  // launch() gives the browser a fresh temporary --user-data-dir of its own.
-  browser = await chromium.launch({ executablePath, headless: true, args: chromiumArgs, timeout: 30_000 });
+  browser = await launchChromium();
 }, { timeout: 240_000 }); // a cold go build
 
 after(async () => {

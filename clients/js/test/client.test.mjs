@@ -156,6 +156,19 @@ test('survives reauth cycles of 2 s tokens without losing or duplicating a tick'
   client.close();
 });
 
+test('reauth_required raises reauthrequired with exp and deadline, before reauthenticating', async () => {
+  const { client, rec } = await connected('rita', { ttl: '2s' });
+  const seen = []; // events in order, with the state when each reauthrequired fired
+  client.addEventListener('reauthrequired', (e) => seen.push({ ...e.detail, state: client.state }));
+  client.addEventListener('state', (e) => seen.push(e.detail));
+  const exp = client.exp;
+  await waitFor(() => rec.reauths >= 1, 5_000, 'a reauth');
+  // The demo runs with -reauth-grace 2s: the deadline is exp + 2.
+  assert.deepEqual(seen.slice(0, 3), [{ exp, deadline: exp + 2, state: 'active' }, 'reauthenticating', 'active']);
+  assert.ok(client.exp > exp, 'a fresh token');
+  client.close();
+});
+
 test('messages sent while reauthenticating are queued and delivered after auth_ok', async () => {
   const observer = await connected('olga');
   let release;

@@ -1,8 +1,9 @@
 // Test helpers: build and run the real demo server (cmd/wsauth-demo), a
-// NATS server for its cluster and a TCP proxy in front of its nodes, and
-// talk to its development IdP. Not a test file itself.
+// NATS server for its cluster and a TCP proxy in front of its nodes, talk
+// to its development IdP, and launch headless Chromium. Not a test file
+// itself.
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
+import { chromium } from 'playwright-core';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const running = new Set();
@@ -314,4 +316,28 @@ export async function waitFor(pred, ms = 5_000, what = 'condition') {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** The Chromium the browser tests drive: Debian's, or $CHROMIUM_PATH. */
+export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/**
+ * Launches headless Chromium (chromiumPath, driven by playwright-core; no
+ * browser download) with the flags this machine needs: no sandbox as
+ * root, and no background networking, which the closed network refuses.
+ * launch() gives the browser a fresh temporary --user-data-dir of its own.
+ */
+export function launchChromium() {
+  if (!existsSync(chromiumPath)) {
+    throw new Error(`${chromiumPath} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  }
+  return chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+    timeout: 30_000,
+  });
 }

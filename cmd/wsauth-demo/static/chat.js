@@ -6,11 +6,12 @@
 // resumes where the page left off: nothing secret is kept, neither tokens
 // nor tickets.
 import { WsauthClient } from '/wsauth.js';
+import { TokenTimeline } from '/timeline.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   login: $('login'), name: $('name'), ttl: $('ttl'), credential: $('credential'), broken: $('break-provider'),
-  connect: $('connect'), disconnect: $('disconnect'), signout: $('signout'), state: $('state'), error: $('error'),
+  late: $('late-reauth'), connect: $('connect'), disconnect: $('disconnect'), signout: $('signout'), state: $('state'), error: $('error'),
   node: $('node'), session: $('session'), via: $('via'), exp: $('exp'), reauths: $('reauths'), ticks: $('ticks'),
   lastTick: $('last-tick'), gaps: $('tick-gaps'), queued: $('queued'), position: $('position'),
   log: $('log'), composer: $('composer'), input: $('input'), send: $('send'),
@@ -25,6 +26,9 @@ let lastTick = 0;
 let ticks = 0;
 let gaps = 0;
 let reauths = 0;
+// The last reauth_required's {exp, deadline} (Unix seconds).
+let reauthRequired = null;
+const timeline = new TokenTimeline($('timeline'));
 
 // nodeOf is the node of a session id ("node.random").
 const nodeOf = (id) => (id.includes('.') ? id.slice(0, id.indexOf('.')) : '');
@@ -46,13 +50,27 @@ function wsURL() {
   return u.href;
 }
 
+// answerLate waits, with "answer reauth late" checked, until the current
+// token has expired and the session is halfway through its grace window
+// (exp to the deadline of reauth_required): meanwhile the server holds
+// the messages meant for this page, and delivers them after the fresh
+// token's auth_ok. The timeline draws both.
+async function answerLate() {
+  if (!ui.late.checked || !client?.exp) return;
+  const exp = client.exp * 1000;
+  const deadline = reauthRequired?.exp === client.exp ? reauthRequired.deadline * 1000 : exp + 2000;
+  const wait = (exp + deadline) / 2 - Date.now();
+  if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+}
+
 // tokenProvider reads the form at each call, so "break token provider" also
 // breaks the next reauthentication of a running session. A request that
 // fails on the network (a node of a cluster stopping under the load
 // balancer) is tried again, a few times: the client ends for good on a
 // token provider's failure.
-async function tokenProvider() {
+async function tokenProvider({ reauth } = {}) {
   if (ui.broken.checked) throw new Error('the token provider is broken (checkbox)');
+  if (reauth) await answerLate();
   const request = () => fetch('/token', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
@@ -137,6 +155,7 @@ function onTick(n, node) {
 }
 
 function onMessage(data) {
+  timeline.message(Date.now());
   if (data && typeof data === 'object' && typeof data.tick === 'number') {
     onTick(data.tick, String(data.node ?? ''));
   } else if (data && typeof data === 'object' && 'from' in data) {
@@ -161,6 +180,8 @@ function connect() {
   client.addEventListener('state', (ev) => {
     const st = ev.detail;
     if (st === 'active') {
+      timeline.authOK(Date.now(), client.exp, client.session);
+      timeline.render();
       if (client.session !== session) {
         session = client.session;
         logLine(`connected as ${client.subject} to node ${nodeOf(session)}, session ${session}, with ${client.credential === 'ticket' ? 'a ticket' : 'an auth frame'}`, 'system');
@@ -173,6 +194,11 @@ function connect() {
     render();
   });
   client.addEventListener('message', (ev) => onMessage(ev.detail));
+  client.addEventListener('reauthrequired', (ev) => {
+    reauthRequired = ev.detail;
+    timeline.reauthRequired(Date.now(), ev.detail.exp, ev.detail.deadline);
+    timeline.render();
+  });
   client.addEventListener('position', (ev) => {
     sessionStorage.setItem(positionKey(), JSON.stringify(ev.detail));
     render();
@@ -188,6 +214,8 @@ function connect() {
   });
   client.addEventListener('close', (ev) => {
     const { code, reason, retrying } = ev.detail;
+    timeline.closed(Date.now(), code);
+    timeline.render();
     logLine(`connection closed: ${code} ${reason || ''}${retrying ? ', reconnecting' : ''}`, 'system');
     if (!retrying && code !== 1000) showError(`closed ${code}: ${reason || 'connection lost'}`);
     render();
@@ -218,3 +246,6 @@ ui.composer.addEventListener('submit', (ev) => {
   render();
 });
 render();
+// The timeline moves with time, not only with the events that redraw it.
+timeline.render();
+setInterval(() => timeline.render(), 250);
