@@ -27,6 +27,10 @@ type lazyDeadline struct {
 	ctx      context.Context // the context.WithDeadline; nil until used
 	cancel   context.CancelFunc
 	released bool
+	// ended is, if released before it was made, how a
+	// context.WithDeadline would have ended by then: nil if by its
+	// parent's end, otherwise context.Canceled or DeadlineExceeded.
+	ended error
 }
 
 // withLazyDeadline returns the context and its CancelFunc, as
@@ -37,27 +41,53 @@ func withLazyDeadline(parent context.Context, deadline time.Time) (context.Conte
 }
 
 // made returns the context.WithDeadline, making it on first use. Made
-// after release, it is canceled at once.
+// after release, it is already done, with the error and cause that
+// release settled: a Verifier's goroutine that first looks at it later,
+// after its deadline or its parent's end, sees what it would have seen
+// in a context.WithDeadline canceled by release.
 func (c *lazyDeadline) made() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ctx == nil {
+	if c.ctx != nil {
+		return c.ctx
+	}
+	switch {
+	case !c.released || c.ended == nil:
+		// Running, or its parent ended first: the parent's error and
+		// cause, as context.WithDeadline propagates them.
 		c.ctx, c.cancel = context.WithDeadline(c.parent, c.deadline)
 		if c.released {
 			c.cancel()
 		}
+	case c.ended == context.DeadlineExceeded:
+		// Detached from the parent, whose later end must not change it;
+		// the parent's values still show through.
+		c.ctx, c.cancel = context.WithDeadline(context.WithoutCancel(c.parent), c.deadline)
+	default:
+		c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(c.parent))
+		c.cancel()
 	}
 	return c.ctx
 }
 
-// release is the CancelFunc: it cancels the context if it was made, and
-// marks it to be canceled if it is made later.
+// release is the CancelFunc: it cancels the context if it was made;
+// otherwise it settles what the context ended with, for made.
 func (c *lazyDeadline) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.released {
+		return
+	}
 	c.released = true
-	if c.cancel != nil {
+	switch {
+	case c.cancel != nil:
 		c.cancel()
+	case c.parent.Err() != nil:
+		// ended stays nil: the parent's end.
+	case !time.Now().Before(c.deadline):
+		c.ended = context.DeadlineExceeded
+	default:
+		c.ended = context.Canceled
 	}
 }
 

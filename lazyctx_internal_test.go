@@ -2,6 +2,7 @@ package wsauth
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -12,21 +13,26 @@ import (
 
 type lazyKey struct{}
 
+// errParentGone is the cause with which the tests' parents are canceled.
+var errParentGone = errors.New("parent gone")
+
 // TestLazyDeadlineIsWithDeadline takes the same steps with a lazyDeadline
 // and with context.WithDeadline, on the same parent and deadline, and
 // compares every answer.
 func TestLazyDeadlineIsWithDeadline(t *testing.T) {
 	t.Parallel()
 	type answers struct {
-		deadline time.Time
+		deadline time.Duration // from the context's start
 		ok       bool
 		done     bool
 		err      error
+		cause    error
 		value    any
 	}
-	read := func(ctx context.Context) answers {
-		a := answers{value: ctx.Value(lazyKey{}), err: ctx.Err()}
-		a.deadline, a.ok = ctx.Deadline()
+	read := func(ctx context.Context, start time.Time) answers {
+		a := answers{value: ctx.Value(lazyKey{}), err: ctx.Err(), cause: context.Cause(ctx)}
+		deadline, ok := ctx.Deadline()
+		a.deadline, a.ok = deadline.Sub(start), ok
 		select {
 		case <-ctx.Done():
 			a.done = true
@@ -58,27 +64,39 @@ func TestLazyDeadlineIsWithDeadline(t *testing.T) {
 			step: func(ctx context.Context, _, cancel context.CancelFunc) { _ = ctx.Done(); cancel() }},
 		{name: "canceled, never asked", timeout: time.Hour,
 			step: func(_ context.Context, _, cancel context.CancelFunc) { cancel() }},
+		// Canceled first, whatever happens next: first asked after its
+		// deadline or its parent's end, it still says canceled.
+		{name: "canceled, then expired, never asked", timeout: short,
+			step: func(_ context.Context, _, cancel context.CancelFunc) { cancel(); time.Sleep(3 * short) }},
+		{name: "canceled, then parent canceled, never asked", timeout: time.Hour,
+			step: func(_ context.Context, cancelParent, cancel context.CancelFunc) { cancel(); cancelParent() }},
+		{name: "expired, then canceled, never asked", timeout: short,
+			step: func(_ context.Context, _, cancel context.CancelFunc) { time.Sleep(3 * short); cancel() }},
+		{name: "parent canceled, then canceled, never asked", timeout: time.Hour,
+			step: func(_ context.Context, cancelParent, cancel context.CancelFunc) { cancelParent(); cancel() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			now := time.Now()
 			var got [2]answers
 			for i, with := range []func(context.Context, time.Time) (context.Context, context.CancelFunc){
 				context.WithDeadline, withLazyDeadline,
 			} {
-				base := context.WithValue(context.Background(), lazyKey{}, "v")
-				var parent context.Context
-				var cancelParent context.CancelFunc
+				// One after the other, each from its own start: the
+				// steps wait for the short deadlines to pass.
+				now := time.Now()
+				base, cancelBase := context.WithCancelCause(context.WithValue(context.Background(), lazyKey{}, "v"))
+				parent := context.Context(base)
+				cancelParent := func() { cancelBase(errParentGone) }
 				if tc.parentDeadline != 0 {
-					parent, cancelParent = context.WithDeadline(base, now.Add(tc.parentDeadline))
-				} else {
-					parent, cancelParent = context.WithCancel(base)
+					var cancelDeadline context.CancelFunc
+					parent, cancelDeadline = context.WithDeadline(base, now.Add(tc.parentDeadline))
+					defer cancelDeadline()
 				}
 				ctx, cancel := with(parent, now.Add(tc.timeout))
 				if tc.step != nil {
 					tc.step(ctx, cancelParent, cancel)
 				}
-				got[i] = read(ctx)
+				got[i] = read(ctx, now)
 				cancel()
 				cancelParent()
 				// Canceled, both are done, whatever they were.
