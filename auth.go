@@ -3,6 +3,7 @@ package wsauth
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/wsauth/wsauth/protocol"
@@ -86,7 +87,7 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 	if !first {
 		stage = "reauth"
 	}
-	return srv.check(ctx, stage, token, "session", s.id, "remote", s.remoteAddr, "reauth", !first)
+	return srv.check(ctx, stage, token, slog.String("session", s.id), slog.String("remote", s.remoteAddr), slog.Bool("reauth", !first))
 }
 
 // check verifies token with the Verifier and the server's own rules
@@ -94,7 +95,7 @@ func (s *Session) verify(token string, first bool, deadline time.Time) (Identity
 // refused: 4408 when ctx's deadline ran out first. stage says where, for the
 // Observer and the log; logAttrs go with the log line of a refusal (rate
 // limited: a client can cause them at will).
-func (srv *Server) check(ctx context.Context, stage, token string, logAttrs ...any) (Identity, *protocol.CloseError) {
+func (srv *Server) check(ctx context.Context, stage, token string, logAttrs ...slog.Attr) (Identity, *protocol.CloseError) {
 	start := time.Now()
 	ident, ce := srv.checkToken(ctx, token)
 	reason := ""
@@ -102,7 +103,7 @@ func (srv *Server) check(ctx context.Context, stage, token string, logAttrs ...a
 		reason = ce.Reason
 		if ce != closeAuthTimeout {
 			srv.refusals.log(srv.opts.Logger, "wsauth: token refused",
-				append(logAttrs, "stage", stage, "code", int(ce.Code), "reason", ce.Reason)...)
+				append(logAttrs, slog.String("stage", stage), slog.Int("code", int(ce.Code)), slog.String("reason", ce.Reason))...)
 		}
 	}
 	srv.observe(Event{Kind: Verified, Stage: stage, Reason: reason, Took: time.Since(start)})

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -81,7 +82,7 @@ func (srv *Server) serveTicket(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), srv.opts.AuthTimeout)
 	defer cancel()
-	ident, ce := srv.check(ctx, "ticket", token, "remote", r.RemoteAddr)
+	ident, ce := srv.check(ctx, "ticket", token, slog.String("remote", r.RemoteAddr))
 	if ce != nil {
 		srv.refuseCredential(w, ce)
 		return
@@ -161,7 +162,7 @@ func (srv *Server) preAuthenticate(w http.ResponseWriter, r *http.Request) (iden
 	default:
 		return Identity{}, false, r, true
 	}
-	ident, ce := srv.check(ctx, "upgrade", token, "remote", r.RemoteAddr)
+	ident, ce := srv.check(ctx, "upgrade", token, slog.String("remote", r.RemoteAddr))
 	if ce != nil {
 		srv.refuseCredential(w, ce)
 		return Identity{}, false, r, false

@@ -279,3 +279,64 @@ func TestTokenPerMessage(t *testing.T) {
 	require.NoError(t, c2.WriteText(`{"type":"message","token":"ignored","data":2}`))
 	assert.Equal(t, "pat", (<-got).Identity.Subject, "the session's identity")
 }
+
+// TestTokenPerMessageDeadline: a message's token is verified with a
+// context that ends AuthTimeout after the message arrived, or when the
+// session ends, and is canceled once Verify returned; a verification that
+// outlives it refuses the message (4401 "auth timeout", not logged) and
+// leaves the session open. A refused token's log line names the session,
+// the stage, the code and the reason.
+func TestTokenPerMessageDeadline(t *testing.T) {
+	t.Parallel()
+	const authTimeout = 300 * time.Millisecond
+	ctxs := make(chan context.Context, 1)
+	h := newHostileEnv(t, hostileOptions{server: func(o *wsauth.Options) {
+		o.TokenPerMessage = true
+		o.AuthTimeout = authTimeout
+		v := o.Verifier
+		o.Verifier = verifierFunc(func(ctx context.Context, token string) (wsauth.Identity, error) {
+			if token != "slow" {
+				return v.Verify(ctx, token)
+			}
+			ctxs <- ctx
+			<-ctx.Done()
+			return wsauth.Identity{}, ctx.Err()
+		})
+	}})
+	c, ok := h.loginT(t, h.idp.Token("pam", time.Hour))
+	send := func(id, token string) {
+		require.NoError(t, c.WriteText(string(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeMessage, ID: id, Token: token, Data: json.RawMessage(`1`)}))))
+	}
+
+	start := time.Now()
+	send("m1", "slow")
+	ctx := <-ctxs
+	deadline, hasDeadline := ctx.Deadline()
+	require.True(t, hasDeadline)
+	assert.WithinRange(t, deadline, start, time.Now().Add(authTimeout))
+	assert.NoError(t, ctx.Err(), "ended before its deadline")
+	assert.Equal(t, map[string]any{"type": "error", "code": float64(4401), "message": "auth timeout", "ref": "m1"}, readType(t, c, "error"))
+	assert.GreaterOrEqual(t, time.Since(start), authTimeout-10*time.Millisecond)
+	assert.ErrorIs(t, ctx.Err(), context.DeadlineExceeded)
+
+	send("m2", h.idp.Token("pam", time.Hour))
+	assert.Equal(t, "m2", h.nextMessage().id, "the session is still open")
+	assert.NotContains(t, h.logs.String(), "auth timeout", "a timeout is logged as a refusal")
+
+	send("m3", h.idp.Token("pam", -time.Minute))
+	readType(t, c, "error")
+	assert.Contains(t, h.logs.String(), `msg="wsauth: token refused" session=`+ok["session"].(string)+` stage=message code=4401 reason="token expired"`)
+
+	// The session's end ends a verification in flight.
+	send("m4", "slow")
+	ctx = <-ctxs
+	sess, found := h.srv.Session(ok["session"].(string))
+	require.True(t, found)
+	sess.Close(protocol.CloseNormal, "bye")
+	select {
+	case <-ctx.Done():
+		assert.ErrorIs(t, ctx.Err(), context.Canceled)
+	case <-time.After(authTimeout / 2):
+		t.Fatal("the session ended, its message's verification did not")
+	}
+}

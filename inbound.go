@@ -1,8 +1,9 @@
 package wsauth
 
 import (
-	"context"
 	"errors"
+	"log/slog"
+	"time"
 
 	"github.com/lxzan/gws"
 
@@ -166,8 +167,10 @@ func (s *Session) messageIdentity(m *Message, token string) bool {
 	if token == "" {
 		return refuse(protocol.ErrorReauthRequired, "token required")
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, srv.opts.AuthTimeout)
-	ident, ce := srv.check(ctx, "message", token, "session", s.id)
+	// Bounded like an auth frame's verification, by a deadline armed
+	// only if the Verifier looks at it (see lazyDeadline).
+	ctx, cancel := withLazyDeadline(s.ctx, time.Now().Add(srv.opts.AuthTimeout))
+	ident, ce := srv.check(ctx, "message", token, slog.String("session", s.id))
 	cancel()
 	switch {
 	case ce == closeTokenRevoked:

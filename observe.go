@@ -151,7 +151,7 @@ type refusalLog struct {
 func newRefusalLog() *refusalLog { return &refusalLog{limiter: rate.NewLimiter(10, 20)} }
 
 // log writes msg with attrs at info level, unless the rate is spent.
-func (l *refusalLog) log(logger *slog.Logger, msg string, attrs ...any) {
+func (l *refusalLog) log(logger *slog.Logger, msg string, attrs ...slog.Attr) {
 	if !l.limiter.Allow() {
 		l.mu.Lock()
 		l.dropped++
@@ -160,11 +160,11 @@ func (l *refusalLog) log(logger *slog.Logger, msg string, attrs ...any) {
 	}
 	l.mu.Lock()
 	if l.dropped > 0 {
-		attrs = append(attrs, "suppressed_before", l.dropped)
+		attrs = append(attrs, slog.Int("suppressed_before", l.dropped))
 		l.dropped = 0
 	}
 	l.mu.Unlock()
-	logger.Info(msg, attrs...)
+	logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
 
 // observedMember times every call to the broker for the Observer.

@@ -110,7 +110,7 @@ func benchMetricsEcho(b *testing.B, servers *metricsPair, conns int) {
 		return st, metricsErr(i, err)
 	})
 	b.StopTimer()
-	reportMetricsPair(b, total, "msg/s")
+	reportOnOff(b, total, "msg/s")
 }
 
 func benchMetricsHandshake(b *testing.B, servers *metricsPair, workers int) {
@@ -121,7 +121,7 @@ func benchMetricsHandshake(b *testing.B, servers *metricsPair, workers int) {
 		return st, metricsErr(i, err)
 	})
 	b.StopTimer()
-	reportMetricsPair(b, total, "hs/s")
+	reportOnOff(b, total, "hs/s")
 }
 
 // interleaveFine measures n operations on each server in up to 64
@@ -158,7 +158,10 @@ func metricsErr(i int, err error) error {
 	return fmt.Errorf("metrics %s: %w", [...]string{"off", "on"}[i], err)
 }
 
-func reportMetricsPair(b *testing.B, total []loadgen.Stats, unit string) {
+// reportOnOff reports the rates of a pair of servers, {off, on}, their
+// ratios and their allocations per operation (BenchmarkMetrics,
+// BenchmarkPerMessageToken).
+func reportOnOff(b *testing.B, total []loadgen.Stats, unit string) {
 	off, on := total[metricsOff], total[metricsOn]
 	b.ReportMetric(off.Rate(), "off-"+unit)
 	b.ReportMetric(on.Rate(), "on-"+unit)

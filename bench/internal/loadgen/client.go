@@ -121,6 +121,12 @@ type DialOptions struct {
 	// Timeout bounds one connection's handshake and authentication.
 	// Default 10s.
 	Timeout time.Duration
+	// TokenPerMessage puts the connection's token (the one it last
+	// authenticated with) in every message frame of an echo phase, as a
+	// server with wsauth.Options.TokenPerMessage requires: the frame is
+	// the payload size plus its "token" member. wsauth targets only.
+	// Default false: message frames carry no token.
+	TokenPerMessage bool
 }
 
 func (o DialOptions) withDefaults(n int) DialOptions {
@@ -173,6 +179,7 @@ type Conn struct {
 
 	sendMu   sync.Mutex
 	buf      []byte
+	token    string // with DialOptions.TokenPerMessage: put in message frames
 	ids      centrifugeIDs
 	toSend   atomic.Int64 // echo messages still to send
 	inFlight atomic.Int64 // echo messages sent and not answered
@@ -195,6 +202,9 @@ func (c *Conn) CloseErr() error {
 // returns once all are ready. It fails, closing what it opened, if one
 // cannot be opened.
 func Dial(ctx context.Context, t Target, n int, opts DialOptions) (*Pool, error) {
+	if opts.TokenPerMessage && !t.Auth {
+		return nil, fmt.Errorf("loadgen: TokenPerMessage needs a wsauth target, not %s", t.Name)
+	}
 	p := newPool(t, n, opts)
 	p.Conns = make([]*Conn, n)
 	errs := make(chan error, p.opts.Parallel)
@@ -281,6 +291,7 @@ func (p *Pool) dial(ctx context.Context, i int) (*Conn, error) {
 			c.Close()
 			return nil, err
 		}
+		c.setToken(tok)
 		_ = ws.WriteMessage(gws.OpcodeText, protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}))
 	}
 	if p.target.Centrifuge {
@@ -396,6 +407,7 @@ func (c *Conn) OnMessage(socket *gws.Conn, msg *gws.Message) {
 		// connection's reads.
 		tok, err := c.pool.refresh(context.Background(), c.Subject)
 		if err == nil {
+			c.setToken(tok)
 			err = socket.WriteMessage(gws.OpcodeText, protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}))
 		}
 		if err != nil {
@@ -430,6 +442,17 @@ func (c *Conn) onCentrifugeReply(socket *gws.Conn, b []byte) {
 			ph.onData(c, b)
 		}
 	}
+}
+
+// setToken makes tok the token of c's next message frames, with
+// DialOptions.TokenPerMessage.
+func (c *Conn) setToken(tok string) {
+	if !c.pool.opts.TokenPerMessage {
+		return
+	}
+	c.sendMu.Lock()
+	c.token = tok
+	c.sendMu.Unlock()
 }
 
 func (c *Conn) setReady(err error) {
@@ -508,12 +531,24 @@ func parseHex(b []byte) (uint64, bool) {
 	return v, true
 }
 
-// appendClientMessage appends a client message frame of exactly size bytes
-// (at least minPayload) whose data is a marked string.
-func appendClientMessage(dst []byte, ts int64, idx, size int) []byte {
-	dst = append(dst, `{"type":"message","data":"`...)
+// appendClientMessage appends a client message frame whose data is a marked
+// string: exactly size bytes (at least minPayload), plus, if token is not
+// empty, the member "token":token, (len(token)+11 bytes).
+func appendClientMessage(dst []byte, ts int64, idx, size int, token string) []byte {
+	start := len(dst)
+	dst = append(dst, `{"type":"message",`...)
+	extra := 0
+	if token != "" {
+		// A compact JWS is base64url and dots: nothing to escape.
+		n := len(dst)
+		dst = append(dst, `"token":"`...)
+		dst = append(dst, token...)
+		dst = append(dst, `",`...)
+		extra = len(dst) - n
+	}
+	dst = append(dst, `"data":"`...)
 	dst = appendMarker(dst, ts, idx)
-	for len(dst) < size-2 {
+	for len(dst)-start-extra < size-2 {
 		dst = append(dst, 'x')
 	}
 	return append(dst, `"}`...)

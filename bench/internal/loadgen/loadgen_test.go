@@ -8,6 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/wsauth/wsauth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -78,6 +80,32 @@ func TestPhases(t *testing.T) {
 			assert.Zero(t, pool.Closes())
 		})
 	}
+}
+
+// TestTokenPerMessage echoes through a server that requires a token in
+// every message: every message is answered, none refused.
+func TestTokenPerMessage(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := StartWsauth(ServerOptions{Configure: func(o *wsauth.Options) { o.TokenPerMessage = true }})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, srv.Close()) }()
+	pool, err := Dial(ctx, srv.Target(), 3, DialOptions{TokenPerMessage: true})
+	require.NoError(t, err)
+	defer pool.Close()
+	st, err := pool.Echo(ctx, 31, 64)
+	require.NoError(t, err)
+	assert.Equal(t, int64(31), st.Msgs)
+	for _, c := range pool.Conns {
+		assert.Zero(t, c.ErrorFrames.Load())
+	}
+
+	raw, err := StartGws(GwsOptions{})
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, raw.Close()) }()
+	_, err = Dial(ctx, raw.Target(), 1, DialOptions{TokenPerMessage: true})
+	assert.Error(t, err, "gws speaks no wsauth")
 }
 
 func TestFloodIsRefusedByTheGate(t *testing.T) {

@@ -166,7 +166,7 @@ func (c *Conn) sendMessage(size int) error {
 	if c.pool.target.Centrifuge {
 		c.buf = appendCentrifugeRPC(c.buf[:0], c.ids.id(), time.Now().UnixNano(), c.Index, size)
 	} else {
-		c.buf = appendClientMessage(c.buf[:0], time.Now().UnixNano(), c.Index, size)
+		c.buf = appendClientMessage(c.buf[:0], time.Now().UnixNano(), c.Index, size, c.token)
 	}
 	return c.ws.WriteMessage(gws.OpcodeText, c.buf)
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wsauth/wsauth/protocol"
 )
 
 func TestWriteTable(t *testing.T) {
@@ -51,12 +53,23 @@ func TestMarkers(t *testing.T) {
 	t.Parallel()
 	ts := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC).UnixNano()
 	for _, size := range []int{minPayload, 64, 1024} {
-		f := appendClientMessage(nil, ts, 123456, size)
+		f := appendClientMessage(nil, ts, 123456, size, "")
 		assert.Len(t, f, size)
 		gotTS, idx, ok := parseMarker(f)
 		require.True(t, ok)
 		assert.Equal(t, ts, gotTS)
 		assert.Equal(t, 123456, idx)
+
+		// With a token: the same data, and the token's member besides.
+		const tok = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_"
+		ft := appendClientMessage(nil, ts, 123456, size, tok)
+		assert.Len(t, ft, size+len(tok)+len(`"token":"",`))
+		cf, err := protocol.DecodeClient(ft)
+		require.NoError(t, err)
+		assert.Equal(t, tok, cf.Token)
+		plain, err := protocol.DecodeClient(f)
+		require.NoError(t, err)
+		assert.Equal(t, plain.Data, cf.Data)
 
 		data := appendPushData(nil, ts, 7, size)
 		assert.Len(t, append(append([]byte(`{"type":"message","data":`), data...), '}'), size)
