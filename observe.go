@@ -222,3 +222,21 @@ func (m observedMember) Revoke(ctx context.Context, r broker.Revocation) error {
 	m.done("Revoke", start, err)
 	return err
 }
+
+func (m observedMember) PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	start := time.Now()
+	err := m.Member.PutOnce(ctx, key, value, ttl)
+	m.done("PutOnce", start, err)
+	return err
+}
+
+func (m observedMember) TakeOnce(ctx context.Context, key string) ([]byte, error) {
+	start := time.Now()
+	value, err := m.Member.TakeOnce(ctx, key)
+	failed := err
+	if errors.Is(err, broker.ErrNotFound) {
+		failed = nil // a ticket used, expired or never issued: an answer
+	}
+	m.done("TakeOnce", start, failed)
+	return value, err
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -152,7 +153,8 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// flakyBroker is a broker.Memory whose Publish fails while fail is set.
+// flakyBroker is a broker.Memory whose Publish and PutOnce fail while
+// fail is set.
 type flakyBroker struct {
 	broker.Broker
 	fail atomic.Bool
@@ -173,6 +175,13 @@ func (m flakyMember) Publish(ctx context.Context, p session.Principal, data json
 		return protocol.Position{}, broker.ErrUnavailable
 	}
 	return m.Member.Publish(ctx, p, data)
+}
+
+func (m flakyMember) PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if m.b.fail.Load() {
+		return broker.ErrUnavailable
+	}
+	return m.Member.PutOnce(ctx, key, value, ttl)
 }
 
 // TestBrokerMetrics: every call to the broker is counted by operation and
@@ -214,6 +223,53 @@ func TestBrokerMetrics(t *testing.T) {
 	assert.Equal(t, 2.0, e.value("wsauth_messages_resumed_total"))
 	assert.Positive(t, e.value("wsauth_broker_calls_total", "operation", "history", "outcome", "ok"))
 	e.eventually(2, "wsauth_messages_sent_total")
+}
+
+// TestTicketMetrics: the upgrade tickets' calls to the broker are counted:
+// put_once at the exchange (error while the broker fails, and the
+// exchange answers 503), take_once at the upgrade, where a ticket used
+// once already is an answer (ok), not a failure.
+func TestTicketMetrics(t *testing.T) {
+	t.Parallel()
+	fb := &flakyBroker{}
+	e := newEnv(t, prommetrics.Options{}, func(o *wsauth.Options) {
+		fb.Broker = broker.NewMemory(broker.MemoryOptions{Now: o.Clock.Now})
+		o.Broker = fb
+	})
+	exchange := func() (int, string) {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodPost, "/ticket", nil)
+		r.Header.Set("Authorization", "Bearer "+e.idp.Token("subject-tom-51c0", time.Hour))
+		w := httptest.NewRecorder()
+		e.srv.TicketHandler().ServeHTTP(w, r)
+		var answer struct{ Ticket string }
+		_ = json.Unmarshal(w.Body.Bytes(), &answer)
+		return w.Code, answer.Ticket
+	}
+
+	fb.fail.Store(true)
+	status, _ := exchange()
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	fb.fail.Store(false)
+	assert.Equal(t, 1.0, e.value("wsauth_broker_calls_total", "operation", "put_once", "outcome", "error"))
+	status, ticket := exchange()
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, 1.0, e.value("wsauth_broker_calls_total", "operation", "put_once", "outcome", "ok"))
+	assert.Equal(t, 2.0, e.value("wsauth_broker_call_duration_seconds", "operation", "put_once"))
+
+	c, err := wstest.Dial(e.url+"?ticket="+ticket, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	e.read(c, "auth_ok")
+	assert.Equal(t, 1.0, e.value("wsauth_broker_calls_total", "operation", "take_once", "outcome", "ok"))
+
+	_, err = wstest.Dial(e.url+"?ticket="+ticket, nil)
+	var he *wstest.HandshakeError
+	require.ErrorAs(t, err, &he, "a used ticket")
+	assert.Equal(t, http.StatusUnauthorized, he.Status)
+	assert.Equal(t, 2.0, e.value("wsauth_broker_calls_total", "operation", "take_once", "outcome", "ok"))
+	assert.Empty(t, e.series("wsauth_broker_calls_total", "operation", "take_once", "outcome", "error"))
+	assert.NotContains(t, e.scrape(), ticket)
 }
 
 // TestOptions: New refuses close codes no application may choose and
