@@ -454,12 +454,24 @@ export class WsauthClient extends EventTarget {
         this.#emit('reauthrequired', { exp: Number(f.exp) || 0, deadline: Number(f.deadline) || 0 });
         this.#reauth();
         break;
-      case 'message':
+      case 'message': {
+        const pos = positionOf(f);
+        const cur = this.#position;
+        if (pos && cur && pos.epoch === cur.epoch && pos.seq <= cur.seq) {
+          // A stream message at or before the position: handed over
+          // already. A server that resumes correctly never sends one;
+          // dropped rather than delivered twice, as the Go client does.
+          this.#emit('error', {
+            code: CLIENT_ERROR, message: `the server repeated stream message ${pos.seq} (at ${cur.seq}); dropped`,
+          });
+          break;
+        }
         this.#emit('message', f.data);
         // After the application has it: a position is a promise that
         // everything up to it was handed over.
-        this.#advance(positionOf(f));
+        this.#advance(pos);
         break;
+      }
       case 'error':
         this.#onErrorFrame(f);
         break;

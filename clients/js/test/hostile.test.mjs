@@ -290,6 +290,29 @@ test('an auth_ok that changes the subject on reauth is a terminal protocol error
   assert.equal(srv.conns.length, 1, 'no reconnection');
 });
 
+test('a stream message at or before the position is dropped, not delivered twice', async () => {
+  const stream = (seq, data, epoch = 'e1') => JSON.stringify({ type: 'message', epoch, seq, data });
+  const srv = await fakeServer((conn, f) => {
+    if (f.type !== 'auth') return;
+    conn.sock.send(JSON.stringify({ type: 'auth_ok', session: 's1', sub: 'fay', exp: nowS() + 3600, epoch: 'e1', seq: 5 }));
+    conn.sock.send(stream(5, 'five again')); // where the session started: handed over
+    conn.sock.send(stream(6, 'six'));
+    conn.sock.send(stream(6, 'six again'));
+    conn.sock.send(stream(4, 'four'));
+    conn.sock.send(JSON.stringify({ type: 'message', data: 'outside the stream' }));
+    conn.sock.send(stream(7, 'seven'));
+    conn.sock.send(stream(1, 'a new epoch', 'e2'));
+  });
+  const { client, rec } = newClient(srv);
+  await waitFor(() => rec.messages.length === 4, 3_000);
+  await sleep(50);
+  assert.deepEqual(rec.messages, ['six', 'outside the stream', 'seven', 'a new epoch']);
+  assert.deepEqual(client.position, { epoch: 'e2', seq: 1 });
+  assert.deepEqual(rec.errors.map((e) => e.code), [CLIENT_ERROR, CLIENT_ERROR, CLIENT_ERROR]);
+  assert.match(rec.errors[1].message, /repeated stream message 6 \(at 6\); dropped/);
+  assert.equal(client.state, 'active', 'a repeat is dropped, not a reason to end the session');
+});
+
 test('a close frame without a status code (1005) is retried', async () => {
   const srv = await fakeServer((conn, f) => {
     if (f.type !== 'auth') return;
