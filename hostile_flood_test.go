@@ -258,18 +258,33 @@ func hostileUnknownKIDFlood(t *testing.T) {
 	// A slow JWK Set: every socket with an unknown kid waits for the one
 	// refetch (it belongs to the verifier, so no client can abort it), and
 	// each waits at most until its own auth deadline.
-	// slowFlood dials n sockets and, once go is closed, sends their auth
-	// frames.
+	// slowFlood dials n sockets and returns once the server has made each
+	// of them a pending session, whose auth deadline it took from its
+	// clock; once start is closed, they send their auth frames. (Pending
+	// counts a socket earlier, from before its upgrade.)
 	slowFlood := func(n int, start <-chan struct{}) <-chan outcome {
+		// The sockets of the flood before hold their slots of
+		// MaxPendingPerIP (64) until the server has read their answer to
+		// its close frame: too many would have these upgrades refused.
+		require.Eventually(t, func() bool { return h.srv.Pending() == 0 }, 5*time.Second, time.Millisecond)
 		results := make(chan outcome, n)
+		var pending sync.WaitGroup
+		pending.Add(n)
 		go parallel(n, n, func(int) {
 			tok := idp.SignWith(nil, nil, map[string]any{"kid": randomKID()}, h.claimsFor(idp, "flooder"))
 			fc, err := wstest.Dial(h.url, nil)
 			if err != nil {
+				pending.Done()
 				results <- outcome{reason: err.Error()}
 				return
 			}
 			defer fc.Close()
+			_, err = fc.Sync() // a pong: the server's read loop, so the session, exists
+			pending.Done()
+			if err != nil {
+				results <- outcome{reason: err.Error()}
+				return
+			}
 			<-start
 			_ = fc.Auth(tok)
 			cl, _, err := fc.ReadClose()
@@ -278,6 +293,7 @@ func hostileUnknownKIDFlood(t *testing.T) {
 			}
 			results <- outcome{cl.Code, cl.Reason}
 		})
+		pending.Wait()
 		return results
 	}
 	collect := func(results <-chan outcome, n int) map[outcome]int {
@@ -305,7 +321,7 @@ func hostileUnknownKIDFlood(t *testing.T) {
 	idp.SetDelay(3 * time.Second)
 	start := make(chan struct{})
 	results := slowFlood(n, start)
-	require.Eventually(t, func() bool { return h.srv.Pending() == n }, 5*time.Second, time.Millisecond)
+	require.Equal(t, n, h.srv.Pending(), "every socket is pending")
 	close(start)
 	require.Eventually(t, func() bool { return idp.Fetches() == fetches+1 }, 5*time.Second, time.Millisecond)
 	h.clock.Advance(wsauth.DefaultAuthTimeout)

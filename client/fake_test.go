@@ -174,12 +174,21 @@ type proxy struct {
 
 // newProxy returns a proxy in front of the server of wsURL, with the same
 // path.
+//
+// What a client writes to a frozen connection piles up in the kernels'
+// buffers until they are full; only then does a write block and time out.
+// Linux sizes a socket's send buffer by its segment size, 64 KiB on
+// loopback: a client took 4 MiB (15 messages of 256 KiB) to block, which
+// costs a -race build seconds of a loaded machine's CPU. The proxy's
+// listener therefore announces small segments (smallSegments): a client
+// then blocks after two or three such messages.
 func newProxy(t *testing.T, wsURL string) *proxy {
 	t.Helper()
 	target := strings.TrimPrefix(wsURL, "ws://")
 	path := target[strings.Index(target, "/"):]
 	target = target[:strings.Index(target, "/")]
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lc := net.ListenConfig{Control: smallSegments}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	px := &proxy{url: "ws://" + ln.Addr().String() + path, frozen: make(chan struct{}), done: make(chan struct{})}
 	px.wg.Add(1)

@@ -131,6 +131,10 @@ func TestSendOnlyClientNoticesANetworkCut(t *testing.T) {
 	px := newProxy(t, fk.url)
 	p, opts := newProbe(t, fakeSource)
 	opts.WriteTimeout = 100 * time.Millisecond
+	// One message waiting behind the write that blocks is enough: more
+	// would only cost the loop below CPU time (each Send checks and copies
+	// 256 KiB) that the client needs to notice the cut, on a loaded machine.
+	opts.QueueSize = 1
 	opts.Backoff = client.Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}
 	c := dial(t, px.url, opts)
 	waitBuffered(t, c, 64)
@@ -140,7 +144,7 @@ func TestSendOnlyClientNoticesANetworkCut(t *testing.T) {
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
-		_ = c.Send(ctx, big) // fills the frozen link's buffers, then the queue
+		_ = c.Send(ctx, big) // fills the frozen link's buffers (see newProxy), then the queue
 		return c.State() != client.Active
 	}, wait, time.Millisecond, "the client never noticed that the network was cut")
 	p.advanceUntilActive(c, 10*time.Millisecond)
