@@ -79,6 +79,46 @@ func TestTokenInHeader(t *testing.T) {
 	receive(t, c, `"back"`)
 }
 
+// A server that does not accept the token in the header
+// (wsauth.Options.TokenInHeader off) upgrades without looking at it and,
+// getting no auth frame, closes with 4408 at its auth deadline: Dial
+// returns that close, and the client's log names the likely cause. The
+// session never started.
+func TestTokenInHeaderIgnoredIsExplained(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	p, opts := e.newProbe("cy", time.Hour, nil)
+	opts.TokenInHeader = true
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		c, err := client.Dial(ctx, e.url, opts)
+		if c != nil {
+			_ = c.Close()
+		}
+		dialed <- err
+	}()
+	expectUpgrades(t, e.upgrades, "header")
+	// The server's default auth deadline is 5 s on its clock, from when
+	// its session exists: moved by 5 s until Dial returns.
+	var err error
+	require.Eventually(t, func() bool {
+		e.clock.Advance(5 * time.Second)
+		select {
+		case err = <-dialed:
+			return true
+		case <-time.After(10 * time.Millisecond):
+			return false
+		}
+	}, wait, time.Millisecond, "Dial did not return after the server's auth deadline")
+	var ce *protocol.CloseError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, protocol.CloseAuthTimeout, ce.Code)
+	assert.Contains(t, p.logs.String(), "the server ignored the token in the Authorization header")
+	e.expect("close:4408")
+}
+
 // A token refused in the header gets 401 before the upgrade: on a
 // reconnection that ends the client, as a 4401 close would, instead of
 // trying again and again.
