@@ -56,6 +56,11 @@ type conn struct {
 	authed      bool      // an auth_ok arrived on this socket
 	activeAt    time.Time // Clock time of the first auth_ok
 	lastAuth    time.Time // Clock time of the last auth frame written
+	// With Options.TokenPerMessage (empty otherwise): the token of the
+	// last auth sent on this socket (auth frame, header or ticket), and
+	// the one the server last accepted, which messages carry. An auth_ok
+	// answers the last auth sent: a socket has one in flight at most.
+	sentToken, token string
 }
 
 var _ gws.Event = (*conn)(nil)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -396,6 +397,68 @@ func TestCredentialOptionsAreChecked(t *testing.T) {
 				TicketURL:     tc.ticketURL,
 			})
 			assert.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// With TokenPerMessage every message carries the token the server last
+// accepted for the session: the one that started it (in an auth frame,
+// the Authorization header, or exchanged for a ticket), then each
+// reauthentication's. The server's handler sees that token's identity,
+// its expiry included, and refuses nothing.
+func TestTokenPerMessage(t *testing.T) {
+	t.Parallel()
+	for mode, upgrades := range map[string][]string{
+		"auth frame": {"frame"},
+		"header":     {"header"},
+		"ticket":     {"exchange", "ticket"},
+	} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var e *env // set before the server sees a message
+			e = newEnv(t, func(o *wsauth.Options) {
+				o.TokenPerMessage = true
+				o.TokenInHeader = mode == "header"
+				o.ReauthLead = 10 * time.Second
+				o.OnMessage = func(_ context.Context, _ *wsauth.Session, m wsauth.Message) error {
+					// exp as seconds from epoch: the token source's
+					// tokens live a minute from the server's now.
+					exp := m.Identity.ExpiresAt.Sub(epoch) / time.Second
+					e.events <- fmt.Sprintf("msg:%s:%s:%s:%d", m.ID, m.Data, m.Identity.Subject, exp)
+					return nil
+				}
+			})
+			p, opts := e.newProbe("ann", time.Minute, nil)
+			opts.TokenPerMessage = true
+			switch mode {
+			case "header":
+				opts.TokenInHeader = true
+			case "ticket":
+				opts.TicketURL = e.ticketURL
+				opts.Header = http.Header{"Origin": {strings.TrimSuffix(e.ticketURL, "/ticket")}}
+			}
+			c := e.dial(opts)
+			send := func(data string) {
+				t.Helper()
+				require.NoError(t, c.Send(context.Background(), json.RawMessage(data)))
+			}
+			expectUpgrades(t, e.upgrades, upgrades...)
+			send(`"hi"`)
+			e.expect("auth:ann", `msg:1:"hi":ann:60`)
+
+			e.serverAsks(p, 50*time.Second)
+			p.waitState(client.Reauthenticating)
+			p.waitState(client.Active)
+			e.expect("auth:ann")
+			send(`"fresh"`)
+			e.expect(`msg:2:"fresh":ann:110`)
+			// Past the first token's exp, only the fresh one is accepted.
+			e.clock.Advance(20 * time.Second)
+			send(`"later"`)
+			e.expect(`msg:3:"later":ann:110`)
+			e.quiet()
+			assert.Empty(t, p.errors)
+			assert.EqualValues(t, 2, p.calls.Load(), "the client asked for no token to put in messages")
 		})
 	}
 }

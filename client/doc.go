@@ -77,6 +77,13 @@
 // reconnection to a server that keeps streams, and a first connection
 // given Options.Resume. Neither tokens nor tickets are ever logged.
 //
+// A server that wants a token in every message
+// (wsauth.Options.TokenPerMessage) needs Options.TokenPerMessage: each
+// message then carries the token the server last accepted for the
+// session, whichever way it was presented, and the token of every
+// reauthentication from its auth_ok on. Without it, such a server refuses
+// every message with error 4401 "token required".
+//
 // # Goroutines
 //
 // A connected client runs two goroutines: its own, which owns every state

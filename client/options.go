@@ -20,7 +20,8 @@ import (
 // time. It must honour ctx, which ends when the client is closed or the
 // connection the token is for is lost.
 //
-// The client keeps no token: it asks for one each time it needs one, so a
+// The client keeps no token (but, with Options.TokenPerMessage, the one
+// its messages carry): it asks for one each time it needs one, so a
 // source that caches must itself decide when to refresh. A source error
 // ends the client (see Client.Err): retry inside the source if the identity
 // provider is flaky.
@@ -109,6 +110,18 @@ type Options struct {
 	// use auth frames. Default "": no tickets. Neither tickets nor tokens
 	// are ever logged.
 	TicketURL string
+	// TokenPerMessage puts a token in every message the client writes,
+	// for servers that want one per message (wsauth.Options.TokenPerMessage):
+	// the token the server last accepted for the session, that of the
+	// auth (auth frame, header or ticket) whose auth_ok made it active,
+	// then of each reauthentication's auth_ok. Messages are written only
+	// while the client is Active, so each carries a token the server
+	// accepted. It must match the server's option: such a server refuses
+	// every message without a token, with error 4401 "token required",
+	// and other servers ignore the token. The client then keeps that
+	// token in memory as long as the connection; it is never logged.
+	// Default false: messages carry no token.
+	TokenPerMessage bool
 
 	// QueueSize caps the messages waiting to be written: while the client is
 	// connecting or reauthenticating, or faster than the socket takes them.

@@ -62,6 +62,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	c.opts.Logger.Debug("client: connected; authenticating", "credential", cr.kind())
 	go cn.readLoop()
 	cn.lastAuth = c.opts.Clock.Now()
+	cn.authSent(tok) // a ticket's session is that of the token exchanged for it
 	if cr.inBand() {
 		auth := protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}
 		if at, ok := c.read.get(); ok {
@@ -258,6 +259,7 @@ func (c *Client) reauth(cn *conn, why string) error {
 		return err
 	}
 	cn.lastAuth = c.opts.Clock.Now()
+	cn.authSent(tok)
 	if cn.write(protocol.AppendClient(nil, protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok})) == nil {
 		cn.arm(&cn.reauthDue, evReauthTimeout, c.opts.ReauthTimeout)
 	} // else the connection ended: serve sees it
@@ -288,18 +290,29 @@ func (c *Client) keepalive(cn *conn) error {
 	return nil
 }
 
+// authSent records tok as the token of the auth just sent on cn, to carry in
+// messages once its auth_ok arrives; without Options.TokenPerMessage the
+// client keeps no token.
+func (cn *conn) authSent(tok string) {
+	if cn.c.opts.TokenPerMessage {
+		cn.sentToken = tok
+	}
+}
+
 // stable reports whether cn stayed authenticated long enough, Backoff.Max,
 // to start the backoff count again after it ended.
 func (cn *conn) stable() bool {
 	return cn.authed && cn.c.opts.Clock.Now().Sub(cn.activeAt) >= cn.c.opts.Backoff.Max
 }
 
-// activate handles auth_ok: the connection (again) is Active, the messages
+// activate handles auth_ok: the connection (again) is Active, with the
+// token just accepted for messages (Options.TokenPerMessage), the messages
 // refused for an expired token go first, and the early refresh is armed;
 // the first auth_ok of a socket starts its keepalive.
 func (c *Client) activate(cn *conn, f protocol.ServerFrame) {
 	now := c.opts.Clock.Now()
 	cn.reauthDue.stop()
+	cn.token = cn.sentToken
 	if !cn.authed {
 		cn.authed = true
 		cn.activeAt = now
@@ -325,7 +338,8 @@ func (c *Client) activate(cn *conn, f protocol.ServerFrame) {
 	c.setState(Active)
 }
 
-// flush writes queued messages, in order, while the client is Active.
+// flush writes queued messages, in order, while the client is Active: so
+// with Options.TokenPerMessage each carries a token the server accepted.
 func (c *Client) flush(cn *conn) {
 	for c.ctx.Err() == nil && !cn.ended() {
 		c.mu.Lock()
@@ -343,7 +357,7 @@ func (c *Client) flush(cn *conn) {
 		c.sent.push(it)
 		c.mu.Unlock()
 
-		c.buf = protocol.AppendClient(c.buf[:0], protocol.ClientFrame{Type: protocol.TypeMessage, ID: it.id, Data: it.data})
+		c.buf = protocol.AppendClient(c.buf[:0], protocol.ClientFrame{Type: protocol.TypeMessage, ID: it.id, Data: it.data, Token: cn.token})
 		if err := cn.write(c.buf); err != nil {
 			// Not written in full: the server cannot have processed it.
 			c.mu.Lock()
