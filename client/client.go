@@ -331,14 +331,22 @@ func (c *Client) deliver(cn *conn, f protocol.ServerFrame) {
 	}
 }
 
+// reasonTokenRequired is the message of the error 4401 with which a
+// server that wants a token per message refuses a message without one
+// (docs/protocol.md, section 2).
+const reasonTokenRequired = "token required"
+
 // onErrorFrame runs on the read goroutine. The server writes the error
 // frames of an auth frame's predecessors before its auth_ok, so every 4401
-// refusal is known when the client's goroutine handles that auth_ok.
+// refusal is known when the client's goroutine handles that auth_ok. A
+// 4401 for a message without a token is reported, not resent: sent again
+// after a reauth, it would carry no token again (the client lacks
+// Options.TokenPerMessage).
 func (c *Client) onErrorFrame(f protocol.ServerFrame) {
 	ef := ErrorFrame{Code: f.Code, Message: f.Message, Ref: f.Ref}
 	c.mu.Lock()
 	if f.Ref != "" {
-		if f.Code == protocol.ErrorReauthRequired {
+		if f.Code == protocol.ErrorReauthRequired && f.Message != reasonTokenRequired {
 			if it, ok := c.sent.take(f.Ref); ok {
 				c.resend = append(c.resend, it)
 				c.mu.Unlock()

@@ -462,3 +462,24 @@ func TestTokenPerMessage(t *testing.T) {
 		})
 	}
 }
+
+// A client without TokenPerMessage cannot talk to a server that wants a
+// token in every message: each message is refused with error 4401 "token
+// required", unprocessed, and reported to OnError rather than held to be
+// resent, since the same message without a token would be refused again.
+func TestTokenPerMessageMissing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *wsauth.Options) { o.TokenPerMessage = true })
+	p, opts := e.newProbe("bo", time.Hour, nil)
+	c := e.dial(opts)
+	e.expect("auth:bo")
+	require.NoError(t, c.Send(context.Background(), json.RawMessage(`"hi"`)))
+	select {
+	case f := <-p.errors:
+		assert.Equal(t, client.ErrorFrame{Code: protocol.ErrorReauthRequired, Message: "token required",
+			Ref: "1", Data: json.RawMessage(`"hi"`)}, f)
+	case <-time.After(wait):
+		t.Fatalf("no error frame within %v", wait)
+	}
+	e.quiet()
+}

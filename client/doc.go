@@ -82,7 +82,7 @@
 // message then carries the token the server last accepted for the
 // session, whichever way it was presented, and the token of every
 // reauthentication from its auth_ok on. Without it, such a server refuses
-// every message with error 4401 "token required".
+// every message with error 4401 "token required", reported to OnError.
 //
 // # Goroutines
 //

@@ -49,7 +49,9 @@ var _ TokenSource = TokenFunc(nil)
 // message the client sent.
 type ErrorFrame struct {
 	// Code is the server's error code: 4405 (the server takes no messages),
-	// 4500 (its handler failed), or an application's own code.
+	// 4500 (its handler failed), 4401 and 4403 from a server that wants a
+	// token per message (see Options.TokenPerMessage), or an application's
+	// own code.
 	Code protocol.ErrorCode
 	// Message is the server's short explanation.
 	Message string
@@ -117,10 +119,11 @@ type Options struct {
 	// then of each reauthentication's auth_ok. Messages are written only
 	// while the client is Active, so each carries a token the server
 	// accepted. It must match the server's option: such a server refuses
-	// every message without a token, with error 4401 "token required",
-	// and other servers ignore the token. The client then keeps that
-	// token in memory as long as the connection; it is never logged.
-	// Default false: messages carry no token.
+	// every message without a token, with error 4401 "token required"
+	// (reported to OnError, not resent), and other servers ignore the
+	// token. The client then keeps that token in memory as long as the
+	// connection; it is never logged. Default false: messages carry no
+	// token.
 	TokenPerMessage bool
 
 	// QueueSize caps the messages waiting to be written: while the client is
@@ -193,7 +196,8 @@ type Options struct {
 	OnMessage func(data json.RawMessage)
 	// OnError receives the server's error frames, on the read goroutine,
 	// like OnMessage. Error frames with code 4401 for messages the client
-	// still holds are not reported: the client resends those messages.
+	// still holds are not reported: the client resends those messages,
+	// unless the message was "token required" (see TokenPerMessage).
 	OnError func(ErrorFrame)
 	// OnResumeLost is called when the server cannot resume the user's
 	// stream where the client left off (auth_ok says "lost": the client was
