@@ -176,6 +176,22 @@ export interface WsauthClientOptions {
    * goes in the first auth frame.
    */
   ticketUrl?: string | URL | null;
+  /**
+   * Put a token in every message frame ({"type":"message","id",…,"token",
+   * "data"}), for a server that wants a token per message
+   * (wsauth.Options.TokenPerMessage; docs/protocol.md, section 2): the
+   * token the server last accepted for this session, that of the auth
+   * frame (or of the ticket exchange) whose auth_ok made the session
+   * active, then of each reauthentication's auth_ok. The token is added
+   * when the frame is sent, not at send(): a message queued while
+   * (re)authenticating carries the fresh token. Such a server refuses a
+   * message without one with error 4401 ('token required'): a client
+   * without this option resends it once after a fresh token, then reports
+   * it as an error event {code: 4401, ref}. Other servers ignore the
+   * token. It is never put into an event. A boolean (the constructor
+   * throws a TypeError otherwise). Default false.
+   */
+  tokenPerMessage?: boolean;
   /** The WebSocket implementation. Default globalThis.WebSocket; in Node 20 pass ws's. */
   WebSocket?: WebSocketConstructor;
 }
@@ -270,13 +286,14 @@ export interface WsauthClientEventMap {
  * A client of a wsauth endpoint. It authenticates with the first frame,
  * reauthenticates on the same socket when the server asks (and on its own
  * shortly before exp), queues messages while not active and sends them in
- * order after auth_ok, resends messages the server refused with error 4401,
- * gives up on a server that does not answer (authTimeout, reauthTimeout,
+ * order after auth_ok, resends messages the server refused with error 4401
+ * (once after a fresh token: refused again, they are error events), gives up on a server that does not answer (authTimeout, reauthTimeout,
  * and in Node with ws pingInterval/pongTimeout), and reconnects with
  * jittered exponential backoff after retryable closes (1001, 1005, 1006,
  * 1011, 1013, 4408, 4413, 4429, 4440), never after terminal ones. With
  * options.ticketUrl it authenticates the upgrade with a single-use ticket
- * instead of the first frame.
+ * instead of the first frame; with options.tokenPerMessage every message
+ * frame carries the session's token.
  *
  * Delivery is at most once: a message sent just before the connection
  * dropped is not resent, since the server may have processed it. Server

@@ -19,7 +19,9 @@
 // that keeps users' streams resumes where it left off (docs/protocol.md,
 // section 5). With options.ticketUrl it exchanges its token for a
 // single-use ticket before connecting (docs/protocol.md, section 1.1), so
-// that the server refuses a bad token before the socket exists.
+// that the server refuses a bad token before the socket exists. With
+// options.tokenPerMessage every message frame carries the token the server
+// last accepted, for a server that wants a token per message.
 
 /** The WebSocket subprotocol of wire protocol v1. */
 export const SUBPROTOCOL = 'wsauth.v1';
@@ -91,6 +93,7 @@ export class WsauthClient extends EventTarget {
   #pongTimeout;
   #readLimit;
   #ticketUrl; // the ticket exchange's absolute URL, or null: the auth frame
+  #tokenPerMessage;
   #WebSocket;
 
   #state = 'closed';
@@ -109,6 +112,14 @@ export class WsauthClient extends EventTarget {
   #queue = []; // entries waiting for an active session, by seq
   #sent = new Map(); // id -> entry sent since the last auth_ok: may come back with 4401
   #authSeq = 0; // #seq when the last auth frame went out
+  #authGen = 0; // auth_oks received, on any socket: which token a message went out under
+
+  // With tokenPerMessage only (held no longer than needed otherwise, and
+  // never put into an event): the token of the last auth frame or ticket
+  // exchange, and the token of the last one the server accepted (auth_ok),
+  // which message frames carry.
+  #offeredToken = '';
+  #sessionToken = '';
 
   #session = '';
   #subject = '';
@@ -136,6 +147,7 @@ export class WsauthClient extends EventTarget {
       readLimit = 1_048_576,
       resume = null,
       ticketUrl = null,
+      tokenPerMessage = false,
       WebSocket: WS = globalThis.WebSocket,
     } = options;
     if (typeof tokenProvider !== 'function') {
@@ -158,12 +170,16 @@ export class WsauthClient extends EventTarget {
     if (!Number.isInteger(readLimit) || readLimit < 1) {
       throw new RangeError('wsauth: options.readLimit must be a positive integer (bytes)');
     }
+    if (typeof tokenPerMessage !== 'boolean') {
+      throw new TypeError('wsauth: options.tokenPerMessage must be a boolean');
+    }
     if (resume !== null && !positionOf(resume)) {
       throw new TypeError(`wsauth: options.resume must be null or {epoch, seq}: a string of at most ${MAX_EPOCH_BYTES} bytes and an integer >= 0`);
     }
     this.#url = String(url);
     this.#ticketUrl = ticketUrl === null || ticketUrl === undefined ? null : ticketURLOf(ticketUrl, this.#url);
     this.#tokenProvider = tokenProvider;
+    this.#tokenPerMessage = tokenPerMessage;
     this.#protocols = protocols;
     this.#maxQueue = maxQueue;
     this.#backoffInitial = backoff.initial ?? 250;
@@ -229,7 +245,9 @@ export class WsauthClient extends EventTarget {
     }
     const seq = ++this.#seq;
     id ??= String(seq);
-    const entry = { seq, id, frame: `{"type":"message","id":${JSON.stringify(id)},"data":${json}}` };
+    // The frame is made at transmit time: with tokenPerMessage it carries
+    // the token of the session as it is then, after any reauth meanwhile.
+    const entry = { seq, id, json };
     this.#queue.push(entry);
     this.#flush(); // at once if the session is active
     return id;
@@ -350,6 +368,7 @@ export class WsauthClient extends EventTarget {
         this.#fail('cannot open WebSocket');
         return;
       }
+      if (this.#tokenPerMessage) this.#offeredToken = token; // the ticket's auth_ok accepts it
       this.#openSocket(url, Math.max(deadline - Date.now(), 1), true);
       return;
     }
@@ -387,6 +406,7 @@ export class WsauthClient extends EventTarget {
       this.#presented = this.#position;
       if (this.#position) frame.resume = this.#position;
     }
+    if (this.#tokenPerMessage) this.#offeredToken = token;
     ws.send(JSON.stringify(frame));
     if (state === 'reauthenticating') this.#armAuthTimer(ws, 'reauth timeout', this.#reauthTimeout);
   }
@@ -490,6 +510,10 @@ export class WsauthClient extends EventTarget {
       return;
     }
     clearTimeout(this.#authTimer);
+    this.#authGen++;
+    // auth_ok answers the last auth frame (or the ticket): its token is the
+    // session's from now on.
+    this.#sessionToken = this.#offeredToken;
     this.#session = String(f.session ?? '');
     this.#subject = sub;
     this.#exp = Number(f.exp) || 0;
@@ -523,6 +547,7 @@ export class WsauthClient extends EventTarget {
         // Refreshed too soon (by the server's clock): the session keeps its
         // token. Try again once the server's interval has passed.
         clearTimeout(this.#authTimer);
+        this.#offeredToken = this.#sessionToken;
         this.#setState('active');
         this.#refreshAt(Date.now() + REAUTH_INTERVAL_MS);
         this.#flush();
@@ -536,16 +561,20 @@ export class WsauthClient extends EventTarget {
       }
     }
     const entry = ref === undefined ? undefined : this.#sent.get(ref);
-    if (f.code === ERROR_REAUTH_REQUIRED && entry) {
+    // A message refused again after it went out under a fresh token (a
+    // server that wants a token per message, to a client without
+    // tokenPerMessage, refuses every one) is reported, not resent for ever.
+    if (f.code === ERROR_REAUTH_REQUIRED && entry && !(entry.refusedGen < entry.gen)) {
       // Not processed: the token had expired. Resend after the next auth_ok,
       // ahead of anything sent later.
       this.#sent.delete(ref);
+      entry.refusedGen = entry.gen;
       const at = this.#queue.findIndex((e) => e.seq > entry.seq);
       this.#queue.splice(at < 0 ? this.#queue.length : at, 0, entry);
       this.#reauth(); // the server saw an expired token before we did
       return;
     }
-    this.#emit('error', { code: Number(f.code), message: String(f.message ?? ''), ref });
+    this.#emit('error', { code: Number(f.code), message: this.#scrub(String(f.message ?? '')), ref });
   }
 
   // #advance moves the client to pos ({epoch, seq}, or undefined for a
@@ -564,7 +593,9 @@ export class WsauthClient extends EventTarget {
   }
 
   #transmit(entry) {
-    this.#ws.send(entry.frame);
+    entry.gen = this.#authGen;
+    const token = this.#tokenPerMessage ? `,"token":${JSON.stringify(this.#sessionToken)}` : '';
+    this.#ws.send(`{"type":"message","id":${JSON.stringify(entry.id)}${token},"data":${entry.json}}`);
     this.#sent.set(entry.id, entry);
     // Bound the set on long-lived tokens: the oldest entries are the least
     // likely to be refused.
@@ -659,6 +690,7 @@ export class WsauthClient extends EventTarget {
     // Messages in flight when the socket died may or may not have been
     // processed: they are not resent, so none is ever processed twice.
     this.#sent.clear();
+    this.#forgetTokens();
     const retrying = !this.#userClosed && isRetryable(code);
     if (retrying) {
       this.#setState('connecting');
@@ -701,11 +733,29 @@ export class WsauthClient extends EventTarget {
     this.#ws = null;
     this.#activeSince = 0;
     this.#sent.clear();
+    this.#forgetTokens();
     if (ws) closeSocket(ws, code, wireReason);
     if (this.#state !== 'closed') {
       this.#setState('closed');
       this.#emit('close', { code, reason, retrying: false, ...extra });
     }
+  }
+
+  // #forgetTokens drops the tokens of a connection that ended: the next
+  // one authenticates afresh.
+  #forgetTokens() {
+    this.#offeredToken = '';
+    this.#sessionToken = '';
+  }
+
+  // #scrub returns a server's text, or '' if it repeats a token the client
+  // holds (a hostile server echoing a message's token must not get it into
+  // the application's logs).
+  #scrub(text) {
+    for (const t of [this.#sessionToken, this.#offeredToken]) {
+      if (t !== '' && text.includes(t)) return '';
+    }
+    return text;
   }
 
   #setState(s) {

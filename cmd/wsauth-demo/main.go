@@ -52,6 +52,11 @@
 // checked, the stretch the token was expired, while the server held the
 // page's messages, and their release at the fresh token's auth_ok.
 //
+// With -token-per-message every client message must carry a token of its
+// own (wsauth's Options.TokenPerMessage), for clients that send one, such
+// as the JS client with tokenPerMessage in its tests; the page sends none,
+// so its messages are refused then.
+//
 // With -jwks URL -issuer ISS -audience AUD tokens come from an external
 // identity provider instead and /token answers 404.
 //
@@ -182,6 +187,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.TextVar(&o.Expiry, "expiry", wsauth.ExpiryReauth, "expiry `policy`: reauth, close or ignore (insecure)")
 	fs.IntVar(&o.BufferMessages, "buffer-messages", 0, "undelivered messages kept per session (0: wsauth default 256)")
 	fs.IntVar(&o.BufferBytes, "buffer-bytes", 0, "undelivered bytes kept per session (0: wsauth default 1 MiB)")
+	fs.BoolVar(&o.TokenPerMessage, "token-per-message", false, "require a token in every client message (wsauth Options.TokenPerMessage; the chat page sends none, and its messages are refused)")
 	fs.DurationVar(&cfg.keepFor, "keep-for", 2*time.Minute, "keep each user's messages this long, so that clients resume after a reconnect (0: off; not with -nats)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

@@ -369,6 +369,34 @@ func TestDefaultsShowTheWholeCycle(t *testing.T) {
 	assert.Equal(t, 1, tickOf(readType(t, c, "message")))
 }
 
+// TestTokenPerMessage: -token-per-message sets wsauth's
+// Options.TokenPerMessage, so that the JS client's tokenPerMessage can be
+// tested against the demo: a message without a token is refused with
+// 4401 and not broadcast, one with the sender's token is. Without the
+// flag (the default, the page's mode) no token is needed.
+func TestTokenPerMessage(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	assert.False(t, cfg.opts.TokenPerMessage, "off by default")
+	var help bytes.Buffer
+	_, err = parseFlags([]string{"-h"}, &help)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	assert.Contains(t, help.String(), "-token-per-message")
+
+	d := startDemo(t, "-tick", "0", "-token-per-message")
+	tok := d.token(t, "alice", time.Minute)
+	alice, _ := d.login(t, tok)
+	alice.Timeout = 3 * time.Second
+	require.NoError(t, alice.WriteText(`{"type":"message","id":"m1","data":"bare"}`))
+	refused := readType(t, alice, "error")
+	assert.EqualValues(t, 4401, refused["code"])
+	assert.Equal(t, "m1", refused["ref"])
+	require.NoError(t, alice.WriteText(`{"type":"message","id":"m2","token":"`+tok+`","data":"signed"}`))
+	m := readType(t, alice, "message")
+	assert.Equal(t, map[string]any{"from": "alice", "data": "signed"}, m["data"], "only the signed message is broadcast")
+}
+
 func TestCommandLineErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

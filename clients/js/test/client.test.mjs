@@ -3,19 +3,21 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket, { WebSocketServer } from 'ws';
-import { WsauthClient, CLIENT_ERROR, isRetryable } from '../wsauth.js';
+import { WsauthClient, CLIENT_ERROR, ERROR_REAUTH_REQUIRED, isRetryable } from '../wsauth.js';
 import { startDemo, fetchToken, sleep, waitFor, recordingWebSocket, tickCounter } from './demo.mjs';
 
 let demo;
+let pm; // a demo that wants a token per message (-token-per-message)
 const clients = new Set();
 
 before(async () => {
   demo = await startDemo(['-tick', '50ms', '-reauth-lead', '1s', '-reauth-grace', '2s']);
+  pm = await startDemo(['-tick', '0', '-token-per-message', '-reauth-lead', '1s', '-reauth-grace', '2s']);
 }, { timeout: 240_000 }); // a cold go build
 
 after(async () => {
   for (const c of clients) c.close();
-  await demo?.stop();
+  await Promise.all([demo?.stop(), pm?.stop()]);
 });
 
 // A WebSocket (ws) that hides the server frames for which drop(frame) is
@@ -409,4 +411,118 @@ test('error frames are reported and malformed server frames are fatal (fake serv
     for (const s of wss.clients) s.terminate();
     await new Promise((res) => wss.close(res));
   }
+});
+
+// A client of the -token-per-message demo (pm) whose WebSocket records the
+// frames it sends (rec.sockets).
+function pmClient(sub, opts = {}) {
+  const { WebSocket: WS, sockets } = recordingWebSocket();
+  const c = newClient(sub, { base: () => pm.base, url: () => pm.ws, WebSocket: WS, tokenPerMessage: true, ...opts });
+  c.rec.sockets = sockets;
+  return c;
+}
+
+async function pmConnected(sub, opts) {
+  const c = pmClient(sub, opts);
+  c.client.connect();
+  await waitFor(() => c.client.state === 'active', 5_000, `${sub} active`);
+  return c;
+}
+
+// The message frames a socket sent, each with the token of the last auth
+// frame sent before it on that socket.
+function messagesWithAuth(sock) {
+  let auth;
+  const out = [];
+  for (const f of sock.sent) {
+    if (f.type === 'auth') auth = f.token;
+    if (f.type === 'message') out.push({ data: f.data, token: f.token, auth });
+  }
+  return out;
+}
+
+test('with tokenPerMessage, messages (queued ones too) are delivered, each carrying the session token', async () => {
+  const observer = await pmConnected('olga');
+  const alice = pmClient('alice');
+  alice.client.connect();
+  alice.client.send({ text: 'queued before auth_ok' });
+  await waitFor(() => alice.client.state === 'active', 5_000, 'alice active');
+  alice.client.send({ text: 'sent while active' });
+  for (const r of [observer.rec, alice.rec]) {
+    await waitFor(() => chatFrom(r, 'alice').length === 2, 3_000, 'both messages');
+    assert.deepEqual(chatFrom(r, 'alice'), [{ text: 'queued before auth_ok' }, { text: 'sent while active' }]);
+  }
+  const sent = messagesWithAuth(alice.rec.sockets[0]);
+  assert.equal(sent.length, 2);
+  for (const m of sent) assert.ok(m.token && m.token === m.auth, 'the token of the auth frame that made the session active');
+  assert.deepEqual(alice.rec.errors, []);
+  assert.deepEqual(observer.rec.errors, []);
+  alice.client.close();
+  observer.client.close();
+});
+
+test('after reauthentications, messages carry the fresh token and still go through', async () => {
+  const observer = await pmConnected('olga');
+  const bea = await pmConnected('bea', { ttl: '2s' });
+  const firstExp = bea.client.exp;
+  bea.client.send('before reauth');
+  // Past the first token's exp: a message carrying it now is refused.
+  await waitFor(() => bea.rec.reauths >= 1 && Date.now() > firstExp * 1000 + 300, 6_000, 'a reauth, and the first token expired');
+  bea.client.send('after the first token expired');
+  await waitFor(() => bea.rec.reauths >= 2, 6_000, 'a second reauth');
+  bea.client.send('after a second reauth');
+  await waitFor(() => chatFrom(observer.rec, 'bea').length === 3, 3_000, 'three messages');
+  await sleep(100);
+  assert.deepEqual(chatFrom(observer.rec, 'bea'), ['before reauth', 'after the first token expired', 'after a second reauth']);
+  assert.deepEqual(bea.rec.errors, [], 'no message was refused');
+  assert.equal(bea.rec.sockets.length, 1, 'one socket throughout');
+  const sent = messagesWithAuth(bea.rec.sockets[0]);
+  assert.equal(sent.length, 3, 'none resent');
+  for (const m of sent) assert.equal(m.token, m.auth, `${m.data}: the token of the latest auth frame`);
+  // The dev IdP mints the same token for the same second, so two reauths
+  // may carry one token; but the first had expired before the second send.
+  assert.notEqual(sent[1].token, sent[0].token, 'a fresh token after the first expired');
+  assert.notEqual(sent[2].token, sent[0].token);
+  bea.client.close();
+  observer.client.close();
+});
+
+test('with a ticket, messages carry the token exchanged for it', async () => {
+  const observer = await pmConnected('olga');
+  const tess = await pmConnected('tess', { ticketUrl: `${pm.base}/ticket` });
+  assert.equal(tess.client.credential, 'ticket');
+  tess.client.send('by ticket');
+  await waitFor(() => chatFrom(observer.rec, 'tess').length === 1, 3_000, 'the message');
+  assert.deepEqual(tess.rec.sockets[0].sent.map((f) => f.type), ['message'], 'no auth frame: the token came from the exchange');
+  assert.equal(typeof tess.rec.sockets[0].sent[0].token, 'string');
+  assert.deepEqual(tess.rec.errors, []);
+  tess.client.close();
+  observer.client.close();
+});
+
+test('without tokenPerMessage the server refuses every message: error 4401, after one resend', async () => {
+  const observer = await pmConnected('olga');
+  const nat = await pmConnected('nat', { tokenPerMessage: false });
+  const id = nat.client.send('unsigned');
+  await waitFor(() => nat.rec.errors.length === 1, 4_000, 'an error event');
+  assert.deepEqual(nat.rec.errors[0], { code: ERROR_REAUTH_REQUIRED, message: 'token required', ref: id });
+  const sent = nat.rec.sockets[0].sent.filter((f) => f.type === 'message');
+  assert.equal(sent.length, 2, 'sent, then resent once after a fresh token');
+  assert.ok(sent.every((f) => !('token' in f)));
+  assert.equal(nat.rec.reauths, 1);
+  await sleep(1_200); // a resend loop would reauthenticate every second
+  assert.equal(nat.rec.reauths, 1, 'not resent for ever');
+  assert.equal(nat.rec.errors.length, 1);
+  assert.equal(nat.client.state, 'active', 'the session itself is fine');
+  assert.deepEqual(chatFrom(observer.rec, 'nat'), []);
+  nat.client.close();
+  observer.client.close();
+});
+
+test('tokenPerMessage must be a boolean', () => {
+  const opts = { tokenProvider: () => 't', WebSocket: class {} };
+  for (const v of ['true', 1, null]) {
+    assert.throws(() => new WsauthClient('ws://x', { ...opts, tokenPerMessage: v }), TypeError, String(v));
+  }
+  assert.doesNotThrow(() => new WsauthClient('ws://x', { ...opts, tokenPerMessage: true }));
 });

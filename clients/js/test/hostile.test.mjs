@@ -325,3 +325,76 @@ test('a close frame without a status code (1005) is retried', async () => {
   assert.equal(isRetryable(1005), true);
   client.close();
 });
+
+test('with tokenPerMessage a message carries the token of the latest accepted auth, one queued while reauthenticating the new one', async () => {
+  const msgs = []; // {data, token} of every message frame, in order
+  let held; // the reauth auth frame the server has not answered yet
+  const srv = await fakeServer((conn, f) => {
+    if (f.type === 'auth') {
+      if (conn.auths === 1) authOK(conn);
+      else held = { conn, f };
+    }
+    if (f.type === 'message') {
+      msgs.push({ data: f.data, token: f.token });
+      // A server that echoes the token in an error frame's message.
+      if (f.data === 'echo') conn.sock.send(JSON.stringify({ type: 'error', code: 4500, message: `bad: ${f.token}`, ref: f.id }));
+    }
+  });
+  const { client, rec } = newClient(srv, { tokenPerMessage: true });
+  client.send('queued before auth_ok');
+  await waitFor(() => client.state === 'active');
+  client.send('a');
+  await waitFor(() => msgs.length === 2);
+  const sock = srv.conns[0].sock;
+
+  sock.send(JSON.stringify({ type: 'reauth_required', exp: nowS() + 5, deadline: nowS() + 10 }));
+  await waitFor(() => held?.f.token === 'tok-2', 3_000, 'the reauth auth frame');
+  assert.equal(client.state, 'reauthenticating');
+  client.send('queued while reauthenticating');
+  await sleep(50);
+  assert.equal(msgs.length, 2, 'nothing sent before auth_ok');
+  authOK(held.conn);
+  held = undefined;
+  await waitFor(() => msgs.length === 3);
+  client.send('b');
+  await waitFor(() => msgs.length === 4);
+
+  // A reauth refused as too soon (4429): the session keeps tok-2.
+  sock.send(JSON.stringify({ type: 'reauth_required', exp: nowS() + 5, deadline: nowS() + 10 }));
+  await waitFor(() => held?.f.token === 'tok-3', 3_000, 'the second reauth auth frame');
+  held = undefined;
+  sock.send(JSON.stringify({ type: 'error', code: 4429, message: 'too many requests' }));
+  await waitFor(() => client.state === 'active');
+  client.send('c');
+  await waitFor(() => msgs.length === 5);
+  // The client retries the refresh a second later: tok-4, accepted.
+  await waitFor(() => held?.f.token === 'tok-4', 3_000, 'the retried reauth');
+  authOK(held.conn);
+  await waitFor(() => client.state === 'active');
+  client.send('echo');
+  await waitFor(() => rec.errors.length === 1);
+
+  assert.deepEqual(msgs, [
+    { data: 'queued before auth_ok', token: 'tok-1' },
+    { data: 'a', token: 'tok-1' },
+    { data: 'queued while reauthenticating', token: 'tok-2' },
+    { data: 'b', token: 'tok-2' },
+    { data: 'c', token: 'tok-2' },
+    { data: 'echo', token: 'tok-4' },
+  ]);
+  assert.deepEqual(rec.errors, [{ code: 4500, message: '', ref: '6' }], 'the echoed token is blanked');
+  client.close();
+});
+
+test('without tokenPerMessage a message frame has no token', async () => {
+  const msgs = [];
+  const srv = await fakeServer((conn, f) => {
+    if (f.type === 'auth') authOK(conn);
+    if (f.type === 'message') msgs.push(f);
+  });
+  const { client } = newClient(srv);
+  client.send('plain', 'p1');
+  await waitFor(() => msgs.length === 1);
+  assert.deepEqual(msgs, [{ type: 'message', id: 'p1', data: 'plain' }]);
+  client.close();
+});
